@@ -1,0 +1,32 @@
+# The README's commands. Each target sets up what it needs from scratch.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+# The CPU wheel of torch; an unpinned `torch` would pull several GB of CUDA packages.
+TORCH  ?= torch==2.13.0
+SENTIMENT_IMDB ?= $(wildcard ../shared/data/aclImdb_v1_labeled.tar.gz)
+export SENTIMENT_IMDB
+
+.PHONY: setup demo test lint bench-accuracy clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+# The main job: train TextCNN on IMDb, then predict two sentences with it.
+demo: setup
+	$(BIN)/sentiment data-stats
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

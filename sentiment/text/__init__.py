@@ -1,0 +1,1 @@
+"""The text pipeline: archive -> examples -> tokens -> ids -> batches -> models."""
