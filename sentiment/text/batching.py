@@ -1,0 +1,155 @@
+"""From token lists to padded id tensors: per-batch padding and length-bucketed batches.
+
+Ids are kept as one flat array plus offsets (a ragged array), so a batch is built with a
+few vectorised numpy operations and no per-example Python in the training loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sentiment.errors import SentimentError
+from sentiment.text.vocab import PAD_ID, UNK_ID, Vocab
+
+
+def pad_or_truncate(ids: Sequence[int], max_len: int = 500, pad: int = PAD_ID) -> list[int]:
+    """The reference's fixed-length form: cut to `max_len`, or fill with `pad` up to it."""
+    ids = list(ids)
+    if len(ids) > max_len:
+        return ids[:max_len]
+    return ids + [pad] * (max_len - len(ids))
+
+
+@dataclass
+class Encoded:
+    """Ragged ids: review i is `ids[offsets[i]:offsets[i] + lengths[i]]`."""
+
+    ids: np.ndarray  # int32, flat
+    offsets: np.ndarray  # int64
+    lengths: np.ndarray  # int64, each in [1, max_len]
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def row(self, i: int) -> np.ndarray:
+        return self.ids[self.offsets[i] : self.offsets[i] + self.lengths[i]]
+
+
+def encode(token_lists: Iterable[Sequence[str]], vocab: Vocab, max_len: int = 500) -> Encoded:
+    """Look up and truncate every review. An empty review becomes a single `<unk>`,
+    so every review has at least one position for the models to read."""
+    if max_len < 1:
+        raise SentimentError(f"max_len must be at least 1, got {max_len}")
+    get = vocab.stoi.get
+    chunks: list[list[int]] = []
+    for tokens in token_lists:
+        ids = [get(t, UNK_ID) for t in tokens[:max_len]]
+        chunks.append(ids or [UNK_ID])
+    lengths = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=len(chunks))
+    offsets = np.zeros(len(chunks), dtype=np.int64)
+    if len(chunks) > 1:
+        np.cumsum(lengths[:-1], out=offsets[1:])
+    flat = np.fromiter((i for c in chunks for i in c), dtype=np.int32, count=int(lengths.sum()))
+    return Encoded(ids=flat, offsets=offsets, lengths=lengths)
+
+
+def pad_batch(enc: Encoded, index: np.ndarray, *, min_len: int = 1, pad: int = PAD_ID):
+    """Ids `[B, T]` padded to the longest review of this batch (at least `min_len`), and lengths `[B]`."""
+    index = np.asarray(index, dtype=np.int64)
+    lengths = enc.lengths[index]
+    width = max(int(lengths.max()), min_len)
+    pos = np.arange(width, dtype=np.int64)
+    valid = pos[None, :] < lengths[:, None]
+    gather = np.where(valid, enc.offsets[index][:, None] + pos[None, :], 0)
+    ids = np.where(valid, enc.ids[gather], pad).astype(np.int64)
+    return torch.from_numpy(ids), torch.from_numpy(lengths.copy())
+
+
+def collate(seqs: Sequence[Sequence[int]], *, max_len: int = 500, pad: int = PAD_ID):
+    """DataLoader-style collate: pad a list of id lists to the longest (<= `max_len`); return ids and lengths."""
+    lengths = torch.tensor([max(1, min(len(s), max_len)) for s in seqs], dtype=torch.long)
+    out = torch.full((len(seqs), int(lengths.max())), pad, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        s = list(s)[:max_len]
+        if s:
+            out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        else:
+            out[i, 0] = UNK_ID
+    return out, lengths
+
+
+class BucketBatchSampler:
+    """Batches of similar length: fewer pads, same examples.
+
+    Each epoch: shuffle all indices (seed + epoch), cut them into pools of
+    `batch_size * pool_batches`, sort each pool by length, cut pools into batches,
+    and shuffle the batch order. Every index appears exactly once per epoch.
+    With `shuffle=False`, batches are simply consecutive in length order (for evaluation).
+
+    `num_replicas`/`rank` give each process of a distributed run a disjoint share of the batches.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int] | np.ndarray,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        pool_batches: int = 50,
+        drop_last: bool = False,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ):
+        if batch_size < 1:
+            raise SentimentError(f"batch size must be at least 1, got {batch_size}")
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.pool_batches = pool_batches
+        self.drop_last = drop_last
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _all_batches(self) -> list[np.ndarray]:
+        n = len(self.lengths)
+        if not self.shuffle:
+            order = np.argsort(self.lengths, kind="stable")
+            batches = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+        else:
+            rng = np.random.default_rng((self.seed, self.epoch))
+            perm = rng.permutation(n)
+            pool = self.batch_size * self.pool_batches
+            batches = []
+            for start in range(0, n, pool):
+                chunk = perm[start : start + pool]
+                chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+                batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        return batches
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        batches = self._all_batches()
+        if self.num_replicas > 1:
+            # Equal batch counts on every rank, so collective operations stay in step.
+            per_rank = len(batches) // self.num_replicas
+            batches = batches[self.rank * per_rank : (self.rank + 1) * per_rank]
+        return iter(batches)
+
+    def __len__(self) -> int:
+        n, bs = len(self.lengths), self.batch_size
+        pool = bs * self.pool_batches
+        chunks = [min(pool, n - s) for s in range(0, n, pool)] if self.shuffle else [n]
+        count = sum(c // bs if self.drop_last else -(-c // bs) for c in chunks)
+        return count // self.num_replicas if self.num_replicas > 1 else count

@@ -1,0 +1,139 @@
+"""A corpus: train and test examples plus the class names, from IMDb or from users' own files."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sentiment.errors import SentimentError
+from sentiment.text import imdb
+from sentiment.text.examples import Example
+from sentiment.text.labeled import class_order, is_labeled_file, read_labeled_rows
+
+
+@dataclass
+class Corpus:
+    train: list[Example]
+    test: list[Example]
+    classes: list[str]  # display names, index = label
+    label_keys: list[str]  # the labels as the data spells them (IMDb: "neg", "pos")
+    source: str
+
+    def counts(self, split: str) -> dict[str, int]:
+        examples = getattr(self, split)
+        n = np.bincount([ex.label for ex in examples], minlength=len(self.classes))
+        return {key: int(c) for key, c in zip(self.label_keys, n, strict=True)}
+
+
+def _split_indices(labels: list[int], fraction: float, seed: int) -> np.ndarray:
+    """A stratified, seeded choice of test rows: `fraction` of each class (at least one)."""
+    rng = np.random.default_rng(seed)
+    labels_arr = np.asarray(labels)
+    picked = []
+    for c in np.unique(labels_arr):
+        idx = np.flatnonzero(labels_arr == c)
+        k = max(1, round(len(idx) * fraction)) if len(idx) > 1 else 0
+        picked.append(rng.choice(idx, size=k, replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+def load_labeled(
+    train_path: str | os.PathLike,
+    test_path: str | os.PathLike | None = None,
+    *,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> Corpus:
+    """A corpus from a CSV/TSV/JSONL train file plus a test file, or one file split by `test_fraction`."""
+    train_rows = read_labeled_rows(train_path, text_col=text_col, label_col=label_col)
+    test_rows = read_labeled_rows(test_path, text_col=text_col, label_col=label_col) if test_path else None
+    classes = class_order(lab for _, lab, _ in train_rows)
+    if len(classes) < 2:
+        raise SentimentError(f"{train_path} has only one class ({classes[0]!r}); at least two are needed")
+    index = {c: i for i, c in enumerate(classes)}
+    name = Path(train_path).name
+
+    def examples(rows, fname) -> list[Example]:
+        out = []
+        for text, lab, line in rows:
+            if lab not in index:
+                raise SentimentError(
+                    f"{fname}, line {line}: label {lab!r} is not among the training classes ({', '.join(classes)})"
+                )
+            out.append(Example(text=text, label=index[lab], id=f"{Path(fname).name}:{line}"))
+        return out
+
+    train = examples(train_rows, train_path)
+    if test_rows is not None:
+        test = examples(test_rows, test_path)
+    else:
+        if not 0.0 < test_fraction < 1.0:
+            raise SentimentError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+        held = set(_split_indices([ex.label for ex in train], test_fraction, seed).tolist())
+        test = [ex for i, ex in enumerate(train) if i in held]
+        train = [ex for i, ex in enumerate(train) if i not in held]
+        if not test or not train:
+            raise SentimentError(f"{train_path} is too small to split into train and test")
+    return Corpus(train=train, test=test, classes=classes, label_keys=classes, source=name)
+
+
+def load_corpus(
+    data: str | os.PathLike | None = None,
+    *,
+    test_data: str | os.PathLike | None = None,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    splits: tuple[str, ...] = ("train", "test"),
+) -> Corpus:
+    """IMDb (folder or archive, found as `imdb.find_imdb` says) or a user's labeled file."""
+    if data is not None and is_labeled_file(data):
+        return load_labeled(
+            data, test_data, text_col=text_col, label_col=label_col, test_fraction=test_fraction, seed=seed
+        )
+    path = imdb.find_imdb(data)
+    if is_labeled_file(path):  # $SENTIMENT_IMDB may name a user's file too
+        return load_corpus(path, test_data=test_data, text_col=text_col, label_col=label_col,
+                           test_fraction=test_fraction, seed=seed)
+    read = imdb.read_imdb_splits(path, splits)
+    return Corpus(
+        train=read.get("train", []),
+        test=read.get("test", []),
+        classes=list(imdb.CLASSES),
+        label_keys=list(imdb.LABELS),
+        source=str(path),
+    )
+
+
+def balanced_subset(examples: list[Example], n: int | None, num_classes: int, seed: int) -> list[Example]:
+    """A seeded random subset of `n` examples with the classes as even as the data allows.
+
+    Order within the subset follows the original order, so the result is deterministic for a seed.
+    """
+    if n is None or n >= len(examples):
+        return examples
+    if n <= 0:
+        raise SentimentError(f"a limit must be positive, got {n}")
+    rng = np.random.default_rng(seed)
+    labels = np.array([ex.label for ex in examples])
+    by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in range(num_classes)]
+    share = [0] * num_classes
+    remaining = n
+    # Deal one slot at a time to the classes that still have examples: even split, no overshoot.
+    while remaining:
+        progressed = False
+        for c in range(num_classes):
+            if remaining and share[c] < len(by_class[c]):
+                share[c] += 1
+                remaining -= 1
+                progressed = True
+        if not progressed:
+            break
+    chosen = np.sort(np.concatenate([idx[:k] for idx, k in zip(by_class, share, strict=True)]))
+    return [examples[i] for i in chosen]

@@ -1,0 +1,13 @@
+"""The unit every reader produces: one labeled text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    text: str
+    label: int  # index into the corpus's classes
+    rating: int | None = None  # IMDb's 1-10 star rating, when the source has one
+    id: str = ""  # where it came from: IMDb file id, or "<file>:<line>"

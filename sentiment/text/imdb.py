@@ -1,0 +1,137 @@
+"""Readers for the Large Movie Review Dataset (IMDb): an extracted folder or a tar archive, read in place.
+
+Accepted sources: an `aclImdb/` folder (or its parent), the official `aclImdb_v1.tar.gz`, and the
+labeled-only `aclImdb_v1_labeled.tar.gz`. Reviews come back in a deterministic order (negative
+before positive, then by numeric file id); shuffling is the caller's job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tarfile
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from sentiment import hub
+from sentiment.errors import SentimentError
+from sentiment.text.examples import Example
+
+SPLITS = ("train", "test")
+LABELS = ("neg", "pos")  # folder names; label index 0 = neg, 1 = pos
+CLASSES = ("negative", "positive")
+
+IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
+IMDB_ARCHIVE = "aclImdb_v1.tar.gz"
+
+# aclImdb/<split>/<neg|pos>/<id>_<rating>.txt, possibly below a leading folder
+_MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(neg|pos)/(\d+)_(\d+)\.txt$")
+
+
+def _sort_key(ex: Example) -> tuple[int, int]:
+    return ex.label, int(ex.id)
+
+
+def _make(split_path: str, label_dir: str, file_id: str, rating: str, raw: bytes) -> Example:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SentimentError(f"{split_path} is not UTF-8 text (byte {e.start}); the file is damaged") from None
+    return Example(text=text, label=LABELS.index(label_dir), rating=int(rating), id=file_id)
+
+
+def _read_folder(root: Path, splits: Iterable[str]) -> dict[str, list[Example]]:
+    base = root / "aclImdb" if (root / "aclImdb").is_dir() else root
+    out: dict[str, list[Example]] = {}
+    for split in splits:
+        examples = []
+        for label_dir in LABELS:
+            folder = base / split / label_dir
+            if not folder.is_dir():
+                raise SentimentError(
+                    f"{base} has no {split}/{label_dir} folder; expected the aclImdb layout "
+                    f"(train/pos, train/neg, test/pos, test/neg)"
+                )
+            for entry in os.scandir(folder):
+                m = re.fullmatch(r"(\d+)_(\d+)\.txt", entry.name)
+                if m and entry.is_file():
+                    with open(entry.path, "rb") as f:
+                        examples.append(_make(entry.path, label_dir, m[1], m[2], f.read()))
+        out[split] = examples
+    return out
+
+
+def _iter_tar(path: Path, splits: set[str]) -> Iterator[tuple[str, Example]]:
+    # Streaming mode ("r|*") reads the archive front to back once, without seeking and
+    # without extracting anything to disk.
+    with tarfile.open(path, "r|*") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            m = _MEMBER.search(member.name)
+            if not m or m[1] not in splits:
+                continue
+            f = tar.extractfile(member)
+            if f is None:
+                continue
+            yield m[1], _make(f"{path}:{member.name}", m[2], m[3], m[4], f.read())
+
+
+def _read_tar(path: Path, splits: Iterable[str]) -> dict[str, list[Example]]:
+    wanted = set(splits)
+    out: dict[str, list[Example]] = {s: [] for s in wanted}
+    try:
+        for split, ex in _iter_tar(path, wanted):
+            out[split].append(ex)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise SentimentError(
+            f"{path} is not a readable tar archive ({type(e).__name__}: {e}); it may be truncated or "
+            f"corrupt: download it again"
+        ) from None
+    return out
+
+
+def read_imdb_splits(source: str | os.PathLike, splits: Iterable[str] = SPLITS) -> dict[str, list[Example]]:
+    """Read several splits in one pass over the source (an archive is decompressed once)."""
+    splits = list(splits)
+    for split in splits:
+        if split not in SPLITS:
+            raise SentimentError(f"unknown IMDb split {split!r}; choose one of: {', '.join(SPLITS)}")
+    path = Path(source)
+    if not path.exists():
+        raise SentimentError(f"no IMDb data at {path}: give a path to aclImdb/ or aclImdb_v1.tar.gz")
+    out = _read_folder(path, splits) if path.is_dir() else _read_tar(path, splits)
+    for split in splits:
+        if not out[split]:
+            raise SentimentError(f"{path} holds no reviews for the {split!r} split")
+        out[split].sort(key=_sort_key)
+    return out
+
+
+def read_imdb(source: str | os.PathLike, split: str) -> list[Example]:
+    """The reviews of one split: text, label (pos=1, neg=0), rating and file id."""
+    return read_imdb_splits(source, [split])[split]
+
+
+def find_imdb(data: str | os.PathLike | None = None, *, download: bool = True) -> Path:
+    """Where the IMDb data is: `data`, then $SENTIMENT_IMDB, then data/, then a download into data/."""
+    if data is not None:
+        path = Path(data)
+        if not path.exists():
+            raise SentimentError(f"no data at {path}: check the path given with --data")
+        return path
+    env = os.environ.get("SENTIMENT_IMDB")
+    if env:
+        path = Path(env)
+        if not path.exists():
+            raise SentimentError(f"$SENTIMENT_IMDB points to {path}, which does not exist")
+        return path
+    root = hub.data_dir()
+    for candidate in (root / "aclImdb", root / IMDB_ARCHIVE):
+        if candidate.exists():
+            return candidate
+    if not download:
+        raise SentimentError(f"no IMDb data in {root}; give --data or set $SENTIMENT_IMDB")
+    return hub.download(IMDB_URL, root / IMDB_ARCHIVE, md5=IMDB_MD5, desc="IMDb reviews")
