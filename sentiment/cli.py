@@ -27,6 +27,7 @@ app = typer.Typer(
     help="Fine-tune pretrained representations on small classification tasks.",
 )
 
+
 @app.callback()
 def _root() -> None:
     """Fine-tune pretrained representations on small classification tasks."""
@@ -67,6 +68,217 @@ def data_stats_cmd(
     typer.echo(json.dumps(stats) if as_json else format_stats(stats))
 
 
+ModelOpt = Annotated[str | None, typer.Option("--model", help="textcnn or birnn")]
+RunOpt = Annotated[str | None, typer.Option("--run", help="a run folder (default: runs/latest)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output")]
+
+
+@app.command("train")
+def train_cmd(
+    model: ModelOpt = None,
+    config: Annotated[str | None, typer.Option("--config", help="a TOML file of settings (see configs/)")] = None,
+    data: DataOpt = None,
+    test_data: Annotated[str | None, typer.Option("--test-data", help="test file for a labeled train file")] = None,
+    text_col: Annotated[str | None, typer.Option("--text-col")] = None,
+    label_col: Annotated[str | None, typer.Option("--label-col")] = None,
+    test_fraction: Annotated[float | None, typer.Option("--test-fraction", help="held out of a single file")] = None,
+    vectors: Annotated[str | None, typer.Option("--vectors", help="glove.6B.50d or a GloVe file")] = None,
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="basic or words")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    lr: Annotated[float | None, typer.Option("--lr")] = None,
+    optimizer: Annotated[str | None, typer.Option("--optimizer", help="adam, adamw or sgd")] = None,
+    schedule: Annotated[str | None, typer.Option("--schedule", help="none, step or cosine")] = None,
+    weight_decay: Annotated[float | None, typer.Option("--weight-decay")] = None,
+    max_len: Annotated[int | None, typer.Option("--max-len")] = None,
+    min_freq: Annotated[int | None, typer.Option("--min-freq")] = None,
+    limit_train: Annotated[int | None, typer.Option("--limit-train", help="a balanced random subset")] = None,
+    limit_test: Annotated[int | None, typer.Option("--limit-test", help="a balanced random subset")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="where run folders go (default runs/)")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
+):
+    """Train a text classifier (TextCNN or BiRNN) from GloVe vectors into a run folder."""
+    from sentiment.config import text_config, to_dict
+    from sentiment.text.pipeline import train_text
+
+    overrides = dict(
+        model=model,
+        data=data,
+        test_data=test_data,
+        text_col=text_col,
+        label_col=label_col,
+        test_fraction=test_fraction,
+        vectors=vectors,
+        tokenizer=tokenizer,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        schedule=schedule,
+        weight_decay=weight_decay,
+        max_len=max_len,
+        min_freq=min_freq,
+        limit_train=limit_train,
+        limit_test=limit_test,
+        seed=seed,
+        device=device,
+        out=out,
+    )
+    cfg = text_config(model, config, overrides)
+    shown = ", ".join(f"{k}={v}" for k, v in to_dict(cfg).items() if v is not None)
+    typer.echo(f"config: {shown}")
+    run = train_text(cfg, progress=not quiet, echo=typer.echo)
+    summary = run.read_json("summary.json")
+    typer.echo(
+        f"done: test accuracy {summary['test_acc']:.4f} after {summary['epochs']} epochs, "
+        f"{summary['train_examples_per_s']:.0f} train examples/s, {summary['wall_s']:.0f} s; run folder {run.path}"
+    )
+
+
+def _read_texts(texts: list[str], file: str | None) -> list[str]:
+    if file is not None and texts:
+        raise SentimentError("give texts as arguments or with --file, not both")
+    if file == "-":
+        lines = sys.stdin.read().splitlines()
+    elif file is not None:
+        path = Path(file)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise SentimentError(f"no file at {path}") from None
+        except UnicodeDecodeError:
+            raise SentimentError(f"{path} is not UTF-8 text") from None
+        except IsADirectoryError:
+            raise SentimentError(f"{path} is a folder; --file takes a text file, one review per line") from None
+    else:
+        lines = texts
+        if not lines:
+            raise SentimentError('nothing to predict: give a text (sentiment predict "a great film") or --file')
+        return lines
+    lines = [ln for ln in lines if ln.strip()]
+    if not lines:
+        raise SentimentError(f"{file} holds no reviews (one per line)")
+    return lines
+
+
+@app.command("predict")
+def predict_cmd(
+    texts: Annotated[list[str] | None, typer.Argument(help="reviews to classify")] = None,
+    run: RunOpt = None,
+    file: Annotated[str | None, typer.Option("--file", help="one review per line; - reads stdin")] = None,
+    as_json: JsonOpt = False,
+    device: Annotated[str, typer.Option("--device")] = "cpu",
+):
+    """Classify texts with a trained run: label, probability and the text, one line each."""
+    from sentiment.text.pipeline import open_classifier
+
+    lines = _read_texts(texts or [], file)
+    clf = open_classifier(run, device=device)
+    probs = clf.probabilities(lines, progress=len(lines) > 5000)
+    best = probs.argmax(1).tolist()
+    rows = []
+    for text, p, b in zip(lines, probs.tolist(), best, strict=True):
+        if as_json:
+            rows.append(
+                json.dumps(
+                    {
+                        "text": text,
+                        "label": clf.classes[b],
+                        "probability": p[b],
+                        "scores": dict(zip(clf.classes, p, strict=True)),
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        else:
+            rows.append(f"{clf.classes[b]} {p[b]:.2f}  {text}")
+    typer.echo("\n".join(rows))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run: RunOpt = None,
+    data: DataOpt = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="a balanced random subset of the test split")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="for --limit; default: the run's test subset")] = None,
+    as_json: JsonOpt = False,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+):
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix on a test split."""
+    import dataclasses
+
+    from sentiment.text.corpus import balanced_subset, load_corpus, load_test_file
+    from sentiment.text.labeled import is_labeled_file
+    from sentiment.text.pipeline import open_classifier
+
+    clf = open_classifier(run, device=device)
+    cfg = clf.run.read_json("config.json")["config"]
+    if data is not None and is_labeled_file(data):  # a user's file: every row is test data
+        corpus = load_test_file(data, text_col=cfg.get("text_col"), label_col=cfg.get("label_col"))
+    else:  # IMDb's test split, or the run's own held-out split when no data is named
+        corpus = load_corpus(
+            data if data is not None else cfg.get("data"),
+            test_data=None if data is not None else cfg.get("test_data"),
+            text_col=cfg.get("text_col"),
+            label_col=cfg.get("label_col"),
+            test_fraction=cfg.get("test_fraction", 0.2),
+            seed=cfg.get("seed", 0),
+            splits=("test",),
+        )
+    if seed is None:  # the same subset that training's --limit-test drew
+        seed = cfg.get("seed", 0) + 1
+    corpus = dataclasses.replace(corpus, test=balanced_subset(corpus.test, limit, len(corpus.classes), seed))
+    report = clf.evaluate(corpus, progress=not as_json)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    typer.echo(f"run {clf.run.path} on {corpus.source}: {report['examples']:,} reviews")
+    typer.echo(f"accuracy {report['accuracy']:.4f}   macro F1 {report['f1']:.4f}")
+    width = max(len(c) for c in report["classes"]) + 2
+    typer.echo(f"{'':{width}}precision  recall  f1      support")
+    for name, m in report["per_class"].items():
+        typer.echo(f"{name:{width}}{m['precision']:.4f}     {m['recall']:.4f}  {m['f1']:.4f}  {m['support']}")
+    typer.echo("confusion (rows: true, columns: predicted)")
+    typer.echo(f"{'':{width}}" + "".join(f"{c:>{width}}" for c in report["classes"]))
+    for name, row in zip(report["classes"], report["confusion"], strict=True):
+        typer.echo(f"{name:{width}}" + "".join(f"{v:>{width}}" for v in row))
+
+
+@app.command("compare")
+def compare_cmd(
+    runs: Annotated[list[str], typer.Argument(help="run folders to compare")],
+    out: Annotated[str, typer.Option("--out", help="the picture to write")] = "compare.png",
+    as_json: JsonOpt = False,
+):
+    """One picture with the curves of several runs, and a table of their summaries."""
+    from sentiment.runs import Run, plot_runs
+
+    opened = [Run.open(r) for r in runs]
+    for run in opened:
+        if not run.metrics:
+            raise SentimentError(f"{run.path} has no metrics.jsonl yet; nothing to draw")
+    path = plot_runs(opened, out, title="comparison")
+    summaries = [{"run": str(r.path), **r.read_json("summary.json")} for r in opened]
+    if as_json:
+        typer.echo(json.dumps({"picture": str(path), "runs": summaries}))
+        return
+    keys = ("model", "epochs", "train_examples", "test_acc", "best_test_acc", "train_examples_per_s", "wall_s")
+    header = ["run", *keys]
+    table = [[Path(s["run"]).name, *(_fmt(s.get(k)) for k in keys)] for s in summaries]
+    widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(len(header))]
+    for row in [header, *table]:
+        typer.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))
+    typer.echo(f"picture: {path}")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if v < 10 else f"{v:.1f}"
+    return "-" if v is None else str(v)
+
+
 def _one_line(message: str) -> str:
     return " ".join(message.split())
 
@@ -90,6 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    if rv == 130:  # typer turns Ctrl-C into a return code
+        print("interrupted", file=sys.stderr)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

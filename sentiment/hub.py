@@ -81,8 +81,7 @@ def verify(
     got = file_digest(path, algo)
     if got != expected:
         raise SentimentError(
-            f"{path} is corrupt: {algo} checksum expected {expected}, got {got}; "
-            f"delete it and download it again"
+            f"{path} is corrupt: {algo} checksum expected {expected}, got {got}; delete it and download it again"
         )
 
 

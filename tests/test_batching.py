@@ -72,9 +72,9 @@ def test_buckets_group_similar_lengths_and_are_seeded():
     spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
     random_spread = np.mean([np.ptp(lengths[rng.permutation(2000)[:32]]) for _ in range(20)])
     assert spread < random_spread / 5
-    assert all(np.array_equal(a, b) for a, b in zip(batches, BucketBatchSampler(lengths, 32, seed=7)))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, BucketBatchSampler(lengths, 32, seed=7), strict=True))
     sampler.set_epoch(1)
-    assert not all(np.array_equal(a, b) for a, b in zip(batches, sampler))
+    assert not all(np.array_equal(a, b) for a, b in zip(batches, sampler, strict=True))
 
 
 def test_unshuffled_batches_are_in_length_order():

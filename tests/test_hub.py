@@ -86,9 +86,7 @@ def assert_nothing_left(folder: Path) -> None:
 def test_good_file(server, tmp_path, capsys, progress):
     server.routes["/good.bin"] = Route(PAYLOAD)
     dest = tmp_path / "sub" / "good.bin"
-    got = download(
-        f"{server.url}/good.bin", dest, sha256=PAYLOAD_SHA256, progress=progress, desc="fetch-good"
-    )
+    got = download(f"{server.url}/good.bin", dest, sha256=PAYLOAD_SHA256, progress=progress, desc="fetch-good")
     assert got == dest
     assert dest.read_bytes() == PAYLOAD
     assert list(dest.parent.iterdir()) == [dest]  # no .part leftovers

@@ -1,8 +1,8 @@
 import gzip
 
 import pytest
-
 from conftest import imdb_files, write_tar, write_tree
+
 from sentiment.errors import SentimentError
 from sentiment.text import imdb
 from sentiment.text.corpus import balanced_subset, load_corpus
@@ -126,7 +126,7 @@ def test_download_when_nothing_is_found(tmp_path, monkeypatch, tiny_imdb_tar):
 
     monkeypatch.setattr(imdb.hub, "download", fake_download)
     path = find_imdb()
-    (url, dest, kw), = calls
+    ((url, dest, kw),) = calls
     assert url == imdb.IMDB_URL and kw["md5"] == "7c2ac02c03563afcf9b574c7e56c153a"
     assert path == dest == tmp_path / "data" / "aclImdb_v1.tar.gz"
     with pytest.raises(SentimentError):

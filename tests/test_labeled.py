@@ -63,7 +63,7 @@ def test_load_corpus_dispatches_on_suffix(tmp_path):
         ("empty.csv", "", "is empty"),
         ("header_only.csv", "text,label\n", "holds no labeled rows"),
         ("bad.jsonl", '{"text": "a", "label": 1}\n{oops\n', r"line 2: not a JSON object"),
-        ("list.jsonl", '[1, 2]\n', r"line 1: expected a JSON object"),
+        ("list.jsonl", "[1, 2]\n", r"line 1: expected a JSON object"),
         ("nulllabel.jsonl", '{"text": "a", "label": null}\n', r"line 1: empty label"),
         ("one_class.csv", "text,label\na,x\nb,x\n", "only one class"),
         ("notes.txt", "hello\n", "unknown file type"),

@@ -11,21 +11,55 @@ def test_basic_is_the_reference_split():
 
 def test_words_strips_breaks_and_splits_punctuation():
     assert words("Great film.<br /><br />Loved it!<BR>The end") == [
-        "great", "film", ".", "loved", "it", "!", "the", "end",
+        "great",
+        "film",
+        ".",
+        "loved",
+        "it",
+        "!",
+        "the",
+        "end",
     ]
 
 
 def test_words_keeps_contractions_as_glove_tokens():
     assert words("I don't think it's bad, can't wait; they'll see. I'm sure") == [
-        "i", "do", "n't", "think", "it", "'s", "bad", ",", "ca", "n't", "wait", ";",
-        "they", "'ll", "see", ".", "i", "'m", "sure",
+        "i",
+        "do",
+        "n't",
+        "think",
+        "it",
+        "'s",
+        "bad",
+        ",",
+        "ca",
+        "n't",
+        "wait",
+        ";",
+        "they",
+        "'ll",
+        "see",
+        ".",
+        "i",
+        "'m",
+        "sure",
     ]
     assert words("It\u2019s fine") == ["it", "'s", "fine"]
 
 
 def test_words_unicode_and_numbers():
     assert words("Café NAÏVE, Ünïcödé 7/10... 3.5 stars -- wow!!!") == [
-        "café", "naïve", ",", "ünïcödé", "7/10", "...", "3.5", "stars", "--", "wow", "!!!",
+        "café",
+        "naïve",
+        ",",
+        "ünïcödé",
+        "7/10",
+        "...",
+        "3.5",
+        "stars",
+        "--",
+        "wow",
+        "!!!",
     ]
 
 

@@ -99,8 +99,9 @@ def load_corpus(
         )
     path = imdb.find_imdb(data)
     if is_labeled_file(path):  # $SENTIMENT_IMDB may name a user's file too
-        return load_corpus(path, test_data=test_data, text_col=text_col, label_col=label_col,
-                           test_fraction=test_fraction, seed=seed)
+        return load_corpus(
+            path, test_data=test_data, text_col=text_col, label_col=label_col, test_fraction=test_fraction, seed=seed
+        )
     read = imdb.read_imdb_splits(path, splits)
     return Corpus(
         train=read.get("train", []),
@@ -109,6 +110,16 @@ def load_corpus(
         label_keys=list(imdb.LABELS),
         source=str(path),
     )
+
+
+def load_test_file(path: str | os.PathLike, *, text_col: str | None = None, label_col: str | None = None) -> Corpus:
+    """Every row of a labeled file as a test split (for evaluating a trained run on new data)."""
+    rows = read_labeled_rows(path, text_col=text_col, label_col=label_col)
+    classes = class_order(lab for _, lab, _ in rows)
+    index = {c: i for i, c in enumerate(classes)}
+    name = Path(path).name
+    test = [Example(text=t, label=index[lab], id=f"{name}:{line}") for t, lab, line in rows]
+    return Corpus(train=[], test=test, classes=classes, label_keys=classes, source=str(path))
 
 
 def balanced_subset(examples: list[Example], n: int | None, num_classes: int, seed: int) -> list[Example]:

@@ -118,9 +118,7 @@ def _read_jsonl(path: Path, text: str, text_col, label_col) -> Rows:
     return rows
 
 
-def read_labeled_rows(
-    path: str | os.PathLike, *, text_col: str | None = None, label_col: str | None = None
-) -> Rows:
+def read_labeled_rows(path: str | os.PathLike, *, text_col: str | None = None, label_col: str | None = None) -> Rows:
     """(text, label, line) for every non-blank record of a CSV, TSV or JSON Lines file."""
     path = Path(path)
     kind = SUFFIXES.get(path.suffix.lower())

@@ -50,6 +50,4 @@ def get_tokenizer(name: str) -> Tokenizer:
     try:
         return TOKENIZERS[name]
     except KeyError:
-        raise SentimentError(
-            f"unknown tokenizer {name!r}; choose one of: {', '.join(TOKENIZERS)}"
-        ) from None
+        raise SentimentError(f"unknown tokenizer {name!r}; choose one of: {', '.join(TOKENIZERS)}") from None

@@ -1,0 +1,177 @@
+"""A run folder: everything that shaped a model, and everything it produced.
+
+    runs/<YYYYmmdd-HHMMSS>-<model>/
+        config.json        the full effective config, plus what the data decided (classes, vocab size)
+        vocab.json         the vocabulary (text runs)
+        model.safetensors  the weights after the last completed epoch
+        metrics.jsonl      one line per epoch
+        curves.png         loss and accuracy per epoch, train vs test
+        summary.json       the headline figures
+    runs/latest -> the newest run
+
+`predict` and `evaluate` need nothing but this folder. Every write is atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+
+from sentiment.errors import SentimentError
+from sentiment.fsutil import atomic_path, atomic_write_json, atomic_write_text
+
+LATEST = "latest"
+REQUIRED = ("config.json", "model.safetensors")
+
+
+class Run:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.metrics: list[dict] = []
+
+    # -- creating -------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, out: str | os.PathLike, model: str) -> Run:
+        root = Path(out)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for n in range(1, 1000):
+            name = f"{stamp}-{model}" if n == 1 else f"{stamp}-{model}-{n}"
+            try:
+                (root / name).mkdir(parents=True)
+                return cls(root / name)
+            except FileExistsError:
+                continue
+        raise SentimentError(f"could not create a new run folder in {root}")
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def save_json(self, name: str, obj) -> None:
+        atomic_write_json(self.file(name), obj)
+
+    def log_epoch(self, metrics: dict) -> None:
+        """Append one epoch's metrics; the whole file is rewritten atomically."""
+        self.metrics.append(metrics)
+        atomic_write_text(self.file("metrics.jsonl"), "".join(json.dumps(m) + "\n" for m in self.metrics))
+
+    def save_weights(self, state_dict: dict, metadata: dict | None = None) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+        with atomic_path(self.file("model.safetensors")) as tmp:
+            save_file(tensors, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+
+    def plot_curves(self) -> None:
+        plot_runs([self], self.file("curves.png"), title=self.path.name)
+
+    def mark_latest(self) -> None:
+        """Point `<out>/latest` at this run (a relative symlink, swapped in atomically)."""
+        link = self.path.parent / LATEST
+        tmp = self.path.parent / f".{LATEST}.{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        try:
+            os.symlink(self.path.name, tmp, target_is_directory=True)
+            os.replace(tmp, link)
+        except OSError:  # no symlinks here: a text file naming the run instead
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            if not link.is_dir():
+                atomic_write_text(link, self.path.name + "\n")
+
+    # -- reading --------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike | None = None, *, default_root: str = "runs") -> Run:
+        """An existing run folder; `None` means `<default_root>/latest`."""
+        if path is None:
+            link = Path(default_root) / LATEST
+            if link.is_file():
+                path = link.parent / link.read_text().strip()
+            elif link.is_dir():
+                path = link
+            else:
+                raise SentimentError(
+                    f"no run found at {link}: train one first (sentiment train) or name one with --run"
+                )
+        path = Path(path)
+        if not path.is_dir():
+            raise SentimentError(f"{path} is not a run folder (no such folder)")
+        missing = [n for n in REQUIRED if not (path / n).is_file()]
+        if missing:
+            raise SentimentError(f"{path} is not a complete run folder: {', '.join(missing)} missing")
+        run = cls(path)
+        if run.file("metrics.jsonl").is_file():
+            run.metrics = run.read_metrics()
+        return run
+
+    def read_json(self, name: str) -> dict:
+        p = self.file(name)
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SentimentError(f"{p} is missing; the run folder is incomplete") from None
+        except (ValueError, UnicodeDecodeError) as e:
+            raise SentimentError(f"{p} is not valid JSON ({e}); the run folder is damaged") from None
+
+    def read_metrics(self) -> list[dict]:
+        p = self.file("metrics.jsonl")
+        try:
+            return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except FileNotFoundError:
+            return []
+        except ValueError as e:
+            raise SentimentError(f"{p} is not valid JSON Lines ({e})") from None
+
+    def load_weights(self) -> dict:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        p = self.file("model.safetensors")
+        try:
+            return load_file(str(p))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise SentimentError(f"{p} is not a readable safetensors file ({e}); the run folder is damaged") from None
+
+
+def plot_runs(runs: list[Run], out: str | os.PathLike, *, title: str | None = None) -> Path:
+    """Loss and accuracy per epoch, train (dashed) vs test (solid), one colour per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, run in enumerate(runs):
+        colour = f"C{i}"
+        label = run.path.name if len(runs) > 1 else None
+        epochs = [m["epoch"] for m in run.metrics]
+        for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
+            for split, style in (("train", "--"), ("test", "-")):
+                points = [
+                    (e, m[f"{split}_{key}"])
+                    for e, m in zip(epochs, run.metrics, strict=True)
+                    if m.get(f"{split}_{key}") is not None
+                ]
+                if points:
+                    xs, ys = zip(*points, strict=True)
+                    name = f"{label}: {split}" if label else split
+                    ax.plot(xs, ys, style, color=colour if label else None, marker="o", markersize=3, label=name)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,324 @@
+"""Text runs end to end: prepare the data, train a model into a run folder, and use a run folder.
+
+corpus -> tokens -> vocab (train split only) -> ids -> bucketed batches -> model -> run folder
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sentiment.config import TextConfig, to_dict
+from sentiment.errors import SentimentError
+from sentiment.finetune import count_parameters, param_groups
+from sentiment.runs import Run
+from sentiment.text.batching import BucketBatchSampler, Encoded, encode, pad_batch
+from sentiment.text.corpus import Corpus, balanced_subset, load_corpus
+from sentiment.text.models import build_model, load_pretrained_embeddings
+from sentiment.text.tokenize import get_tokenizer
+from sentiment.text.vocab import Vocab
+from sentiment.train import (
+    Loop,
+    evaluate,
+    fit,
+    make_optimizer,
+    make_scheduler,
+    predict_logits,
+    resolve_device,
+    seed_everything,
+)
+
+MAX_TEXT_CHARS = 200_000  # a review longer than this is almost certainly the wrong input
+
+
+class TextBatches:
+    """`(index, (ids, lengths), labels)` batches of similar-length reviews, padded per batch."""
+
+    def __init__(
+        self,
+        enc: Encoded,
+        labels: np.ndarray | None,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        pin_memory: bool = False,
+    ):
+        self.enc = enc
+        self.labels = np.zeros(len(enc), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+        self.sampler = BucketBatchSampler(enc.lengths, batch_size, shuffle=shuffle, seed=seed)
+        self.pin_memory = pin_memory
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for index in self.sampler:
+            ids, lengths = pad_batch(self.enc, index)
+            labels = torch.from_numpy(self.labels[index])
+            if self.pin_memory:
+                ids, lengths, labels = ids.pin_memory(), lengths.pin_memory(), labels.pin_memory()
+            yield index, (ids, lengths), labels
+
+
+@dataclass
+class PreparedText:
+    corpus: Corpus
+    vocab: Vocab
+    train: Encoded
+    test: Encoded
+    train_labels: np.ndarray
+    test_labels: np.ndarray
+    train_tokens: int
+
+
+def prepare_text(cfg: TextConfig, corpus: Corpus | None = None) -> PreparedText:
+    """Read, subset, tokenize, build the vocabulary from the training split, and encode both splits."""
+    tokenize = get_tokenizer(cfg.tokenizer)
+    if corpus is None:
+        corpus = load_corpus(
+            cfg.data,
+            test_data=cfg.test_data,
+            text_col=cfg.text_col,
+            label_col=cfg.label_col,
+            test_fraction=cfg.test_fraction,
+            seed=cfg.seed,
+        )
+    k = len(corpus.classes)
+    train = balanced_subset(corpus.train, cfg.limit_train, k, cfg.seed)
+    test = balanced_subset(corpus.test, cfg.limit_test, k, cfg.seed + 1)
+    corpus = dataclasses.replace(corpus, train=train, test=test)
+    train_tok = [tokenize(ex.text) for ex in train]
+    counter: Counter = Counter()
+    for tokens in train_tok:
+        counter.update(tokens)
+    vocab = Vocab.build(counter, min_freq=cfg.min_freq)
+    return PreparedText(
+        corpus=corpus,
+        vocab=vocab,
+        train=encode(train_tok, vocab, cfg.max_len),
+        test=encode((tokenize(ex.text) for ex in test), vocab, cfg.max_len),
+        train_labels=np.array([ex.label for ex in train], dtype=np.int64),
+        test_labels=np.array([ex.label for ex in test], dtype=np.int64),
+        train_tokens=sum(counter.values()),
+    )
+
+
+def model_hyper(cfg: TextConfig) -> dict:
+    if cfg.model == "birnn":
+        return {"num_hiddens": cfg.num_hiddens, "num_layers": cfg.num_layers}
+    return {"kernel_sizes": list(cfg.kernel_sizes), "num_channels": list(cfg.num_channels), "dropout": cfg.dropout}
+
+
+def train_text(cfg: TextConfig, *, progress: bool = True, echo: Callable[[str], None] = print) -> Run:
+    """Train `cfg.model` on `cfg.data` and write a run folder; return it."""
+    from sentiment.text.vectors import load_vectors
+
+    started = time.perf_counter()
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    vectors = load_vectors(cfg.vectors)
+    data = prepare_text(cfg)
+    if not len(data.test):
+        raise SentimentError("the test split is empty")
+    embedding = vectors.embedding_for(data.vocab)
+    oov_words = len(vectors.missing(data.vocab))
+    classes = data.corpus.classes
+    echo(
+        f"data: {data.corpus.source}: {len(data.train):,} train / {len(data.test):,} test reviews, "
+        f"{len(classes)} classes; vocab {len(data.vocab):,} ({oov_words:,} without a vector); "
+        f"prepared in {time.perf_counter() - started:.1f} s"
+    )
+
+    seed_everything(cfg.seed)
+    hyper = model_hyper(cfg)
+    model = build_model(
+        cfg.model, vocab_size=len(data.vocab), embed_size=vectors.dim, num_classes=len(classes), **hyper
+    )
+    load_pretrained_embeddings(model, embedding, freeze=cfg.freeze_embedding)
+    model.to(device)
+    trainable, total = count_parameters(model)
+    groups = param_groups(model, cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(cfg.optimizer, groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = make_scheduler(cfg.schedule, optimizer, epochs=cfg.epochs, step_size=cfg.step_size, gamma=cfg.gamma)
+    pin = device.type == "cuda"
+    loop = Loop(
+        train_batches=TextBatches(
+            data.train, data.train_labels, cfg.batch_size, shuffle=True, seed=cfg.seed, pin_memory=pin
+        ),
+        test_batches=TextBatches(data.test, None, max(cfg.batch_size, 256), shuffle=False, pin_memory=pin),
+        test_labels=torch.from_numpy(data.test_labels),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        device=device,
+        epochs=cfg.epochs,
+        grad_clip=cfg.grad_clip,
+        progress=progress,
+    )
+
+    run = Run.create(cfg.out, cfg.model)
+    meta = {
+        "kind": "text",
+        "config": to_dict(cfg),
+        "classes": classes,
+        "vocab_size": len(data.vocab),
+        "embed_size": vectors.dim,
+        "model_hyper": hyper,
+        "vectors_name": vectors.name,
+        "parameters": {"trainable": trainable, "total": total},
+        "device": str(device),
+    }
+    run.save_json("config.json", meta)
+    data.vocab.save(run.file("vocab.json"))
+    echo(f"run: {run.path}  ({cfg.model}, {trainable:,} trainable of {total:,} parameters, device {device})")
+
+    def summary(status: str) -> dict:
+        hist = run.metrics
+        speeds = [m["train_examples_per_s"] for m in hist]
+        return {
+            "model": cfg.model,
+            "status": status,
+            "epochs": len(hist),
+            "train_examples": len(data.train),
+            "test_examples": len(data.test),
+            "test_acc": hist[-1]["test_acc"] if hist else None,
+            "best_test_acc": max((m["test_acc"] for m in hist), default=None),
+            "train_examples_per_s": round(float(np.mean(speeds)), 1) if speeds else None,
+            "epoch_s": round(float(np.mean([m["train_s"] for m in hist])), 2) if hist else None,
+            "wall_s": round(time.perf_counter() - started, 2),
+            "vocab_size": len(data.vocab),
+            "oov_words": oov_words,
+            "train_tokens": data.train_tokens,
+            "tokenizer": cfg.tokenizer,
+            "classes": classes,
+            "device": str(device),
+        }
+
+    def on_epoch_end(metrics: dict) -> None:
+        run.save_weights(model.state_dict(), {"epoch": metrics["epoch"]})
+        run.log_epoch(metrics)
+        run.plot_curves()
+        run.save_json("summary.json", summary("running"))
+        run.mark_latest()
+
+    try:
+        fit(model, loop, on_epoch_end=on_epoch_end)
+    except KeyboardInterrupt:
+        if run.metrics:
+            run.save_json("summary.json", summary("interrupted"))
+            echo(f"interrupted: {run.path} keeps the weights of epoch {run.metrics[-1]['epoch']}")
+        else:
+            echo(f"interrupted before the first epoch ended: {run.path} holds no weights")
+        raise
+    run.save_json("summary.json", summary("completed"))
+    return run
+
+
+# -- using a run folder ---------------------------------------------------------------------------
+
+
+class TextClassifier:
+    """A trained text run, ready to predict: model, vocabulary, tokenizer and classes from its folder."""
+
+    def __init__(self, run: Run, device: str = "cpu"):
+        meta = run.read_json("config.json")
+        if meta.get("kind") != "text":
+            raise SentimentError(f"{run.path} is not a text run (kind {meta.get('kind')!r})")
+        cfg = meta["config"]
+        self.run = run
+        self.classes: list[str] = meta["classes"]
+        self.vocab = Vocab.load(run.file("vocab.json"))
+        self.tokenize = get_tokenizer(cfg["tokenizer"])
+        self.max_len: int = cfg["max_len"]
+        self.device = resolve_device(device)
+        state = run.load_weights()
+        rows = state.get("embedding.weight")
+        if rows is None:
+            raise SentimentError(f"{run.file('model.safetensors')} has no embedding.weight; not a text model")
+        if rows.shape[0] != len(self.vocab):
+            raise SentimentError(
+                f"{run.path}: vocab.json has {len(self.vocab):,} tokens but the model's embedding has "
+                f"{rows.shape[0]:,} rows; the run folder's files do not belong together"
+            )
+        self.model = build_model(
+            cfg["model"],
+            vocab_size=len(self.vocab),
+            embed_size=rows.shape[1],
+            num_classes=len(self.classes),
+            **meta["model_hyper"],
+        )
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise SentimentError(f"{run.file('model.safetensors')} does not fit the run's config: {first}") from None
+        self.model.to(self.device).eval()
+
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise SentimentError(f"text {i + 1} is empty; give a review to classify")
+            if len(text) > MAX_TEXT_CHARS:
+                raise SentimentError(
+                    f"text {i + 1} is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,} "
+                    f"(is this the right input?)"
+                )
+        return encode((self.tokenize(t) for t in texts), self.vocab, self.max_len)
+
+    def probabilities(self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+        enc = self.encode(texts)
+        batches = TextBatches(enc, None, batch_size, shuffle=False)
+        logits = predict_logits(self.model, batches, self.device, size=len(enc), progress=progress, total=len(batches))
+        return logits.softmax(dim=1)
+
+    def evaluate(self, corpus: Corpus, *, progress: bool = True) -> dict:
+        index = {name: i for i, name in enumerate(self.classes)}
+        remap = []
+        for name in corpus.classes:
+            if name not in index:
+                raise SentimentError(
+                    f"{corpus.source}: label {name!r} is not one of the run's classes ({', '.join(self.classes)})"
+                )
+            remap.append(index[name])
+        labels = torch.tensor([remap[ex.label] for ex in corpus.test], dtype=torch.long)
+        enc = encode((self.tokenize(ex.text) for ex in corpus.test), self.vocab, self.max_len)
+        batches = TextBatches(enc, None, 256, shuffle=False)
+        result, logits = evaluate(self.model, batches, labels, self.device, progress=progress, total=len(batches))
+        return classification_report(labels, logits.argmax(1), self.classes) | {"loss": result.loss}
+
+
+def classification_report(labels: torch.Tensor, predicted: torch.Tensor, classes: list[str]) -> dict:
+    k = len(classes)
+    confusion = torch.zeros(k, k, dtype=torch.long)
+    confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
+    per_class = {}
+    for i, name in enumerate(classes):
+        tp = confusion[i, i].item()
+        predicted_i = confusion[:, i].sum().item()
+        actual_i = confusion[i, :].sum().item()
+        precision = tp / predicted_i if predicted_i else 0.0
+        recall = tp / actual_i if actual_i else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": actual_i}
+    return {
+        "examples": len(labels),
+        "accuracy": (labels == predicted).float().mean().item(),
+        "f1": float(np.mean([c["f1"] for c in per_class.values()])),
+        "per_class": per_class,
+        "classes": classes,
+        "confusion": confusion.tolist(),
+    }
+
+
+def open_classifier(run: str | Path | None, device: str = "cpu", runs_root: str = "runs") -> TextClassifier:
+    return TextClassifier(Run.open(run, default_root=runs_root), device=device)

@@ -1,0 +1,109 @@
+import pytest
+import torch
+
+from sentiment.errors import SentimentError
+from sentiment.text.models import BiRNN, TextCNN, build_model, load_pretrained_embeddings
+
+
+def _batch(lengths, vocab=50, extra_pad=0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    steps = max(lengths) + extra_pad
+    ids = torch.ones(len(lengths), steps, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = torch.randint(2, vocab, (n,), generator=g)
+    return ids, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize("cls", [BiRNN, TextCNN])
+def test_forward_shapes(cls):
+    torch.manual_seed(0)
+    model = cls(50, 8, num_classes=3).eval()
+    ids, lengths = _batch([7, 3, 1, 12])
+    assert model(ids, lengths).shape == (4, 3)
+    assert model(ids).shape == (4, 3)  # no lengths: every position is real
+
+
+@pytest.mark.parametrize("cls", [BiRNN, TextCNN])
+def test_padding_and_batch_mates_do_not_change_a_prediction(cls):
+    torch.manual_seed(0)
+    model = cls(50, 8).eval()
+    ids, lengths = _batch([9, 4, 2, 1, 6])
+    base = model(ids, lengths)
+    padded = model(*_batch([9, 4, 2, 1, 6], extra_pad=40))
+    alone = torch.cat([model(ids[i : i + 1, :n], lengths[i : i + 1]) for i, n in enumerate(lengths.tolist())])
+    torch.testing.assert_close(padded, base, atol=1e-5, rtol=0)
+    torch.testing.assert_close(alone, base, atol=1e-5, rtol=0)
+
+
+def test_birnn_reads_the_real_last_token():
+    """The backward direction must start at the last real token: changing it changes the output,
+    changing what sits in the padding does not."""
+    torch.manual_seed(0)
+    model = BiRNN(50, 8).eval()
+    ids, lengths = _batch([5, 5], extra_pad=3)
+    ids[1, 4] = 7 if ids[0, 4] != 7 else 8
+    out = model(ids, lengths)
+    assert not torch.allclose(out[0], out[1])
+    ids2 = ids.clone()
+    ids2[:, 5:] = 9  # garbage where the pads are
+    torch.testing.assert_close(model(ids2, lengths), out, atol=1e-6, rtol=0)
+
+
+def test_birnn_per_direction_path_equals_packed_lstm():
+    torch.manual_seed(0)
+    model = BiRNN(50, 8, num_hiddens=6).eval()
+    ids, lengths = _batch([9, 4, 2, 7])
+    x = model.embedding(ids.T)
+    a = model._encode_per_direction(x, lengths)
+    b = model._encode_packed(x, lengths)
+    real = (torch.arange(9)[:, None] < lengths[None, :])[:, :, None]
+    torch.testing.assert_close(a * real, b * real, atol=1e-5, rtol=0)
+
+
+def test_birnn_gradients_flow_through_both_directions():
+    torch.manual_seed(0)
+    model = BiRNN(50, 8)
+    ids, lengths = _batch([6, 3])
+    model(ids, lengths).sum().backward()
+    for name, p in model.encoder.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_textcnn_short_reviews_and_frozen_side():
+    torch.manual_seed(0)
+    model = TextCNN(50, 8).eval()
+    assert not model.constant_embedding.weight.requires_grad
+    assert model.embedding.weight.requires_grad
+    ids, lengths = _batch([1, 2])
+    assert torch.isfinite(model(ids, lengths)).all()
+
+
+def test_pretrained_embeddings_and_freezing():
+    weights = torch.randn(50, 8)
+    weights[1] = 0
+    cnn = TextCNN(50, 8)
+    load_pretrained_embeddings(cnn, weights, freeze=True)
+    assert torch.equal(cnn.embedding.weight, weights) and torch.equal(cnn.constant_embedding.weight, weights)
+    assert cnn.embedding.weight.requires_grad and not cnn.constant_embedding.weight.requires_grad
+    rnn = BiRNN(50, 8)
+    load_pretrained_embeddings(rnn, weights, freeze=True)
+    assert not rnn.embedding.weight.requires_grad
+    load_pretrained_embeddings(rnn, weights, freeze=False)
+    assert rnn.embedding.weight.requires_grad
+    with pytest.raises(SentimentError, match="do not fit"):
+        load_pretrained_embeddings(rnn, torch.zeros(49, 8), freeze=True)
+
+
+def test_xavier_init_of_layers_not_loaded_from_vectors():
+    torch.manual_seed(0)
+    model = TextCNN(50, 8)
+    for m in [*model.convs, model.decoder]:
+        fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(m.weight)
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert m.weight.abs().max() <= bound and torch.all(m.bias == 0)
+
+
+def test_build_model():
+    assert isinstance(build_model("birnn", vocab_size=10, embed_size=4, num_classes=2), BiRNN)
+    with pytest.raises(SentimentError, match="unknown model 'gpt'"):
+        build_model("gpt", vocab_size=10, embed_size=4, num_classes=2)
