@@ -1,5 +1,5 @@
 # The README's commands. Each target sets up what it needs from scratch.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 # The CPU wheel of torch; an unpinned `torch` would pull several GB of CUDA packages.
@@ -7,26 +7,32 @@ TORCH  ?= torch==2.13.0
 SENTIMENT_IMDB ?= $(wildcard ../shared/data/aclImdb_v1_labeled.tar.gz)
 export SENTIMENT_IMDB
 
-.PHONY: setup demo test lint bench-accuracy clean
+.PHONY: setup demo test lint bench-data bench-accuracy clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,vision]"
 	touch $@
 
 setup: $(BIN)/.installed
 
 # The main job: train TextCNN on IMDb, then predict two sentences with it.
 demo: setup
-	$(BIN)/sentiment data-stats
+	$(BIN)/sentiment train --model textcnn --tokenizer words
+	$(BIN)/sentiment predict "this movie is so great" "this movie is so bad"
 
 test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check .
+
+bench-data: setup
+	$(BIN)/python -m benchmarks.data_stats
+
+bench-accuracy: setup
+	$(BIN)/python -m benchmarks.accuracy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -269,3 +269,18 @@ def test_damaged_run_folders(small_run, tmp_path, capsys):
 def test_no_arguments_shows_help(capsys):
     code, out, _ = run_cli(capsys)
     assert code == 0 and "train" in out and "predict" in out
+
+
+def test_data_stats_on_small_data(tiny_imdb_tar, capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "data-stats", "--data", tiny_imdb_tar, "--min-freq", "1", "--json")
+    assert code == 0
+    s = json.loads(out)
+    assert s["train"] == {"neg": 3, "pos": 3} and s["test"] == {"neg": 3, "pos": 3}
+    assert {"vocab_size", "oov_words", "token_coverage", "lengths"} <= set(s)
+    code, out, _ = run_cli(capsys, "data-stats", "--data", tiny_imdb_tar, "--tokenizer", "words")
+    assert code == 0 and "train" in out and "tokens p50" in out
+    three = three_class_csv(tmp_path / "three.csv", n=30)
+    code, out, _ = run_cli(capsys, "data-stats", "--data", three, "--json", "--min-freq", "1")
+    assert json.loads(out)["train"] == {"bad": 8, "good": 8, "meh": 8}
+    code, _, err = run_cli(capsys, "data-stats", "--data", tmp_path / "nope.tar.gz")
+    assert_user_error(code, err, "nope.tar.gz")

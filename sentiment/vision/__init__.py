@@ -1,0 +1,1 @@
+"""Images: folders of photos, transforms, and ImageNet ResNets to fine-tune."""
