@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from cli_helpers import run_cli
 
 pytestmark = pytest.mark.real_data
@@ -29,8 +28,26 @@ def test_data_stats_json_both_tokenizers(real_imdb, capsys):
 @pytest.mark.parametrize("model", ["textcnn", "birnn"])
 def test_one_epoch_on_a_slice_beats_chance(model, real_imdb, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ["train", "--model", model, "--data", real_imdb, "--tokenizer", "words", "--epochs", "1",
-            "--limit-train", "8000", "--limit-test", "500", "--max-len", "100", "--batch-size", "32", "--quiet"]
+    args = [
+        "train",
+        "--model",
+        model,
+        "--data",
+        real_imdb,
+        "--tokenizer",
+        "words",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "8000",
+        "--limit-test",
+        "500",
+        "--max-len",
+        "100",
+        "--batch-size",
+        "32",
+        "--quiet",
+    ]
     code, out, err = run_cli(capsys, *args)
     assert code == 0, err
     summary = json.loads((tmp_path / "runs" / "latest" / "summary.json").read_text())
