@@ -55,6 +55,44 @@ class TextConfig:
     out: str = "runs"
 
 
+@dataclass
+class ImageConfig:
+    backbone: str = "resnet18"
+    # data
+    data: str | None = None
+    limit_train: int | None = None
+    limit_test: int | None = None
+    num_workers: int = 2
+    color_jitter: float = 0.0  # 0 = off; else brightness/contrast/saturation factor
+    # model
+    weights: str = "imagenet"  # "imagenet" or a checkpoint file
+    scratch: bool = False  # random weights instead of `weights`
+    head_init: str | None = None  # e.g. "imagenet:hotdog=934"
+    freeze_backbone: bool = False
+    # optimisation (the reference recipe: SGD, summed loss, head at 10x)
+    epochs: int = 5
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 5e-5
+    head_lr_mult: float = 10.0
+    momentum: float = 0.0
+    weight_decay: float = 0.001
+    no_decay_1d: bool = False
+    loss_reduction: str = "sum"
+    schedule: str = "none"
+    step_size: int = 1
+    gamma: float = 0.1
+    grad_clip: float = 0.0
+    # run
+    seed: int = 0
+    device: str = "auto"
+    out: str = "runs"
+
+
+# Training from random weights in the reference comparison: a 10x larger lr, one group for all.
+SCRATCH_DEFAULTS = {"lr": 5e-4, "head_lr_mult": 1.0}
+
+
 MODEL_DEFAULTS: dict[str, dict] = {
     "textcnn": {"lr": 0.001},
     "birnn": {"lr": 0.01},
@@ -65,8 +103,10 @@ CHOICES = {
     "schedule": ("none", "step", "cosine"),
     "device": ("auto", "cpu", "cuda"),
     "tokenizer": ("basic", "words"),
+    "loss_reduction": ("mean", "sum"),
 }
 POSITIVE = ("epochs", "batch_size", "max_len", "min_freq", "num_hiddens", "num_layers", "step_size")
+NON_NEGATIVE = ("weight_decay", "momentum", "grad_clip", "num_workers", "color_jitter")
 
 
 def _type_ok(value, annotation) -> bool:
@@ -98,10 +138,14 @@ def check_values(cfg, where: str) -> None:
         value = getattr(cfg, name, None)
         if value is not None and value < 1:
             raise SentimentError(f"{where}: {name} must be at least 1, got {value}")
-    for name in ("lr", "limit_train", "limit_test"):
+    for name in ("lr", "limit_train", "limit_test", "head_lr_mult"):
         value = getattr(cfg, name, None)
         if value is not None and value <= 0:
             raise SentimentError(f"{where}: {name} must be positive, got {value}")
+    for name in NON_NEGATIVE:
+        value = getattr(cfg, name, None)
+        if value is not None and value < 0:
+            raise SentimentError(f"{where}: {name} must not be negative, got {value}")
 
 
 def apply(cfg, values: dict, where: str):
@@ -144,6 +188,18 @@ def text_config(model: str | None, config_file: str | None, overrides: dict) -> 
     if file_values:
         cfg = apply(cfg, {**file_values, "model": name}, str(config_file))
     flags = {k: v for k, v in overrides.items() if v is not None}
+    return apply(cfg, flags, "command line")
+
+
+def image_config(config_file: str | None, overrides: dict) -> ImageConfig:
+    """Recipe defaults (the scratch ones with --scratch), then the config file, then the flags given."""
+    file_values = read_toml(config_file) if config_file else {}
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    cfg = ImageConfig()
+    if flags.get("scratch", file_values.get("scratch", False)):
+        cfg = apply(cfg, SCRATCH_DEFAULTS, "built-in defaults")
+    if file_values:
+        cfg = apply(cfg, file_values, str(config_file))
     return apply(cfg, flags, "command line")
 
 

@@ -57,6 +57,22 @@ class Run:
         self.metrics.append(metrics)
         atomic_write_text(self.file("metrics.jsonl"), "".join(json.dumps(m) + "\n" for m in self.metrics))
 
+    def figures(self) -> dict:
+        """Headline numbers over the training epochs so far (an epoch-0 line, if any, only sets `initial_test_acc`)."""
+        trained = [m for m in self.metrics if m.get("epoch", 0) >= 1]
+        tested = [m["test_acc"] for m in trained if m.get("test_acc") is not None]
+        out = {
+            "epochs": len(trained),
+            "test_acc": tested[-1] if tested else None,
+            "best_test_acc": max(tested) if tested else None,
+            "train_examples_per_s": _mean(m.get("train_examples_per_s") for m in trained),
+            "epoch_s": _mean(m.get("train_s") for m in trained),
+        }
+        initial = [m for m in self.metrics if m.get("epoch") == 0]
+        if initial:
+            out["initial_test_acc"] = initial[0].get("test_acc")
+        return out
+
     def save_weights(self, state_dict: dict, metadata: dict | None = None) -> None:
         from safetensors.torch import save_file
 
@@ -134,6 +150,11 @@ class Run:
             return load_file(str(p))
         except (SafetensorError, OSError, ValueError) as e:
             raise SentimentError(f"{p} is not a readable safetensors file ({e}); the run folder is damaged") from None
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(sum(values) / len(values), 2) if values else None
 
 
 def plot_runs(runs: list[Run], out: str | os.PathLike, *, title: str | None = None) -> Path:

@@ -92,12 +92,15 @@ def train_epoch(
     device: torch.device,
     *,
     grad_clip: float = 0.0,
+    loss_reduction: str = "mean",
     desc: str = "train",
     progress: bool = True,
     total: int | None = None,
 ) -> EpochResult:
+    """One pass over `batches`. `loss_reduction="sum"` steps on the batch's summed loss, as the
+    reference image recipe does (its learning rates assume it); the reported loss is always the mean."""
     model.train()
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(reduction=loss_reduction)
     loss_sum, correct, seen = 0.0, 0, 0
     trainable = [p for p in model.parameters() if p.requires_grad]
     start = time.perf_counter()
@@ -118,7 +121,7 @@ def train_epoch(
             nn.utils.clip_grad_norm_(trainable, grad_clip)
         optimizer.step()
         n = labels.shape[0]
-        loss_sum += loss.item() * n
+        loss_sum += loss.item() * (n if loss_reduction == "mean" else 1)
         correct += (logits.argmax(1) == labels).sum().item()
         seen += n
         if progress and (step % 10 == 0 or step == total):
@@ -186,7 +189,16 @@ class Loop:
     epochs: int
     scheduler: object | None = None
     grad_clip: float = 0.0
+    loss_reduction: str = "mean"
+    evaluate_before: bool = False  # an "epoch 0" line: how good the model is before any step
     progress: bool = True
+
+
+def _test_metrics(model: nn.Module, loop: Loop) -> dict:
+    te, _ = evaluate(
+        model, loop.test_batches, loop.test_labels, loop.device, progress=loop.progress, total=len(loop.test_batches)
+    )
+    return {"test_loss": te.loss, "test_acc": te.acc, "test_s": round(te.seconds, 3)}
 
 
 def fit(
@@ -202,6 +214,13 @@ def fit(
     loses at most the epoch in progress.
     """
     history = []
+    if loop.evaluate_before and start_epoch == 0 and loop.test_batches is not None:
+        metrics = {"epoch": 0, "lr": loop.optimizer.param_groups[0]["lr"], **_test_metrics(model, loop)}
+        history.append(metrics)
+        if loop.progress:
+            tqdm.write(f"epoch 0 (before training): test loss {metrics['test_loss']:.4f} acc {metrics['test_acc']:.3f}")
+        if on_epoch_end is not None:
+            on_epoch_end(metrics)
     epoch_bar = tqdm(
         range(start_epoch + 1, loop.epochs + 1),
         desc="epochs",

@@ -183,18 +183,12 @@ def train_text(cfg: TextConfig, *, progress: bool = True, echo: Callable[[str], 
     echo(f"run: {run.path}  ({cfg.model}, {trainable:,} trainable of {total:,} parameters, device {device})")
 
     def summary(status: str) -> dict:
-        hist = run.metrics
-        speeds = [m["train_examples_per_s"] for m in hist]
         return {
             "model": cfg.model,
             "status": status,
-            "epochs": len(hist),
+            **run.figures(),
             "train_examples": len(data.train),
             "test_examples": len(data.test),
-            "test_acc": hist[-1]["test_acc"] if hist else None,
-            "best_test_acc": max((m["test_acc"] for m in hist), default=None),
-            "train_examples_per_s": round(float(np.mean(speeds)), 1) if speeds else None,
-            "epoch_s": round(float(np.mean([m["train_s"] for m in hist])), 2) if hist else None,
             "wall_s": round(time.perf_counter() - started, 2),
             "vocab_size": len(data.vocab),
             "oov_words": oov_words,
