@@ -279,6 +279,106 @@ def _fmt(v) -> str:
     return "-" if v is None else str(v)
 
 
+@app.command("image-finetune")
+def image_finetune_cmd(
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="a folder (or archive) with train/ and test/ or val/, one subfolder per class"),
+    ] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", help="a TOML file of settings (see configs/hotdog.toml)")
+    ] = None,
+    backbone: Annotated[
+        str | None, typer.Option("--backbone", help="resnet18, resnet34, resnet50 or efficientnet-lite0")
+    ] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="imagenet (default) or a checkpoint file")] = None,
+    scratch: Annotated[bool | None, typer.Option("--scratch", help="start from random weights")] = None,
+    head_init: Annotated[
+        str | None, typer.Option("--head-init", help="start head rows from ImageNet classes, e.g. imagenet:hotdog=934")
+    ] = None,
+    head_lr_mult: Annotated[
+        float | None, typer.Option("--head-lr-mult", help="head lr = lr x this; 1 = one group")
+    ] = None,
+    freeze_backbone: Annotated[bool | None, typer.Option("--freeze-backbone", help="train the head only")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    lr: Annotated[float | None, typer.Option("--lr")] = None,
+    optimizer: Annotated[str | None, typer.Option("--optimizer", help="sgd, adam or adamw")] = None,
+    momentum: Annotated[float | None, typer.Option("--momentum")] = None,
+    weight_decay: Annotated[float | None, typer.Option("--weight-decay")] = None,
+    schedule: Annotated[str | None, typer.Option("--schedule", help="none, step or cosine")] = None,
+    color_jitter: Annotated[float | None, typer.Option("--color-jitter", help="brightness/contrast/saturation")] = None,
+    limit_train: Annotated[int | None, typer.Option("--limit-train")] = None,
+    limit_test: Annotated[int | None, typer.Option("--limit-test")] = None,
+    num_workers: Annotated[int | None, typer.Option("--num-workers", help="image decoding processes")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="where run folders go (default runs/)")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
+):
+    """Fine-tune an ImageNet CNN on a folder of photos (the hot dog recipe by default)."""
+    from sentiment.config import image_config, to_dict
+    from sentiment.vision.pipeline import train_images
+
+    overrides = dict(
+        data=data,
+        backbone=backbone,
+        weights=weights,
+        scratch=scratch,
+        head_init=head_init,
+        head_lr_mult=head_lr_mult,
+        freeze_backbone=freeze_backbone,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        color_jitter=color_jitter,
+        limit_train=limit_train,
+        limit_test=limit_test,
+        num_workers=num_workers,
+        seed=seed,
+        device=device,
+        out=out,
+    )
+    cfg = image_config(config, overrides)
+    typer.echo("config: " + ", ".join(f"{k}={v}" for k, v in to_dict(cfg).items() if v is not None))
+    run = train_images(cfg, progress=not quiet, echo=typer.echo)
+    s = run.read_json("summary.json")
+    initial = s.get("initial_test_acc")
+    typer.echo(
+        f"done: test accuracy {s['test_acc']:.4f} after {s['epochs']} epochs"
+        + (f" ({initial:.4f} before training)" if initial is not None else "")
+        + f", {s['train_examples_per_s']:.1f} train images/s, {s['wall_s']:.0f} s; run folder {run.path}"
+    )
+
+
+@app.command("image-predict")
+def image_predict_cmd(
+    images: Annotated[list[str], typer.Argument(help="image files")],
+    run: RunOpt = None,
+    as_json: JsonOpt = False,
+    device: Annotated[str, typer.Option("--device")] = "cpu",
+):
+    """Classify images with a trained image run: class, probability and the file, one line each."""
+    from sentiment.runs import Run
+    from sentiment.vision.pipeline import ImageClassifier
+
+    clf = ImageClassifier(Run.open(run), device=device)
+    probs = clf.probabilities(images)
+    for path, p in zip(images, probs.tolist(), strict=True):
+        best = max(range(len(p)), key=p.__getitem__)
+        if as_json:
+            scores = dict(zip(clf.classes, p, strict=True))
+            typer.echo(
+                json.dumps({"image": path, "label": clf.classes[best], "probability": p[best], "scores": scores})
+            )
+        else:
+            typer.echo(f"{clf.classes[best]} {p[best]:.2f}  {path}")
+
+
 def _one_line(message: str) -> str:
     return " ".join(message.split())
 

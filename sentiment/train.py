@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sentiment.errors import SentimentError
+from sentiment.finetune import set_bn_eval
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -100,6 +101,7 @@ def train_epoch(
     """One pass over `batches`. `loss_reduction="sum"` steps on the batch's summed loss, as the
     reference image recipe does (its learning rates assume it); the reported loss is always the mean."""
     model.train()
+    set_bn_eval(model)  # a frozen BatchNorm keeps its running statistics too
     loss_fn = nn.CrossEntropyLoss(reduction=loss_reduction)
     loss_sum, correct, seen = 0.0, 0, 0
     trainable = [p for p in model.parameters() if p.requires_grad]

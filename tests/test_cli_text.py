@@ -6,9 +6,9 @@ import struct
 from pathlib import Path
 
 import pytest
-from cli_helpers import assert_user_error, jsonl, run_cli, three_class_csv
 from safetensors.torch import load_file
 
+from cli_helpers import assert_user_error, jsonl, run_cli, three_class_csv
 from sentiment.runs import Run
 
 LINE = re.compile(r"^(positive|negative) (0\.\d\d|1\.00)  (.+)$")

@@ -1,8 +1,8 @@
 import gzip
 
 import pytest
-from conftest import imdb_files, write_tar, write_tree
 
+from conftest import imdb_files, write_tar, write_tree
 from sentiment.errors import SentimentError
 from sentiment.text import imdb
 from sentiment.text.corpus import balanced_subset, load_corpus

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from cli_helpers import run_cli
 
 pytestmark = pytest.mark.real_data

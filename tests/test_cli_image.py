@@ -1,0 +1,253 @@
+"""`image-finetune` and `image-predict` end to end on photos made in the test."""
+
+import json
+import random
+
+import pytest
+import torch
+from PIL import Image
+
+from cli_helpers import assert_user_error, jsonl, run_cli
+from sentiment.finetune import param_groups
+from sentiment.runs import Run
+from sentiment.vision.resnet import resnet18, resnet50
+
+MODES = ["RGB", "L", "P", "RGBA", "CMYK"]
+
+
+def _photo(colour: str, rng: random.Random, size) -> Image.Image:
+    """A mostly red or mostly blue picture with some noise blobs, so the classes differ by colour."""
+    base = (200 + rng.randint(0, 55), rng.randint(0, 60), rng.randint(0, 60))
+    if colour == "blue":
+        base = base[::-1]
+    img = Image.new("RGB", size, base)
+    for _ in range(6):
+        x, y = rng.randrange(size[0]), rng.randrange(size[1])
+        img.paste((rng.randint(0, 255),) * 3, (x, y, min(size[0], x + 12), min(size[1], y + 12)))
+    return img
+
+
+def make_photos(root, n_train=16, n_test=8, seed=0):
+    """root/{train,test}/{blue,red}/ with mixed sizes, modes and formats (JPEG and PNG)."""
+    rng = random.Random(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for colour in ("blue", "red"):
+            folder = root / split / colour
+            folder.mkdir(parents=True)
+            for i in range(n):
+                size = (rng.randint(60, 180), rng.randint(60, 180))
+                mode = MODES[i % len(MODES)]
+                img = _photo(colour, rng, size)
+                img = img.convert(mode) if mode != "P" else img.convert("P", palette=Image.Palette.ADAPTIVE)
+                if mode == "CMYK" or (mode in ("RGB", "L") and i % 2 == 0):  # PNG has no CMYK
+                    img.save(folder / f"{colour} {i}.jpg", quality=90)
+                else:
+                    img.save(folder / f"{colour}_{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return make_photos(tmp_path_factory.mktemp("photos") / "colours")
+
+
+@pytest.fixture(scope="module")
+def torchvision_checkpoint(tmp_path_factory):
+    """A checkpoint in torchvision's resnet18 layout (1000-way head), as `torch.save` writes it.
+
+    Random weights, but BatchNorm statistics measured on photo-like inputs, as a trained network's
+    would be; with the default statistics (mean 0, variance 1) evaluation would see other features
+    than training for the first hundreds of steps."""
+    torch.manual_seed(0)
+    model = resnet18()
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # a plain average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(4):
+            colours = torch.rand(16, 3, 1, 1)
+            model((colours + 0.2 * torch.randn(16, 3, 96, 96) - 0.45) / 0.25)
+    for bn in bns:
+        bn.momentum = 0.1
+    path = tmp_path_factory.mktemp("ckpt") / "resnet18-test.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+FAST = ["--epochs", "1", "--batch-size", "8", "--num-workers", "0", "--quiet", "--optimizer", "adam", "--lr", "1e-4"]
+
+
+@pytest.fixture(scope="module")
+def trained(photos, torchvision_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    from sentiment.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(
+            [
+                "image-finetune",
+                "--data",
+                str(photos),
+                "--weights",
+                str(torchvision_checkpoint),
+                "--out",
+                str(out),
+                *FAST,
+            ]
+        )
+    assert e.value.code == 0
+    return out / "latest"
+
+
+def test_finetune_learns_and_writes_a_run(trained):
+    run = Run.open(trained)
+    summary = run.read_json("summary.json")
+    assert summary["epochs"] == 1 and summary["train_examples"] == 32 and summary["test_examples"] == 16
+    assert summary["test_acc"] >= 0.75  # 16 held-out photos; chance is 0.5
+    assert [m["epoch"] for m in run.metrics] == [0, 1]  # epoch 0: before any step
+    config = run.read_json("config.json")
+    assert config["kind"] == "image" and config["classes"] == ["blue", "red"]
+    assert config["load_report"].count("fc.") == 2 and "skipped" in config["load_report"]
+    assert (trained / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_image_predict_reads_the_run(trained, photos, capsys):
+    red = sorted((photos / "test" / "red").iterdir())[:2]
+    blue = sorted((photos / "test" / "blue").iterdir())[:2]
+    code, out, _ = run_cli(capsys, "image-predict", "--run", trained, *red, *blue)
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 4 and all(ln.split()[0] in ("blue", "red") for ln in lines)
+    assert lines[0].endswith(str(red[0]))
+    code, out, _ = run_cli(capsys, "image-predict", "--run", trained, "--json", red[0])
+    (row,) = jsonl(out)
+    assert set(row) == {"image", "label", "probability", "scores"} and set(row["scores"]) == {"blue", "red"}
+
+
+def test_head_gets_ten_times_the_learning_rate():
+    groups = param_groups(resnet18(num_classes=2), 5e-5, head="fc", head_lr_mult=10)
+    at_10x = sorted(n for g in groups if g["lr"] == pytest.approx(5e-4) for n in g["names"])
+    assert at_10x == ["fc.bias", "fc.weight"]
+    assert all(g["lr"] == pytest.approx(5e-5) for g in groups if "fc.weight" not in g["names"])
+
+
+def test_freeze_backbone_leaves_every_backbone_tensor_unchanged(photos, torchvision_checkpoint, tmp_path, capsys):
+    code, _, err = run_cli(
+        capsys,
+        "image-finetune",
+        "--data",
+        photos,
+        "--weights",
+        torchvision_checkpoint,
+        "--freeze-backbone",
+        "--out",
+        tmp_path,
+        *FAST,
+    )
+    assert code == 0, err
+    before = torch.load(torchvision_checkpoint, weights_only=True)
+    after = Run.open(tmp_path / "latest").load_weights()
+    backbone = [k for k in after if not k.startswith("fc.")]
+    assert len(backbone) == len(before) - 2
+    for k in backbone:  # weights and BatchNorm running statistics alike
+        assert torch.equal(after[k], before[k]), k
+    assert not torch.equal(after["fc.weight"], torch.zeros_like(after["fc.weight"]))
+
+
+def test_scratch_uses_the_scratch_recipe(photos, tmp_path, capsys):
+    code, out, err = run_cli(
+        capsys,
+        "image-finetune",
+        "--data",
+        photos,
+        "--scratch",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--num-workers",
+        "0",
+        "--quiet",
+        "--out",
+        tmp_path,
+    )
+    assert code == 0, err
+    cfg = Run.open(tmp_path / "latest").read_json("config.json")["config"]
+    assert cfg["scratch"] and cfg["lr"] == 5e-4 and cfg["head_lr_mult"] == 1.0
+
+
+def test_bad_images_are_skipped_with_a_count(photos, torchvision_checkpoint, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(photos, data)
+    (data / "train" / "red" / "notes.jpg").write_text("not an image")
+    good = next((data / "train" / "blue").glob("*.jpg")).read_bytes()
+    (data / "train" / "blue" / "cut.jpg").write_bytes(good[: len(good) // 2])
+    code, out, err = run_cli(
+        capsys, "image-finetune", "--data", data, "--weights", torchvision_checkpoint, "--out", tmp_path / "runs", *FAST
+    )
+    assert code == 0, err
+    assert "skipped 2 unreadable image files" in out
+
+
+def test_bad_image_inputs(photos, torchvision_checkpoint, tmp_path, capsys):
+    import shutil
+
+    no_test = tmp_path / "no_test"
+    shutil.copytree(photos / "train", no_test / "train")
+    code, _, err = run_cli(capsys, "image-finetune", "--data", no_test, "--weights", torchvision_checkpoint, *FAST)
+    assert_user_error(code, err, "test")
+
+    empty = tmp_path / "empty_class"
+    shutil.copytree(photos, empty)
+    (empty / "train" / "green").mkdir()
+    (empty / "test" / "green").mkdir()
+    code, _, err = run_cli(capsys, "image-finetune", "--data", empty, "--weights", torchvision_checkpoint, *FAST)
+    assert_user_error(code, err, "green")
+
+    other = tmp_path / "resnet50.pth"
+    torch.save(resnet50().state_dict(), other)
+    code, _, err = run_cli(capsys, "image-finetune", "--data", photos, "--weights", other, *FAST)
+    assert_user_error(code, err, "resnet50.pth")
+
+    code, _, err = run_cli(capsys, "image-finetune", "--data", photos, "--backbone", "vgg16", *FAST)
+    assert_user_error(code, err, "vgg16")
+
+    code, _, err = run_cli(
+        capsys,
+        "image-finetune",
+        "--data",
+        photos,
+        "--weights",
+        torchvision_checkpoint,
+        "--head-init",
+        "imagenet:purple=3",
+        *FAST,
+    )
+    assert_user_error(code, err, "purple")
+
+    code, _, err = run_cli(capsys, "image-predict", "--run", tmp_path / "nowhere", photos / "x.jpg")
+    assert_user_error(code, err, "not a run folder")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_image_predict_bad_inputs(trained, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "image-predict", "--run", trained, tmp_path / "missing.jpg")
+    assert_user_error(code, err, "missing.jpg")
+    bogus = tmp_path / "bogus.png"
+    bogus.write_text("not a picture")
+    code, _, err = run_cli(capsys, "image-predict", "--run", trained, bogus)
+    assert_user_error(code, err, "bogus.png")
+
+
+def test_predict_refuses_an_image_run_and_vice_versa(trained, capsys):
+    code, _, err = run_cli(capsys, "predict", "--run", trained, "a fine film")
+    assert_user_error(code, err, "not a text run")
+
+
+def test_summary_lists_the_initial_accuracy(trained):
+    summary = json.loads((trained / "summary.json").read_text())
+    assert 0.0 <= summary["initial_test_acc"] <= 1.0
