@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 SENTIMENT_IMDB ?= $(wildcard ../shared/data/aclImdb_v1_labeled.tar.gz)
 export SENTIMENT_IMDB
 
-.PHONY: setup demo test lint bench-data bench-accuracy clean
+.PHONY: setup demo test lint bench-data bench-accuracy bench-images clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ bench-data: setup
 
 bench-accuracy: setup
 	$(BIN)/python -m benchmarks.accuracy
+
+bench-images: setup
+	$(BIN)/python -m benchmarks.images
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -19,6 +19,7 @@ from sentiment.config import TextConfig, to_dict
 from sentiment.errors import SentimentError
 from sentiment.finetune import count_parameters, param_groups
 from sentiment.runs import Run
+from sentiment.runtime import keep_freed_memory
 from sentiment.text.batching import BucketBatchSampler, Encoded, encode, pad_batch
 from sentiment.text.corpus import Corpus, balanced_subset, load_corpus
 from sentiment.text.models import build_model, load_pretrained_embeddings
@@ -125,6 +126,7 @@ def train_text(cfg: TextConfig, *, progress: bool = True, echo: Callable[[str], 
     from sentiment.text.vectors import load_vectors
 
     started = time.perf_counter()
+    keep_freed_memory()
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     vectors = load_vectors(cfg.vectors)
