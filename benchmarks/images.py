@@ -87,7 +87,7 @@ def main() -> None:
     }
     atomic_write_json(RESULTS, {"meta": meta, "results": results})
     title = "ants vs bees, EfficientNet-Lite0"
-    picture = plot_runs(runs[:3], Path(args.out) / "ants_bees.png", title=title)
+    picture = plot_runs(runs[:3], Path(args.out) / "ants_bees.png", title=title, labels=[v for v, _ in VARIANTS[:3]])
     shutil.copyfile(picture, PICTURE)
 
     rows = [

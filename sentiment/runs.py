@@ -157,7 +157,9 @@ def _mean(values) -> float | None:
     return round(sum(values) / len(values), 2) if values else None
 
 
-def plot_runs(runs: list[Run], out: str | os.PathLike, *, title: str | None = None) -> Path:
+def plot_runs(
+    runs: list[Run], out: str | os.PathLike, *, title: str | None = None, labels: list[str] | None = None
+) -> Path:
     """Loss and accuracy per epoch, train (dashed) vs test (solid), one colour per run."""
     import matplotlib
 
@@ -167,7 +169,7 @@ def plot_runs(runs: list[Run], out: str | os.PathLike, *, title: str | None = No
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, run in enumerate(runs):
         colour = f"C{i}"
-        label = run.path.name if len(runs) > 1 else None
+        label = labels[i] if labels else (run.path.name if len(runs) > 1 else None)
         epochs = [m["epoch"] for m in run.metrics]
         for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
             for split, style in (("train", "--"), ("test", "-")):

@@ -6,6 +6,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from cli_helpers import assert_user_error, jsonl, run_cli, three_class_csv
@@ -284,3 +285,58 @@ def test_data_stats_on_small_data(tiny_imdb_tar, capsys, tmp_path):
     assert json.loads(out)["train"] == {"bad": 8, "good": 8, "meh": 8}
     code, _, err = run_cli(capsys, "data-stats", "--data", tmp_path / "nope.tar.gz")
     assert_user_error(code, err, "nope.tar.gz")
+
+
+def test_schedules_and_optimizers(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv = three_class_csv(tmp_path / "three.csv", n=30)
+    base = ["train", "--data", csv, "--min-freq", "1", "--epochs", "3", "--quiet", "--lr", "0.01"]
+    code, _, err = run_cli(
+        capsys,
+        *base,
+        "--schedule",
+        "step",
+        "--step-size",
+        "1",
+        "--gamma",
+        "0.5",
+        "--optimizer",
+        "sgd",
+        "--momentum",
+        "0.9",
+    )
+    assert code == 0, err
+    lrs = [m["lr"] for m in Run.open("runs/latest").metrics]
+    assert lrs == pytest.approx([0.01, 0.005, 0.0025])
+    code, _, err = run_cli(capsys, *base, "--schedule", "cosine", "--optimizer", "adamw", "--weight-decay", "0.01")
+    assert code == 0, err
+    lrs = [m["lr"] for m in Run.open("runs/latest").metrics]
+    assert lrs[0] == pytest.approx(0.01) and lrs[0] > lrs[1] > lrs[2] > 0
+
+
+def test_same_seed_same_weights_on_cpu(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv = three_class_csv(tmp_path / "three.csv", n=30)
+    weights = []
+    for seed in (3, 3, 4):
+        code, _, err = run_cli(
+            capsys,
+            "train",
+            "--model",
+            "birnn",
+            "--data",
+            csv,
+            "--min-freq",
+            "1",
+            "--epochs",
+            "2",
+            "--quiet",
+            "--seed",
+            str(seed),
+            "--device",
+            "cpu",
+        )
+        assert code == 0, err
+        weights.append(load_file(str(Run.open("runs/latest").file("model.safetensors"))))
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
