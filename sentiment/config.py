@@ -16,8 +16,21 @@ from pathlib import Path
 from sentiment.errors import SentimentError
 
 
-@dataclass
-class TextConfig:
+@dataclass(kw_only=True)
+class RunSettings:
+    """What every run has, text or image: the schedule, clipping, seed, device and output folder."""
+
+    schedule: str = "none"
+    step_size: int = 1
+    gamma: float = 0.1
+    grad_clip: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    out: str = "runs"
+
+
+@dataclass(kw_only=True)
+class TextConfig(RunSettings):
     model: str = "textcnn"
     # data
     data: str | None = None
@@ -45,18 +58,10 @@ class TextConfig:
     lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "none"
-    step_size: int = 1
-    gamma: float = 0.1
-    grad_clip: float = 0.0
-    # run
-    seed: int = 0
-    device: str = "auto"
-    out: str = "runs"
 
 
-@dataclass
-class ImageConfig:
+@dataclass(kw_only=True)
+class ImageConfig(RunSettings):
     backbone: str = "resnet18"
     # data
     data: str | None = None
@@ -79,14 +84,6 @@ class ImageConfig:
     weight_decay: float = 0.001
     no_decay_1d: bool = False
     loss_reduction: str = "sum"
-    schedule: str = "none"
-    step_size: int = 1
-    gamma: float = 0.1
-    grad_clip: float = 0.0
-    # run
-    seed: int = 0
-    device: str = "auto"
-    out: str = "runs"
 
 
 # Training from random weights in the reference comparison: a 10x larger lr, one group for all.

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sentiment.errors import SentimentError
@@ -79,6 +80,43 @@ class Run:
         tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
         with atomic_path(self.file("model.safetensors")) as tmp:
             save_file(tensors, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+
+    def load_into(self, model, state: dict | None = None) -> None:
+        """Load this run's weights into `model`, which must have been built from the run's config."""
+        state = self.load_weights() if state is None else state
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise SentimentError(f"{self.file('model.safetensors')} does not fit the run's config: {first}") from None
+
+    def train(self, model, loop, summary: Callable[[str], dict], echo: Callable[[str], None] = print) -> None:
+        """Run `fit` with this folder as its record: after every trained epoch the weights, metrics,
+        curves, summary and `latest` link are updated, so an interrupt keeps the last completed epoch."""
+        from sentiment.train import fit
+
+        def on_epoch_end(metrics: dict) -> None:
+            trained = metrics["epoch"] >= 1  # epoch 0 is an evaluation before training: no new weights
+            if trained:  # weights first: metrics never name an epoch whose weights are not on disk
+                self.save_weights(model.state_dict(), {"epoch": metrics["epoch"]})
+            self.log_epoch(metrics)
+            if not trained:
+                return
+            self.plot_curves()
+            self.save_json("summary.json", summary("running"))
+            self.mark_latest()
+
+        try:
+            fit(model, loop, on_epoch_end=on_epoch_end)
+        except KeyboardInterrupt:
+            done = self.figures()["epochs"]
+            if done:
+                self.save_json("summary.json", summary("interrupted"))
+                echo(f"interrupted: {self.path} keeps the weights of epoch {done}")
+            else:
+                echo(f"interrupted before the first epoch ended: {self.path} holds no weights")
+            raise
+        self.save_json("summary.json", summary("completed"))
 
     def plot_curves(self) -> None:
         plot_runs([self], self.file("curves.png"), title=self.path.name)

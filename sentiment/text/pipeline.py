@@ -28,7 +28,6 @@ from sentiment.text.vocab import Vocab
 from sentiment.train import (
     Loop,
     evaluate,
-    fit,
     make_optimizer,
     make_scheduler,
     predict_logits,
@@ -200,23 +199,7 @@ def train_text(cfg: TextConfig, *, progress: bool = True, echo: Callable[[str], 
             "device": str(device),
         }
 
-    def on_epoch_end(metrics: dict) -> None:
-        run.save_weights(model.state_dict(), {"epoch": metrics["epoch"]})
-        run.log_epoch(metrics)
-        run.plot_curves()
-        run.save_json("summary.json", summary("running"))
-        run.mark_latest()
-
-    try:
-        fit(model, loop, on_epoch_end=on_epoch_end)
-    except KeyboardInterrupt:
-        if run.metrics:
-            run.save_json("summary.json", summary("interrupted"))
-            echo(f"interrupted: {run.path} keeps the weights of epoch {run.metrics[-1]['epoch']}")
-        else:
-            echo(f"interrupted before the first epoch ended: {run.path} holds no weights")
-        raise
-    run.save_json("summary.json", summary("completed"))
+    run.train(model, loop, summary, echo)
     return run
 
 
@@ -253,11 +236,7 @@ class TextClassifier:
             num_classes=len(self.classes),
             **meta["model_hyper"],
         )
-        try:
-            self.model.load_state_dict(state)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0]
-            raise SentimentError(f"{run.file('model.safetensors')} does not fit the run's config: {first}") from None
+        run.load_into(self.model, state)
         self.model.to(self.device).eval()
 
     def encode(self, texts: Sequence[str]) -> Encoded:

@@ -21,7 +21,7 @@ from sentiment.errors import SentimentError
 from sentiment.finetune import count_parameters, freeze, param_groups
 from sentiment.runs import Run
 from sentiment.runtime import keep_freed_memory
-from sentiment.train import Loop, fit, make_optimizer, make_scheduler, predict_logits, resolve_device, seed_everything
+from sentiment.train import Loop, make_optimizer, make_scheduler, predict_logits, resolve_device, seed_everything
 from sentiment.vision.backbones import build_model, get_backbone, parse_head_init
 from sentiment.vision.folder import ImageFolder, SkippedImagesWarning, load_image, make_loader, open_image_root
 from sentiment.vision.transforms import eval_transform, to_tensor, train_transform
@@ -166,22 +166,7 @@ def train_images(cfg: ImageConfig, *, progress: bool = True, echo: Callable[[str
             "device": str(device),
         }
 
-    def on_epoch_end(metrics: dict) -> None:
-        if metrics["epoch"] >= 1:
-            run.save_weights(model.state_dict(), {"epoch": metrics["epoch"]})
-        run.log_epoch(metrics)
-        if metrics["epoch"] >= 1:
-            run.plot_curves()
-            run.save_json("summary.json", summary("running"))
-            run.mark_latest()
-
-    try:
-        fit(model, loop, on_epoch_end=on_epoch_end)
-    except KeyboardInterrupt:
-        if run.figures()["epochs"]:
-            run.save_json("summary.json", summary("interrupted"))
-        raise
-    run.save_json("summary.json", summary("completed"))
+    run.train(model, loop, summary, echo)
     return run
 
 
@@ -199,12 +184,7 @@ class ImageClassifier:
             size=meta["input_size"], resize_size=meta["resize_size"], mean=tuple(meta["mean"]), std=tuple(meta["std"])
         )
         self.model, _ = build_model(get_backbone(meta["backbone"]), len(self.classes), weights=None)
-        state = run.load_weights()
-        try:
-            self.model.load_state_dict(state)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0]
-            raise SentimentError(f"{run.file('model.safetensors')} does not fit the run's config: {first}") from None
+        run.load_into(self.model)
         self.model.to(self.device, memory_format=torch.channels_last).eval()
 
     def probabilities(self, paths: Sequence[str | os.PathLike]) -> torch.Tensor:
