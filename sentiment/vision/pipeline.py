@@ -111,7 +111,8 @@ def train_images(cfg: ImageConfig, *, progress: bool = True, echo: Callable[[str
     optimizer = make_optimizer(cfg.optimizer, groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = make_scheduler(cfg.schedule, optimizer, epochs=cfg.epochs, step_size=cfg.step_size, gamma=cfg.gamma)
     pin = device.type == "cuda"
-    workers = min(cfg.num_workers, os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(cfg.num_workers, cores) if cores > 1 else 0  # one core: decode in the main process
     loop = Loop(
         train_batches=make_loader(
             train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, num_workers=workers, pin_memory=pin
