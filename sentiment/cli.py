@@ -258,16 +258,21 @@ def evaluate_cmd(
 def compare_cmd(
     runs: Annotated[list[str], typer.Argument(help="run folders to compare")],
     out: Annotated[str, typer.Option("--out", help="the picture to write")] = "compare.png",
+    labels: Annotated[str | None, typer.Option("--labels", help="comma-separated names for the runs")] = None,
+    title: Annotated[str, typer.Option("--title")] = "comparison",
     as_json: JsonOpt = False,
 ):
     """One picture with the curves of several runs, and a table of their summaries."""
     from sentiment.runs import Run, plot_runs
 
+    names = [x.strip() for x in labels.split(",")] if labels else None
+    if names is not None and len(names) != len(runs):
+        raise SentimentError(f"--labels names {len(names)} runs, but {len(runs)} runs were given")
     opened = [Run.open(r) for r in runs]
     for run in opened:
         if not run.metrics:
             raise SentimentError(f"{run.path} has no metrics.jsonl yet; nothing to draw")
-    path = plot_runs(opened, out, title="comparison")
+    path = plot_runs(opened, out, title=title, labels=names)
     summaries = [{"run": str(r.path), **r.read_json("summary.json")} for r in opened]
     if as_json:
         typer.echo(json.dumps({"picture": str(path), "runs": summaries}))

@@ -152,6 +152,10 @@ def test_compare_draws_runs(small_run, capsys, tmp_path):
     code, out, _ = run_cli(capsys, "compare", small_run, small_run.resolve(), "--out", out_png)
     assert code == 0 and out_png.read_bytes()[:4] == b"\x89PNG"
     assert "test_acc" in out
+    code, out, _ = run_cli(capsys, "compare", small_run, small_run, "--labels", "first,second", "--out", out_png)
+    assert code == 0
+    code, _, err = run_cli(capsys, "compare", small_run, small_run, "--labels", "only-one", "--out", out_png)
+    assert_user_error(code, err, "--labels names 1 runs")
 
 
 def test_interrupt_keeps_the_last_completed_epoch(tmp_path, capsys, monkeypatch):
