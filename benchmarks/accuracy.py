@@ -33,6 +33,10 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def threads(n: int) -> str:
+    return f"{n} thread" if n == 1 else f"{n} threads"
+
+
 def table(results: list[dict]) -> str:
     rows = [
         "| model | tokenizer | test acc (epoch 5) | best epoch | epoch s | train reviews/s | vocab | OOV words |",
@@ -47,7 +51,7 @@ def table(results: list[dict]) -> str:
     rows.append("")
     rows.append(
         f"Full IMDb (25,000 train / 25,000 test), GloVe 6B 50-d, 5 epochs, reference hyper-parameters; "
-        f"{first['device']} ({first['cpu']}, {first['threads']} threads), torch {first['torch']}, "
+        f"{first['device']} ({first['cpu']}, {threads(first['threads'])}), torch {first['torch']}, "
         f"measured {first['date']}. Re-run: `make bench-accuracy`."
     )
     return "\n".join(rows)

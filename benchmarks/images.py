@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.accuracy import cpu_model
+from benchmarks.accuracy import cpu_model, threads
 from benchmarks.readme import replace_section
 from sentiment.cli import main as cli_main
 from sentiment.config import image_config
@@ -114,7 +114,7 @@ def main() -> None:
     rows += [
         "",
         f"{results[0]['train_examples']} train / {results[0]['test_examples']} val photos, settings from "
-        f"`{Path(args.config).name}`; CPU ({meta['cpu']}, {meta['threads']} threads), torch {meta['torch']}, "
+        f"`{Path(args.config).name}`; CPU ({meta['cpu']}, {threads(meta['threads'])}), torch {meta['torch']}, "
         f"measured {meta['date']}. Re-run: `make bench-images`.",
         "",
         "![ants vs bees: fine-tuned, from scratch and frozen backbone](benchmarks/results/ants_bees.png)",

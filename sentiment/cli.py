@@ -279,16 +279,16 @@ def compare_cmd(
         return
     keys = ("model", "epochs", "train_examples", "test_acc", "best_test_acc", "train_examples_per_s", "wall_s")
     header = ["run", *keys]
-    table = [[Path(s["run"]).name, *(_fmt(s.get(k)) for k in keys)] for s in summaries]
+    table = [[Path(s["run"]).name, *(_fmt(s.get(k), k) for k in keys)] for s in summaries]
     widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(len(header))]
     for row in [header, *table]:
         typer.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))
     typer.echo(f"picture: {path}")
 
 
-def _fmt(v) -> str:
+def _fmt(v, key: str) -> str:
     if isinstance(v, float):
-        return f"{v:.4f}" if v < 10 else f"{v:.1f}"
+        return f"{v:.4f}" if key.endswith("acc") else f"{v:.1f}"
     return "-" if v is None else str(v)
 
 
