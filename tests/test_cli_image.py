@@ -251,3 +251,47 @@ def test_predict_refuses_an_image_run_and_vice_versa(trained, capsys):
 def test_summary_lists_the_initial_accuracy(trained):
     summary = json.loads((trained / "summary.json").read_text())
     assert 0.0 <= summary["initial_test_acc"] <= 1.0
+
+
+def test_without_data_the_hot_dog_photos_are_downloaded(photos, tmp_path, monkeypatch):
+    """No --data, no $SENTIMENT_HOTDOG, no data/hotdog: fetch hotdog.zip (here from 127.0.0.1), check its
+    SHA-1, extract it safely, and read it."""
+    import hashlib
+    import http.server
+    import io
+    import threading
+    import zipfile
+
+    from sentiment.vision import pipeline
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for p in sorted(photos.rglob("*")):
+            if p.is_file():
+                z.write(p, f"hotdog/{p.relative_to(photos)}")
+    payload = buf.getvalue()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.delenv("SENTIMENT_HOTDOG", raising=False)
+        monkeypatch.setattr(pipeline, "HOTDOG_URL", f"http://127.0.0.1:{server.server_address[1]}/hotdog.zip")
+        monkeypatch.setattr(pipeline, "HOTDOG_SHA1", hashlib.sha1(payload).hexdigest())
+        root = pipeline.find_image_data(None)
+        assert sorted(p.name for p in root.iterdir()) == ["test", "train"]
+        assert (tmp_path / "data" / "hotdog.zip").read_bytes() == payload
+        monkeypatch.setenv("SENTIMENT_HOTDOG", str(photos))
+        assert pipeline.find_image_data(None) == photos
+    finally:
+        server.shutdown()
+        server.server_close()
