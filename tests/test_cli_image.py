@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from cli_helpers import assert_user_error, jsonl, run_cli
+from conftest import serve_bytes
 from sentiment.finetune import param_groups
 from sentiment.runs import Run
 from sentiment.vision.resnet import resnet18, resnet50
@@ -257,9 +258,7 @@ def test_without_data_the_hot_dog_photos_are_downloaded(photos, tmp_path, monkey
     """No --data, no $SENTIMENT_HOTDOG, no data/hotdog: fetch hotdog.zip (here from 127.0.0.1), check its
     SHA-1, extract it safely, and read it."""
     import hashlib
-    import http.server
     import io
-    import threading
     import zipfile
 
     from sentiment.vision import pipeline
@@ -271,27 +270,12 @@ def test_without_data_the_hot_dog_photos_are_downloaded(photos, tmp_path, monkey
                 z.write(p, f"hotdog/{p.relative_to(photos)}")
     payload = buf.getvalue()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the http.server API
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serve_bytes(payload) as base:
         monkeypatch.delenv("SENTIMENT_HOTDOG", raising=False)
-        monkeypatch.setattr(pipeline, "HOTDOG_URL", f"http://127.0.0.1:{server.server_address[1]}/hotdog.zip")
+        monkeypatch.setattr(pipeline, "HOTDOG_URL", f"{base}/hotdog.zip")
         monkeypatch.setattr(pipeline, "HOTDOG_SHA1", hashlib.sha1(payload).hexdigest())
         root = pipeline.find_image_data(None)
         assert sorted(p.name for p in root.iterdir()) == ["test", "train"]
         assert (tmp_path / "data" / "hotdog.zip").read_bytes() == payload
         monkeypatch.setenv("SENTIMENT_HOTDOG", str(photos))
         assert pipeline.find_image_data(None) == photos
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -2,7 +2,7 @@ import gzip
 
 import pytest
 
-from conftest import imdb_files, write_tar, write_tree
+from conftest import imdb_files, serve_bytes, write_tar, write_tree
 from sentiment.errors import SentimentError
 from sentiment.text import imdb
 from sentiment.text.corpus import balanced_subset, load_corpus
@@ -161,27 +161,11 @@ def test_real_archive_sizes(real_imdb):
 def test_download_from_a_server_then_read(tmp_path, monkeypatch, tiny_imdb_tar):
     """The whole first-run path against a real HTTP server on 127.0.0.1: download, verify, read."""
     import hashlib
-    import http.server
-    import threading
 
     payload = tiny_imdb_tar.read_bytes()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the http.server API
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve_bytes(payload) as base:
         monkeypatch.delenv("SENTIMENT_IMDB", raising=False)
-        monkeypatch.setattr(imdb, "IMDB_URL", f"http://127.0.0.1:{server.server_address[1]}/aclImdb_v1.tar.gz")
+        monkeypatch.setattr(imdb, "IMDB_URL", f"{base}/aclImdb_v1.tar.gz")
         monkeypatch.setattr(imdb, "IMDB_MD5", hashlib.md5(payload).hexdigest())
         corpus = load_corpus()
         assert corpus.counts("train") == {"neg": 3, "pos": 3}
@@ -191,6 +175,3 @@ def test_download_from_a_server_then_read(tmp_path, monkeypatch, tiny_imdb_tar):
         with pytest.raises(SentimentError, match="aclImdb_v1.tar.gz"):
             load_corpus()
         assert list((tmp_path / "data").iterdir()) == []  # nothing half-written
-    finally:
-        server.shutdown()
-        server.server_close()
