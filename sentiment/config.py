@@ -44,6 +44,7 @@ class TextConfig(RunSettings):
     vectors: str = "glove.6B.50d"
     limit_train: int | None = None
     limit_test: int | None = None
+    cache: bool = True  # keep prepared ids under <data dir>/cache/ for the next run
     # model
     freeze_embedding: bool = True  # BiRNN's embedding; the TextCNN always has one frozen and one trained
     num_hiddens: int = 100

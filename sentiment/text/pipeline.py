@@ -5,11 +5,8 @@ corpus -> tokens -> vocab (train split only) -> ids -> bucketed batches -> model
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +18,9 @@ from sentiment.finetune import count_parameters, param_groups
 from sentiment.runs import Run
 from sentiment.runtime import keep_freed_memory
 from sentiment.text.batching import BucketBatchSampler, Encoded, encode, pad_batch
-from sentiment.text.corpus import Corpus, balanced_subset, load_corpus
+from sentiment.text.corpus import Corpus
 from sentiment.text.models import build_model, load_pretrained_embeddings
+from sentiment.text.prepared import prepare_text
 from sentiment.text.tokenize import get_tokenizer
 from sentiment.text.vocab import Vocab
 from sentiment.train import (
@@ -71,49 +69,6 @@ class TextBatches:
             yield index, (ids, lengths), labels
 
 
-@dataclass
-class PreparedText:
-    corpus: Corpus
-    vocab: Vocab
-    train: Encoded
-    test: Encoded
-    train_labels: np.ndarray
-    test_labels: np.ndarray
-    train_tokens: int
-
-
-def prepare_text(cfg: TextConfig, corpus: Corpus | None = None) -> PreparedText:
-    """Read, subset, tokenize, build the vocabulary from the training split, and encode both splits."""
-    tokenize = get_tokenizer(cfg.tokenizer)
-    if corpus is None:
-        corpus = load_corpus(
-            cfg.data,
-            test_data=cfg.test_data,
-            text_col=cfg.text_col,
-            label_col=cfg.label_col,
-            test_fraction=cfg.test_fraction,
-            seed=cfg.seed,
-        )
-    k = len(corpus.classes)
-    train = balanced_subset(corpus.train, cfg.limit_train, k, cfg.seed)
-    test = balanced_subset(corpus.test, cfg.limit_test, k, cfg.seed + 1)
-    corpus = dataclasses.replace(corpus, train=train, test=test)
-    train_tok = [tokenize(ex.text) for ex in train]
-    counter: Counter = Counter()
-    for tokens in train_tok:
-        counter.update(tokens)
-    vocab = Vocab.build(counter, min_freq=cfg.min_freq)
-    return PreparedText(
-        corpus=corpus,
-        vocab=vocab,
-        train=encode(train_tok, vocab, cfg.max_len),
-        test=encode((tokenize(ex.text) for ex in test), vocab, cfg.max_len),
-        train_labels=np.array([ex.label for ex in train], dtype=np.int64),
-        test_labels=np.array([ex.label for ex in test], dtype=np.int64),
-        train_tokens=sum(counter.values()),
-    )
-
-
 def model_hyper(cfg: TextConfig) -> dict:
     if cfg.model == "birnn":
         return {"num_hiddens": cfg.num_hiddens, "num_layers": cfg.num_layers}
@@ -134,9 +89,9 @@ def train_text(cfg: TextConfig, *, progress: bool = True, echo: Callable[[str], 
         raise SentimentError("the test split is empty")
     embedding = vectors.embedding_for(data.vocab)
     oov_words = len(vectors.missing(data.vocab))
-    classes = data.corpus.classes
+    classes = data.classes
     echo(
-        f"data: {data.corpus.source}: {len(data.train):,} train / {len(data.test):,} test reviews, "
+        f"data: {data.source}: {len(data.train):,} train / {len(data.test):,} test reviews, "
         f"{len(classes)} classes; vocab {len(data.vocab):,} ({oov_words:,} without a vector); "
         f"prepared in {time.perf_counter() - started:.1f} s"
     )
@@ -158,7 +113,7 @@ def train_text(cfg: TextConfig, *, progress: bool = True, echo: Callable[[str], 
             data.train, data.train_labels, cfg.batch_size, shuffle=True, seed=cfg.seed, pin_memory=pin
         ),
         test_batches=TextBatches(data.test, None, max(cfg.batch_size, 256), shuffle=False, pin_memory=pin),
-        test_labels=torch.from_numpy(data.test_labels),
+        test_labels=torch.from_numpy(np.array(data.test_labels)),
         optimizer=optimizer,
         scheduler=scheduler,
         device=device,
