@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from sentiment.errors import SentimentError
+from sentiment.subsets import balanced_indices
 from sentiment.text import imdb
 from sentiment.text.examples import Example
 from sentiment.text.labeled import class_order, is_labeled_file, read_labeled_rows
@@ -123,28 +124,9 @@ def load_test_file(path: str | os.PathLike, *, text_col: str | None = None, labe
 
 
 def balanced_subset(examples: list[Example], n: int | None, num_classes: int, seed: int) -> list[Example]:
-    """A seeded random subset of `n` examples with the classes as even as the data allows.
-
-    Order within the subset follows the original order, so the result is deterministic for a seed.
-    """
-    if n is None or n >= len(examples):
+    """A seeded random subset of `n` examples with the classes as even as the data allows, in the
+    original order (see `sentiment.subsets.balanced_indices`); `None` keeps them all."""
+    if n is None:
         return examples
-    if n <= 0:
-        raise SentimentError(f"a limit must be positive, got {n}")
-    rng = np.random.default_rng(seed)
-    labels = np.array([ex.label for ex in examples])
-    by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in range(num_classes)]
-    share = [0] * num_classes
-    remaining = n
-    # Deal one slot at a time to the classes that still have examples: even split, no overshoot.
-    while remaining:
-        progressed = False
-        for c in range(num_classes):
-            if remaining and share[c] < len(by_class[c]):
-                share[c] += 1
-                remaining -= 1
-                progressed = True
-        if not progressed:
-            break
-    chosen = np.sort(np.concatenate([idx[:k] for idx, k in zip(by_class, share, strict=True)]))
+    chosen = balanced_indices([ex.label for ex in examples], n, num_classes, seed)
     return [examples[i] for i in chosen]

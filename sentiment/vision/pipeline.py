@@ -11,7 +11,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Subset
 
@@ -21,6 +20,7 @@ from sentiment.errors import SentimentError
 from sentiment.finetune import count_parameters, freeze, param_groups
 from sentiment.runs import Run
 from sentiment.runtime import keep_freed_memory
+from sentiment.subsets import balanced_indices
 from sentiment.train import Loop, make_optimizer, make_scheduler, predict_logits, resolve_device, seed_everything
 from sentiment.vision.backbones import build_model, get_backbone, parse_head_init
 from sentiment.vision.folder import ImageFolder, SkippedImagesWarning, load_image, make_loader, open_image_root
@@ -47,19 +47,10 @@ def find_image_data(data: str | os.PathLike | None) -> Path:
 
 
 def _subset(ds: ImageFolder, n: int | None, seed: int):
-    """A seeded random subset with the classes as even as the data allows."""
+    """A seeded random subset with the classes as even as the data allows; `None` keeps them all."""
     if n is None or n >= len(ds):
         return ds
-    rng = np.random.default_rng(seed)
-    targets = np.asarray(ds.targets)
-    per_class = [rng.permutation(np.flatnonzero(targets == c)) for c in range(len(ds.classes))]
-    picked: list[int] = []
-    while len(picked) < n and any(len(p) for p in per_class):
-        for i, p in enumerate(per_class):
-            if len(picked) < n and len(p):
-                picked.append(int(p[0]))
-                per_class[i] = p[1:]
-    return Subset(ds, sorted(picked))
+    return Subset(ds, balanced_indices(ds.targets, n, len(ds.classes), seed).tolist())
 
 
 def train_images(cfg: ImageConfig, *, progress: bool = True, echo: Callable[[str], None] = print) -> Run:
