@@ -30,7 +30,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "speed.json"
 
 
 def _child(args: list[str], env: dict) -> dict:
-    """Run a child that prints one JSON object as its last stdout line; add its peak RSS."""
+    """Run a child process that prints one JSON object (its peak RSS included) as its last stdout line."""
     out = subprocess.run([sys.executable, *args], check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 

@@ -8,7 +8,6 @@ progress bar with running loss, accuracy and examples/s, and evaluates after eve
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -265,8 +264,6 @@ def fit(
                 total=len(loop.test_batches),
             )
             metrics.update(test_loss=te.loss, test_acc=te.acc, test_s=round(te.seconds, 3))
-        if not math.isfinite(metrics["train_loss"]):
-            raise SentimentError(f"training diverged in epoch {epoch}")
         history.append(metrics)
         shown = f"epoch {epoch}: train loss {tr.loss:.4f} acc {tr.acc:.3f}"
         if "test_acc" in metrics:

@@ -41,6 +41,20 @@ def _split_indices(labels: list[int], fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picked))
 
 
+def _examples(rows, classes: list[str], path: str | os.PathLike) -> list[Example]:
+    """Rows as examples whose label is the index of its class; a label outside `classes` is an error."""
+    index = {c: i for i, c in enumerate(classes)}
+    name = Path(path).name
+    out = []
+    for text, lab, line in rows:
+        if lab not in index:
+            raise SentimentError(
+                f"{path}, line {line}: label {lab!r} is not among the training classes ({', '.join(classes)})"
+            )
+        out.append(Example(text=text, label=index[lab], id=f"{name}:{line}"))
+    return out
+
+
 def load_labeled(
     train_path: str | os.PathLike,
     test_path: str | os.PathLike | None = None,
@@ -56,22 +70,10 @@ def load_labeled(
     classes = class_order(lab for _, lab, _ in train_rows)
     if len(classes) < 2:
         raise SentimentError(f"{train_path} has only one class ({classes[0]!r}); at least two are needed")
-    index = {c: i for i, c in enumerate(classes)}
     name = Path(train_path).name
-
-    def examples(rows, fname) -> list[Example]:
-        out = []
-        for text, lab, line in rows:
-            if lab not in index:
-                raise SentimentError(
-                    f"{fname}, line {line}: label {lab!r} is not among the training classes ({', '.join(classes)})"
-                )
-            out.append(Example(text=text, label=index[lab], id=f"{Path(fname).name}:{line}"))
-        return out
-
-    train = examples(train_rows, train_path)
+    train = _examples(train_rows, classes, train_path)
     if test_rows is not None:
-        test = examples(test_rows, test_path)
+        test = _examples(test_rows, classes, test_path)
     else:
         if not 0.0 < test_fraction < 1.0:
             raise SentimentError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
@@ -117,9 +119,7 @@ def load_test_file(path: str | os.PathLike, *, text_col: str | None = None, labe
     """Every row of a labeled file as a test split (for evaluating a trained run on new data)."""
     rows = read_labeled_rows(path, text_col=text_col, label_col=label_col)
     classes = class_order(lab for _, lab, _ in rows)
-    index = {c: i for i, c in enumerate(classes)}
-    name = Path(path).name
-    test = [Example(text=t, label=index[lab], id=f"{name}:{line}") for t, lab, line in rows]
+    test = _examples(rows, classes, path)
     return Corpus(train=[], test=test, classes=classes, label_keys=classes, source=str(path))
 
 
