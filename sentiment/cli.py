@@ -100,6 +100,9 @@ def train_cmd(
     limit_test: Annotated[int | None, typer.Option("--limit-test", help="a balanced random subset")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda")] = None,
+    precision: Annotated[
+        str | None, typer.Option("--precision", help="auto (bf16 where the hardware has it), bf16 or fp32")
+    ] = None,
     out: Annotated[str | None, typer.Option("--out", help="where run folders go (default runs/)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
 ):
@@ -132,6 +135,7 @@ def train_cmd(
         limit_test=limit_test,
         seed=seed,
         device=device,
+        precision=precision,
         out=out,
     )
     cfg = text_config(model, config, overrides)
@@ -326,6 +330,9 @@ def image_finetune_cmd(
     num_workers: Annotated[int | None, typer.Option("--num-workers", help="image decoding processes")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda")] = None,
+    precision: Annotated[
+        str | None, typer.Option("--precision", help="auto (bf16 where the hardware has it), bf16 or fp32")
+    ] = None,
     out: Annotated[str | None, typer.Option("--out", help="where run folders go (default runs/)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
 ):
@@ -354,6 +361,7 @@ def image_finetune_cmd(
         num_workers=num_workers,
         seed=seed,
         device=device,
+        precision=precision,
         out=out,
     )
     cfg = image_config(config, overrides)

@@ -26,6 +26,7 @@ class RunSettings:
     grad_clip: float = 0.0
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # bf16 autocast where the hardware has it (see train.resolve_precision), else fp32
     out: str = "runs"
 
 
@@ -101,6 +102,7 @@ CHOICES = {
     "optimizer": ("adam", "adamw", "sgd"),
     "schedule": ("none", "step", "cosine"),
     "device": ("auto", "cpu", "cuda"),
+    "precision": ("auto", "bf16", "fp32"),
     "tokenizer": ("basic", "words"),
     "loss_reduction": ("mean", "sum"),
 }

@@ -90,9 +90,17 @@ class Run:
             first = str(e).strip().splitlines()[0]
             raise SentimentError(f"{self.file('model.safetensors')} does not fit the run's config: {first}") from None
 
-    def train(self, model, loop, summary: Callable[[str], dict], echo: Callable[[str], None] = print) -> None:
+    def train(
+        self,
+        model,
+        loop,
+        summary: Callable[[str], dict],
+        echo: Callable[[str], None] = print,
+        after_epoch: Callable[[dict], None] | None = None,
+    ) -> None:
         """Run `fit` with this folder as its record: after every trained epoch the weights, metrics,
-        curves, summary and `latest` link are updated, so an interrupt keeps the last completed epoch."""
+        curves, summary and `latest` link are updated, so an interrupt keeps the last completed epoch.
+        `after_epoch(metrics)` is called once the epoch is on disk."""
         from sentiment.train import fit
 
         def on_epoch_end(metrics: dict) -> None:
@@ -105,6 +113,8 @@ class Run:
             self.plot_curves()
             self.save_json("summary.json", summary("running"))
             self.mark_latest()
+            if after_epoch is not None:
+                after_epoch(metrics)
 
         try:
             fit(model, loop, on_epoch_end=on_epoch_end)

@@ -2,7 +2,7 @@
 
 Data comes as iterables of `(index, inputs, labels)` batches: `inputs` is a tuple passed to the
 model as `model(*inputs)`, `index` says which examples the batch holds (so predictions can be put
-back in data order). The loop moves batches to the device, runs bf16 autocast on CUDA, shows a
+back in data order). The loop moves batches to the device, runs bf16 autocast when asked, shows a
 progress bar with running loss, accuracy and examples/s, and evaluates after every epoch.
 """
 
@@ -67,10 +67,31 @@ def _to(inputs: tuple, labels: torch.Tensor, device: torch.device):
     )
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX); elsewhere it is emulated and slow."""
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(cpu, probe, None)
+        if check is not None and check():
+            return True
+    return False
+
+
+def resolve_precision(name: str, device: torch.device, *, cpu_auto: bool = True) -> str:
+    """`"bf16"` or `"fp32"`: the arithmetic the model runs in (weights and optimizer stay fp32).
+
+    `auto` means bf16 autocast on CUDA, and on a CPU with native bfloat16 when `cpu_auto`; fp32 elsewhere.
+    """
+    if name not in ("auto", "bf16", "fp32"):
+        raise SentimentError(f"unknown precision {name!r}; choose auto, bf16 or fp32")
+    if name == "auto":
+        native = device.type == "cuda" or (cpu_auto and cpu_has_bf16())
+        return "bf16" if native else "fp32"
+    return name
+
+
+def _autocast(device: torch.device, precision: str = "fp32"):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 @dataclass
@@ -96,6 +117,7 @@ def train_epoch(
     desc: str = "train",
     progress: bool = True,
     total: int | None = None,
+    precision: str = "fp32",
 ) -> EpochResult:
     """One pass over `batches`. `loss_reduction="sum"` steps on the batch's summed loss, as the
     reference image recipe does (its learning rates assume it); the reported loss is always the mean."""
@@ -108,7 +130,7 @@ def train_epoch(
     bar = tqdm(batches, desc=desc, total=total, disable=not progress, unit="batch", leave=False, dynamic_ncols=True)
     for step, (_, inputs, labels) in enumerate(bar, 1):
         inputs, labels = _to(inputs, labels, device)
-        with _autocast(device):
+        with _autocast(device, precision):
             logits = model(*inputs)
             loss = loss_fn(logits.float(), labels)
         if not torch.isfinite(loss):
@@ -144,6 +166,7 @@ def predict_logits(
     desc: str = "predict",
     progress: bool = True,
     total: int | None = None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Logits `[size, classes]` in data order, whatever order the batches came in."""
     model.eval()
@@ -151,7 +174,7 @@ def predict_logits(
     bar = tqdm(batches, desc=desc, total=total, disable=not progress, unit="batch", leave=False, dynamic_ncols=True)
     for index, inputs, labels in bar:
         inputs, _ = _to(inputs, labels, device)
-        with _autocast(device):
+        with _autocast(device, precision):
             logits = model(*inputs).float().cpu()
         if out is None:
             out = torch.empty(size, logits.shape[1])
@@ -170,9 +193,12 @@ def evaluate(
     desc: str = "test",
     progress: bool = True,
     total: int | None = None,
+    precision: str = "fp32",
 ) -> tuple[EpochResult, torch.Tensor]:
     start = time.perf_counter()
-    logits = predict_logits(model, batches, device, size=len(labels), desc=desc, progress=progress, total=total)
+    logits = predict_logits(
+        model, batches, device, size=len(labels), desc=desc, progress=progress, total=total, precision=precision
+    )
     loss = nn.functional.cross_entropy(logits, labels).item()
     acc = (logits.argmax(1) == labels).float().mean().item()
     return EpochResult(loss, acc, len(labels), time.perf_counter() - start), logits
@@ -193,11 +219,18 @@ class Loop:
     loss_reduction: str = "mean"
     evaluate_before: bool = False  # an "epoch 0" line: how good the model is before any step
     progress: bool = True
+    precision: str = "fp32"  # resolved: "fp32" or "bf16" (autocast)
 
 
 def _test_metrics(model: nn.Module, loop: Loop) -> dict:
     te, _ = evaluate(
-        model, loop.test_batches, loop.test_labels, loop.device, progress=loop.progress, total=len(loop.test_batches)
+        model,
+        loop.test_batches,
+        loop.test_labels,
+        loop.device,
+        progress=loop.progress,
+        total=len(loop.test_batches),
+        precision=loop.precision,
     )
     return {"test_loss": te.loss, "test_acc": te.acc, "test_s": round(te.seconds, 3)}
 
@@ -239,9 +272,11 @@ def fit(
             loop.optimizer,
             loop.device,
             grad_clip=loop.grad_clip,
+            loss_reduction=loop.loss_reduction,
             desc=f"epoch {epoch}/{loop.epochs}",
             progress=loop.progress,
             total=len(loop.train_batches),
+            precision=loop.precision,
         )
         if loop.scheduler is not None:
             loop.scheduler.step()
@@ -255,15 +290,7 @@ def fit(
             "train_examples_per_s": round(tr.examples_per_s, 1),
         }
         if loop.test_batches is not None:
-            te, _ = evaluate(
-                model,
-                loop.test_batches,
-                loop.test_labels,
-                loop.device,
-                progress=loop.progress,
-                total=len(loop.test_batches),
-            )
-            metrics.update(test_loss=te.loss, test_acc=te.acc, test_s=round(te.seconds, 3))
+            metrics.update(_test_metrics(model, loop))
         history.append(metrics)
         shown = f"epoch {epoch}: train loss {tr.loss:.4f} acc {tr.acc:.3f}"
         if "test_acc" in metrics:

@@ -27,7 +27,7 @@ def test_data_stats_json_both_tokenizers(real_imdb, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["textcnn", "birnn"])
-def test_one_epoch_on_a_slice_beats_chance(model, real_imdb, tmp_path, capsys, monkeypatch):
+def test_a_short_run_on_a_slice_beats_chance(model, real_imdb, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = [
         "train",
@@ -38,7 +38,9 @@ def test_one_epoch_on_a_slice_beats_chance(model, real_imdb, tmp_path, capsys, m
         "--tokenizer",
         "words",
         "--epochs",
-        "1",
+        # BiRNN's first epoch on 8,000 reviews ends anywhere between 0.60 and 0.73 depending on the seed
+        # and precision (measured); after a second it is at 0.74-0.77 either way
+        "1" if model == "textcnn" else "2",
         "--limit-train",
         "8000",
         "--limit-test",

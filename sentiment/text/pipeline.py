@@ -16,7 +16,7 @@ from sentiment.config import TextConfig, to_dict
 from sentiment.errors import SentimentError
 from sentiment.finetune import count_parameters, param_groups
 from sentiment.runs import Run
-from sentiment.runtime import keep_freed_memory
+from sentiment.runtime import tune_allocator
 from sentiment.text.batching import BucketBatchSampler, Encoded, encode, pad_batch
 from sentiment.text.corpus import Corpus
 from sentiment.text.models import build_model, load_pretrained_embeddings
@@ -30,6 +30,7 @@ from sentiment.train import (
     make_scheduler,
     predict_logits,
     resolve_device,
+    resolve_precision,
     seed_everything,
 )
 
@@ -75,13 +76,21 @@ def model_hyper(cfg: TextConfig) -> dict:
     return {"kernel_sizes": list(cfg.kernel_sizes), "num_channels": list(cfg.num_channels), "dropout": cfg.dropout}
 
 
-def train_text(cfg: TextConfig, *, progress: bool = True, echo: Callable[[str], None] = print) -> Run:
-    """Train `cfg.model` on `cfg.data` and write a run folder; return it."""
+def train_text(
+    cfg: TextConfig,
+    *,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    after_epoch: Callable[[dict], None] | None = None,
+) -> Run:
+    """Train `cfg.model` on `cfg.data` and write a run folder; return it. `after_epoch(metrics)` is
+    called after each epoch is saved."""
     from sentiment.text.vectors import load_vectors
 
     started = time.perf_counter()
-    keep_freed_memory()
+    tune_allocator(keep_all=False)
     device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
     seed_everything(cfg.seed)
     vectors = load_vectors(cfg.vectors)
     data = prepare_text(cfg)
@@ -120,6 +129,7 @@ def train_text(cfg: TextConfig, *, progress: bool = True, echo: Callable[[str], 
         epochs=cfg.epochs,
         grad_clip=cfg.grad_clip,
         progress=progress,
+        precision=precision,
     )
 
     run = Run.create(cfg.out, cfg.model)
@@ -133,10 +143,13 @@ def train_text(cfg: TextConfig, *, progress: bool = True, echo: Callable[[str], 
         "vectors_name": vectors.name,
         "parameters": {"trainable": trainable, "total": total},
         "device": str(device),
+        "precision": precision,
     }
     run.save_json("config.json", meta)
     data.vocab.save(run.file("vocab.json"))
-    echo(f"run: {run.path}  ({cfg.model}, {trainable:,} trainable of {total:,} parameters, device {device})")
+    echo(
+        f"run: {run.path}  ({cfg.model}, {trainable:,} trainable of {total:,} parameters, device {device}, {precision})"
+    )
 
     def summary(status: str) -> dict:
         return {
@@ -152,9 +165,10 @@ def train_text(cfg: TextConfig, *, progress: bool = True, echo: Callable[[str], 
             "tokenizer": cfg.tokenizer,
             "classes": classes,
             "device": str(device),
+            "precision": precision,
         }
 
-    run.train(model, loop, summary, echo)
+    run.train(model, loop, summary, echo, after_epoch)
     return run
 
 
@@ -175,6 +189,7 @@ class TextClassifier:
         self.tokenize = get_tokenizer(cfg["tokenizer"])
         self.max_len: int = cfg["max_len"]
         self.device = resolve_device(device)
+        self.precision = resolve_precision(cfg.get("precision", "auto"), self.device)
         state = run.load_weights()
         rows = state.get("embedding.weight")
         if rows is None:
@@ -208,7 +223,15 @@ class TextClassifier:
     def probabilities(self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
         enc = self.encode(texts)
         batches = TextBatches(enc, None, batch_size, shuffle=False)
-        logits = predict_logits(self.model, batches, self.device, size=len(enc), progress=progress, total=len(batches))
+        logits = predict_logits(
+            self.model,
+            batches,
+            self.device,
+            size=len(enc),
+            progress=progress,
+            total=len(batches),
+            precision=self.precision,
+        )
         return logits.softmax(dim=1)
 
     def evaluate(self, corpus: Corpus, *, progress: bool = True) -> dict:
@@ -223,7 +246,9 @@ class TextClassifier:
         labels = torch.tensor([remap[ex.label] for ex in corpus.test], dtype=torch.long)
         enc = encode((self.tokenize(ex.text) for ex in corpus.test), self.vocab, self.max_len)
         batches = TextBatches(enc, None, 256, shuffle=False)
-        result, logits = evaluate(self.model, batches, labels, self.device, progress=progress, total=len(batches))
+        result, logits = evaluate(
+            self.model, batches, labels, self.device, progress=progress, total=len(batches), precision=self.precision
+        )
         return classification_report(labels, logits.argmax(1), self.classes) | {"loss": result.loss}
 
 

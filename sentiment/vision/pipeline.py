@@ -19,9 +19,17 @@ from sentiment.config import ImageConfig, to_dict
 from sentiment.errors import SentimentError
 from sentiment.finetune import count_parameters, freeze, param_groups
 from sentiment.runs import Run
-from sentiment.runtime import keep_freed_memory
+from sentiment.runtime import tune_allocator
 from sentiment.subsets import balanced_indices
-from sentiment.train import Loop, make_optimizer, make_scheduler, predict_logits, resolve_device, seed_everything
+from sentiment.train import (
+    Loop,
+    make_optimizer,
+    make_scheduler,
+    predict_logits,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+)
 from sentiment.vision.backbones import build_model, get_backbone, parse_head_init
 from sentiment.vision.folder import ImageFolder, SkippedImagesWarning, load_image, make_loader, open_image_root
 from sentiment.vision.transforms import eval_transform, to_tensor, train_transform
@@ -56,7 +64,7 @@ def _subset(ds: ImageFolder, n: int | None, seed: int):
 def train_images(cfg: ImageConfig, *, progress: bool = True, echo: Callable[[str], None] = print) -> Run:
     """Fine-tune `cfg.backbone` on an image folder (train/ and test/ or val/) into a run folder."""
     started = time.perf_counter()
-    keep_freed_memory()
+    tune_allocator(keep_all=True)
     device = resolve_device(cfg.device)
     backbone = get_backbone(cfg.backbone)
     seed_everything(cfg.seed)
@@ -120,6 +128,8 @@ def train_images(cfg: ImageConfig, *, progress: bool = True, echo: Callable[[str
         loss_reduction=cfg.loss_reduction,
         evaluate_before=True,
         progress=progress,
+        # bf16 on CUDA; on CPU only when asked (--precision bf16), as the image recipes were measured in fp32
+        precision=resolve_precision(cfg.precision, device, cpu_auto=False),
     )
 
     run = Run.create(cfg.out, cfg.backbone)
@@ -172,6 +182,7 @@ class ImageClassifier:
         self.run = run
         self.classes: list[str] = meta["classes"]
         self.device = resolve_device(device)
+        self.precision = resolve_precision(meta["config"].get("precision", "auto"), self.device, cpu_auto=False)
         self.transform = eval_transform(
             size=meta["input_size"], resize_size=meta["resize_size"], mean=tuple(meta["mean"]), std=tuple(meta["std"])
         )
@@ -193,5 +204,7 @@ class ImageClassifier:
             )
             for i in range(0, len(images), 32)
         ]
-        logits = predict_logits(self.model, batches, self.device, size=len(images), progress=False)
+        logits = predict_logits(
+            self.model, batches, self.device, size=len(images), progress=False, precision=self.precision
+        )
         return logits.softmax(dim=1)
