@@ -39,21 +39,28 @@ class Encoded:
         return self.ids[self.offsets[i] : self.offsets[i] + self.lengths[i]]
 
 
+class _UnknownIsUnk(dict):
+    def __missing__(self, token: str) -> int:
+        return UNK_ID
+
+
 def encode(token_lists: Iterable[Sequence[str]], vocab: Vocab, max_len: int = 500) -> Encoded:
     """Look up and truncate every review. An empty review becomes a single `<unk>`,
     so every review has at least one position for the models to read."""
     if max_len < 1:
         raise SentimentError(f"max_len must be at least 1, got {max_len}")
-    get = vocab.stoi.get
-    chunks: list[list[int]] = []
+    lookup = _UnknownIsUnk(vocab.stoi).__getitem__  # a C-level call per token; unknown words -> <unk>
+    flat_ids: list[int] = []
+    lengths_list: list[int] = []
     for tokens in token_lists:
-        ids = [get(t, UNK_ID) for t in tokens[:max_len]]
-        chunks.append(ids or [UNK_ID])
-    lengths = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=len(chunks))
-    offsets = np.zeros(len(chunks), dtype=np.int64)
-    if len(chunks) > 1:
+        ids = list(map(lookup, tokens[:max_len])) or [UNK_ID]
+        flat_ids += ids
+        lengths_list.append(len(ids))
+    lengths = np.array(lengths_list, dtype=np.int64)
+    offsets = np.zeros(len(lengths), dtype=np.int64)
+    if len(lengths) > 1:
         np.cumsum(lengths[:-1], out=offsets[1:])
-    flat = np.fromiter((i for c in chunks for i in c), dtype=np.int32, count=int(lengths.sum()))
+    flat = np.array(flat_ids, dtype=np.int32)
     return Encoded(ids=flat, offsets=offsets, lengths=lengths)
 
 

@@ -19,7 +19,7 @@ from sentiment.runs import Run
 from sentiment.runtime import tune_allocator
 from sentiment.text.batching import BucketBatchSampler, Encoded, encode, pad_batch
 from sentiment.text.corpus import Corpus
-from sentiment.text.models import build_model, load_pretrained_embeddings
+from sentiment.text.models import build_model, for_prediction, load_pretrained_embeddings
 from sentiment.text.prepared import prepare_text
 from sentiment.text.tokenize import get_tokenizer
 from sentiment.text.vocab import Vocab
@@ -34,7 +34,8 @@ from sentiment.train import (
     seed_everything,
 )
 
-MAX_TEXT_CHARS = 200_000  # a review longer than this is almost certainly the wrong input
+MAX_TEXT_CHARS = 200_000
+FAST_PATH_MIN_TEXTS = 256  # a review longer than this is almost certainly the wrong input
 
 
 class TextBatches:
@@ -208,6 +209,7 @@ class TextClassifier:
         )
         run.load_into(self.model, state)
         self.model.to(self.device).eval()
+        self._fast: torch.nn.Module | None = None  # built on the first prediction
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         for i, text in enumerate(texts):
@@ -223,8 +225,13 @@ class TextClassifier:
     def probabilities(self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
         enc = self.encode(texts)
         batches = TextBatches(enc, None, batch_size, shuffle=False)
+        model = self.model
+        if len(enc) >= FAST_PATH_MIN_TEXTS:  # the look-up tables take a moment to build: worth it for many texts
+            if self._fast is None:
+                self._fast = for_prediction(self.model, self.precision)
+            model = self._fast
         logits = predict_logits(
-            self.model,
+            model,
             batches,
             self.device,
             size=len(enc),
