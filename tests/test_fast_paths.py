@@ -1,0 +1,130 @@
+"""The fast paths give the predictions of the plain path on a fixed batch.
+
+Plain path: one review at a time, padded to 500 like the reference, fp32, the model's own forward.
+Fast paths: length-bucketed batches padded per batch, the BiRNN's per-direction LSTMs, the TextCNN's
+look-up tables, bf16 autocast, the vectorised id lookup.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from sentiment.runs import Run
+from sentiment.text.batching import encode, pad_or_truncate
+from sentiment.text.models import BiRNN, TextCNN, TextCNNLookup, for_prediction
+from sentiment.text.pipeline import FAST_PATH_MIN_TEXTS, TextBatches, TextClassifier
+from sentiment.text.vocab import PAD_ID, UNK_ID, Vocab
+from sentiment.train import predict_logits
+
+VOCAB = 300
+
+
+def _reviews(n=40, seed=0):
+    """Fixed ids of mixed lengths (1 to 120), some reviews shorter than the widest kernel."""
+    rng = np.random.default_rng(seed)
+    lengths = [1, 2, 3, 4, 5, *rng.integers(6, 120, n - 5).tolist()]
+    return [rng.integers(2, VOCAB, n_).tolist() for n_ in lengths]
+
+
+def _plain(model, reviews):
+    """One review at a time, padded to 500, fp32."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for ids in reviews:
+            padded = torch.tensor([pad_or_truncate(ids, 500, PAD_ID)])
+            out.append(model(padded, torch.tensor([len(ids)])))
+    return torch.cat(out)
+
+
+def _fast(model, reviews, precision="fp32", batch_size=16):
+    from sentiment.text.batching import Encoded
+
+    lengths = np.array([len(r) for r in reviews], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths[:-1])]).astype(np.int64)
+    enc = Encoded(ids=np.concatenate(reviews).astype(np.int32), offsets=offsets, lengths=lengths)
+    batches = TextBatches(enc, None, batch_size, shuffle=False)
+    return predict_logits(model, batches, torch.device("cpu"), size=len(reviews), progress=False, precision=precision)
+
+
+def _textcnn():
+    torch.manual_seed(0)
+    model = TextCNN(VOCAB, 16, num_classes=3)
+    with torch.no_grad():
+        model.embedding.weight[PAD_ID].zero_()
+        model.constant_embedding.weight[PAD_ID].zero_()
+    return model.eval()
+
+
+@pytest.mark.parametrize("cls", [BiRNN, TextCNN])
+def test_bucketed_batches_equal_one_at_a_time_padded_to_500(cls):
+    torch.manual_seed(0)
+    model = cls(VOCAB, 16, num_classes=3).eval() if cls is BiRNN else _textcnn()
+    reviews = _reviews()
+    torch.testing.assert_close(_fast(model, reviews), _plain(model, reviews), atol=1e-5, rtol=0)
+
+
+def test_textcnn_lookup_tables_equal_the_convolutions():
+    model = _textcnn()
+    reviews = _reviews()
+    plain = _plain(model, reviews)
+    fast = _fast(TextCNNLookup(model), reviews)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
+    assert isinstance(for_prediction(model, "fp32"), TextCNNLookup)
+    birnn = BiRNN(VOCAB, 16)
+    assert for_prediction(birnn) is birnn
+
+
+@pytest.mark.parametrize("cls", [BiRNN, TextCNN, TextCNNLookup])
+def test_bf16_gives_the_same_classes(cls):
+    """bf16 rounds to about 3 significant digits: logits move a little, the predicted class does not
+    (reviews whose two best logits are nearly tied excepted)."""
+    model = BiRNN(VOCAB, 16, num_classes=3).eval() if cls is BiRNN else _textcnn()
+    with torch.no_grad():
+        model.decoder.weight.mul_(30)  # logits of a trained model's size, not a fresh one's
+    plain = _plain(model, _reviews(60))
+    if cls is TextCNNLookup:
+        model = TextCNNLookup(model, torch.bfloat16)
+    fast = _fast(model, _reviews(60), precision="bf16")
+    scale = plain.abs().max()
+    assert (fast - plain).abs().max() < 0.05 * scale
+    top2 = plain.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 0.1 * scale
+    assert clear.sum() > 30
+    assert torch.equal(fast.argmax(1)[clear], plain.argmax(1)[clear])
+
+
+def test_vectorised_lookup_equals_a_plain_dict_lookup():
+    vocab = Vocab(["<unk>", "<pad>", "good", "bad", "film"])
+    token_lists = [["good", "film", "zzz"], [], ["bad"] * 7, ["film", "<pad>", "unknown"]]
+    enc = encode(token_lists, vocab, max_len=5)
+    expected = [[vocab.stoi.get(t, UNK_ID) for t in toks[:5]] or [UNK_ID] for toks in token_lists]
+    assert [enc.row(i).tolist() for i in range(len(token_lists))] == expected
+    assert enc.ids.dtype == np.int32 and enc.lengths.tolist() == [3, 1, 5, 3]
+
+
+def test_classifier_uses_the_lookup_path_for_many_texts_and_agrees_with_the_plain_one(tmp_path):
+    """A saved TextCNN run predicts the same probabilities whether 3 texts (plain path) or many
+    (look-up path) are asked for."""
+    model = _textcnn()
+    words = [f"w{i}" for i in range(VOCAB - 2)]
+    vocab = Vocab(["<unk>", "<pad>", *words])
+    run = Run.create(tmp_path / "runs", "textcnn")
+    run.save_json(
+        "config.json",
+        {
+            "kind": "text",
+            "config": {"model": "textcnn", "tokenizer": "basic", "max_len": 500, "precision": "fp32"},
+            "classes": ["a", "b", "c"],
+            "model_hyper": {"kernel_sizes": [3, 4, 5], "num_channels": [100, 100, 100], "dropout": 0.5},
+        },
+    )
+    vocab.save(run.file("vocab.json"))
+    run.save_weights(model.state_dict(), {"epoch": 1})
+    clf = TextClassifier(run)
+    rng = np.random.default_rng(1)
+    texts = [" ".join(rng.choice(words, rng.integers(1, 80))) for _ in range(FAST_PATH_MIN_TEXTS)]
+    many = clf.probabilities(texts)
+    assert isinstance(clf._fast, TextCNNLookup)
+    few = torch.cat([clf.probabilities(texts[i : i + 3]) for i in range(0, 30, 3)])
+    torch.testing.assert_close(many[:30], few, atol=1e-5, rtol=0)
