@@ -142,7 +142,11 @@ class TextCNN(nn.Module):
         if lengths is None:
             lengths = torch.full((batch,), steps, dtype=torch.long, device=ids.device)
         lengths = lengths.to(ids.device).clamp(1, steps)
-        x = torch.cat([self.embedding(ids), self.constant_embedding(ids)], dim=2).transpose(1, 2)  # [B, 2E, T]
+        x = torch.cat([self.embedding(ids), self.constant_embedding(ids)], dim=2)  # [B, T, 2E]
+        if torch.is_autocast_enabled(x.device.type):
+            # Cast once for all the convolutions (autocast would cast the same input for each).
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+        x = x.transpose(1, 2)  # [B, 2E, T]
         widest = max(self.kernel_sizes)
         if steps < widest:  # a zero column is what a <pad> embeds to
             x = F.pad(x, (0, widest - steps))
