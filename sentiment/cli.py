@@ -105,10 +105,17 @@ def train_cmd(
     ] = None,
     out: Annotated[str | None, typer.Option("--out", help="where run folders go (default runs/)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="continue an interrupted run folder from its checkpoint")
+    ] = None,
+    nproc: Annotated[
+        int | None, typer.Option("--nproc", help="train in N local processes (torchrun, DistributedDataParallel)")
+    ] = None,
 ):
     """Train a text classifier (TextCNN or BiRNN) from GloVe vectors into a run folder."""
+    from sentiment import distributed
     from sentiment.config import text_config, to_dict
-    from sentiment.text.pipeline import train_text
+    from sentiment.text.pipeline import resume_text, train_text
 
     overrides = dict(
         model=model,
@@ -138,15 +145,53 @@ def train_cmd(
         precision=precision,
         out=out,
     )
-    cfg = text_config(model, config, overrides)
-    shown = ", ".join(f"{k}={v}" for k, v in to_dict(cfg).items() if v is not None)
-    typer.echo(f"config: {shown}")
-    run = train_text(cfg, progress=not quiet, echo=typer.echo)
+    if nproc is not None and nproc < 1:
+        raise SentimentError(f"--nproc must be at least 1, got {nproc}")
+    if nproc is not None and nproc > 1 and distributed.world_size() == 1:
+        flags = {**overrides, "config": config, "resume": resume}
+        return _torchrun(nproc, flags, quiet)
+    if resume is not None:
+        given = [k for k, v in {**overrides, "config": config}.items() if v is not None]
+        if given:
+            shown = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise SentimentError(f"--resume continues with the run's saved settings; drop {shown}")
+        try:
+            run = resume_text(resume, progress=not quiet, echo=typer.echo)
+        finally:
+            distributed.cleanup()
+    else:
+        cfg = text_config(model, config, overrides)
+        if distributed.is_main():
+            shown = ", ".join(f"{k}={v}" for k, v in to_dict(cfg).items() if v is not None)
+            typer.echo(f"config: {shown}")
+        try:
+            run = train_text(cfg, progress=not quiet, echo=typer.echo)
+        finally:
+            distributed.cleanup()
+    if not distributed.is_main():
+        return
     summary = run.read_json("summary.json")
     typer.echo(
         f"done: test accuracy {summary['test_acc']:.4f} after {summary['epochs']} epochs, "
         f"{summary['train_examples_per_s']:.0f} train examples/s, {summary['wall_s']:.0f} s; run folder {run.path}"
     )
+
+
+def _torchrun(nproc: int, flags: dict, quiet: bool) -> int:
+    """`sentiment train --nproc N ...` = `torchrun --standalone --nproc-per-node N -m sentiment train ...`."""
+    import subprocess
+
+    args = []
+    for key, value in flags.items():
+        if value is not None:
+            args += ["--" + key.replace("_", "-"), str(value)]
+    if quiet:
+        args.append("--quiet")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    rc = subprocess.call([*cmd, "-m", "sentiment", "train", *args])
+    if rc != 0:
+        raise SentimentError(f"distributed training stopped with exit code {rc} (its message is above)")
+    return 0
 
 
 def _read_texts(texts: list[str], file: str | None) -> list[str]:

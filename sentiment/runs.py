@@ -7,6 +7,7 @@
         metrics.jsonl      one line per epoch
         curves.png         loss and accuracy per epoch, train vs test
         summary.json       the headline figures
+        checkpoint.pt      weights, optimizer, schedule, random states and batch position (--resume)
     runs/latest -> the newest run
 
 `predict` and `evaluate` need nothing but this folder. Every write is atomic.
@@ -97,36 +98,89 @@ class Run:
         summary: Callable[[str], dict],
         echo: Callable[[str], None] = print,
         after_epoch: Callable[[dict], None] | None = None,
+        resume: dict | None = None,
     ) -> None:
         """Run `fit` with this folder as its record: after every trained epoch the weights, metrics,
-        curves, summary and `latest` link are updated, so an interrupt keeps the last completed epoch.
-        `after_epoch(metrics)` is called once the epoch is on disk."""
-        from sentiment.train import fit
+        curves, summary, `latest` link and a resumable `checkpoint.pt` are updated, so an interrupt
+        keeps the last completed epoch; SIGINT/SIGTERM also checkpoint the batch in progress.
+        `after_epoch(metrics)` is called once the epoch is on disk. In a distributed run only rank 0
+        writes. `resume` is a state from `load_checkpoint`."""
+        from sentiment import distributed
+        from sentiment.train import StopRequested, fit
+
+        main = distributed.is_main()
+        weights_of = distributed.unwrap(model)
 
         def on_epoch_end(metrics: dict) -> None:
             trained = metrics["epoch"] >= 1  # epoch 0 is an evaluation before training: no new weights
-            if trained:  # weights first: metrics never name an epoch whose weights are not on disk
-                self.save_weights(model.state_dict(), {"epoch": metrics["epoch"]})
-            self.log_epoch(metrics)
-            if not trained:
-                return
-            self.plot_curves()
-            self.save_json("summary.json", summary("running"))
-            self.mark_latest()
-            if after_epoch is not None:
+            if main and trained:  # weights first: metrics never name an epoch whose weights are not on disk
+                self.save_weights(weights_of.state_dict(), {"epoch": metrics["epoch"]})
+            if main:
+                self.log_epoch(metrics)
+            else:
+                self.metrics.append(metrics)
+            if main and trained:
+                self.plot_curves()
+                self.save_json("summary.json", summary("running"))
+                self.mark_latest()
+            if trained and after_epoch is not None:
                 after_epoch(metrics)
 
+        def save_checkpoint(state: dict) -> None:
+            if main:
+                self.save_checkpoint(state)
+
         try:
-            fit(model, loop, on_epoch_end=on_epoch_end)
-        except KeyboardInterrupt:
-            done = self.figures()["epochs"]
-            if done:
+            fit(model, loop, on_epoch_end=on_epoch_end, save_checkpoint=save_checkpoint, resume=resume)
+        except StopRequested as e:
+            if main:
                 self.save_json("summary.json", summary("interrupted"))
-                echo(f"interrupted: {self.path} keeps the weights of epoch {done}")
-            else:
-                echo(f"interrupted before the first epoch ended: {self.path} holds no weights")
+                where = (
+                    f"step {e.position.step} of epoch {self.figures()['epochs'] + 1}"
+                    if e.position.step
+                    else (f"the end of epoch {self.figures()['epochs']}")
+                )
+                echo(f"interrupted: checkpoint at {where}; continue with: sentiment train --resume {self.path}")
+            raise KeyboardInterrupt from None
+        except KeyboardInterrupt:
+            if main:
+                done = self.figures()["epochs"]
+                if done:
+                    self.save_json("summary.json", summary("interrupted"))
+                    echo(f"interrupted: {self.path} keeps the weights of epoch {done}")
+                else:
+                    echo(f"interrupted before the first epoch ended: {self.path} holds no weights")
             raise
-        self.save_json("summary.json", summary("completed"))
+        if main:
+            self.save_json("summary.json", summary("completed"))
+
+    # -- resuming -------------------------------------------------------------------------------
+    CHECKPOINT = "checkpoint.pt"
+
+    def save_checkpoint(self, state: dict) -> None:
+        import torch
+
+        state = {**state, "metrics": list(self.metrics)}
+        with atomic_path(self.file(self.CHECKPOINT)) as tmp:
+            torch.save(state, tmp)
+
+    def load_checkpoint(self) -> dict:
+        """The saved training state, its metrics restored into this run; a clear error if it is
+        missing or damaged."""
+        import torch
+
+        path = self.file(self.CHECKPOINT)
+        if not path.is_file():
+            raise SentimentError(f"{self.path} has no {self.CHECKPOINT} to resume from (runs save one every epoch)")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            metrics = list(state["metrics"])
+            int(state["epoch"])
+        except Exception as e:  # noqa: BLE001 - any failure to read it means the same thing to the user
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise SentimentError(f"{path} is damaged or not a checkpoint ({first}); it cannot be resumed") from None
+        self.metrics = metrics
+        return state
 
     def plot_curves(self) -> None:
         plot_runs([self], self.file("curves.png"), title=self.path.name)
@@ -170,6 +224,17 @@ class Run:
         if run.file("metrics.jsonl").is_file():
             run.metrics = run.read_metrics()
         return run
+
+    @classmethod
+    def open_for_resume(cls, path: str | os.PathLike) -> Run:
+        """A run folder to continue: its config and checkpoint must be there (weights may not be yet)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise SentimentError(f"{path} is not a run folder (no such folder)")
+        for name in ("config.json", cls.CHECKPOINT):
+            if not (path / name).is_file():
+                raise SentimentError(f"{path} cannot be resumed: {name} is missing")
+        return cls(path)
 
     def read_json(self, name: str) -> dict:
         p = self.file(name)

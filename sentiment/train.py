@@ -39,10 +39,13 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(name: str, groups, *, lr: float, momentum: float = 0.9, weight_decay: float = 0.0):
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    if name in ("adam", "adamw"):
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        groups = list(groups)
+        try:  # one fused kernel per step instead of a dozen passes over every parameter (1.1-1.2x TextCNN)
+            return cls(groups, lr=lr, weight_decay=weight_decay, fused=True)
+        except (RuntimeError, TypeError, ValueError):  # a device or build without the fused kernel
+            return cls(groups, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise SentimentError(f"unknown optimizer {name!r}; choose adam, adamw or sgd")
@@ -106,6 +109,58 @@ class EpochResult:
         return self.examples / self.seconds if self.seconds > 0 else float("nan")
 
 
+@dataclass
+class EpochPosition:
+    """How far into an epoch training got: batches done and the running sums so far."""
+
+    step: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+
+
+class StopRequested(Exception):  # noqa: N818 - a request, not an error
+    """Raised at a batch boundary after SIGINT/SIGTERM; carries where the epoch stood."""
+
+    def __init__(self, position: EpochPosition):
+        super().__init__(f"stopped after step {position.step}")
+        self.position = position
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM ask training to stop at the next batch boundary (a second
+    SIGINT stops at once). Only the main thread can install handlers; elsewhere nothing changes."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
 def train_epoch(
     model: nn.Module,
     batches: Iterable,
@@ -118,17 +173,38 @@ def train_epoch(
     progress: bool = True,
     total: int | None = None,
     precision: str = "fp32",
+    position: EpochPosition | None = None,
+    stop: StopSignals | None = None,
 ) -> EpochResult:
     """One pass over `batches`. `loss_reduction="sum"` steps on the batch's summed loss, as the
-    reference image recipe does (its learning rates assume it); the reported loss is always the mean."""
+    reference image recipe does (its learning rates assume it); the reported loss is always the mean.
+
+    `position` resumes an epoch: its first `position.step` batches are skipped (the batch order is a
+    function of the seed and epoch) and its sums carried on. With `stop`, a stop request raises
+    `StopRequested` after the batch in progress. In a distributed run the sums cover every process.
+    """
+    from sentiment import distributed
+
     model.train()
     set_bn_eval(model)  # a frozen BatchNorm keeps its running statistics too
     loss_fn = nn.CrossEntropyLoss(reduction=loss_reduction)
-    loss_sum, correct, seen = 0.0, 0, 0
+    pos = EpochPosition() if position is None else EpochPosition(**vars(position))
+    skip = pos.step
     trainable = [p for p in model.parameters() if p.requires_grad]
-    start = time.perf_counter()
-    bar = tqdm(batches, desc=desc, total=total, disable=not progress, unit="batch", leave=False, dynamic_ncols=True)
+    start = time.perf_counter() - pos.seconds
+    bar = tqdm(
+        batches,
+        desc=desc,
+        total=total,
+        initial=0,
+        disable=not progress,
+        unit="batch",
+        leave=False,
+        dynamic_ncols=True,
+    )
     for step, (_, inputs, labels) in enumerate(bar, 1):
+        if step <= skip:
+            continue
         inputs, labels = _to(inputs, labels, device)
         with _autocast(device, precision):
             logits = model(*inputs)
@@ -136,7 +212,7 @@ def train_epoch(
         if not torch.isfinite(loss):
             raise SentimentError(
                 f"the loss became {loss.item()} at step {step} of {desc}; lower the learning rate "
-                f"(--lr) or set grad_clip; the last completed epoch's checkpoint is kept"
+                f"(--lr) or set grad_clip; the last good checkpoint is kept"
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -144,16 +220,26 @@ def train_epoch(
             nn.utils.clip_grad_norm_(trainable, grad_clip)
         optimizer.step()
         n = labels.shape[0]
-        loss_sum += loss.item() * (n if loss_reduction == "mean" else 1)
-        correct += (logits.argmax(1) == labels).sum().item()
-        seen += n
+        pos.loss_sum += loss.item() * (n if loss_reduction == "mean" else 1)
+        pos.correct += int((logits.argmax(1) == labels).sum().item())
+        pos.seen += n
+        pos.step = step
         if progress and (step % 10 == 0 or step == total):
             elapsed = time.perf_counter() - start
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}", ex_s=f"{seen / elapsed:.0f}")
+            bar.set_postfix(
+                loss=f"{pos.loss_sum / pos.seen:.4f}",
+                acc=f"{pos.correct / pos.seen:.3f}",
+                ex_s=f"{pos.seen / elapsed:.0f}",
+            )
+        if stop is not None and distributed.any_rank(stop.requested) and step != total:
+            pos.seconds = time.perf_counter() - start
+            bar.close()
+            raise StopRequested(pos)
     bar.close()
+    loss_sum, correct, seen = distributed.sum_all([pos.loss_sum, float(pos.correct), float(pos.seen)])
     if seen == 0:
         raise SentimentError("there is nothing to train on: the training split is empty")
-    return EpochResult(loss_sum / seen, correct / seen, seen, time.perf_counter() - start)
+    return EpochResult(loss_sum / seen, correct / seen, int(seen), time.perf_counter() - start)
 
 
 @torch.inference_mode()
@@ -223,8 +309,10 @@ class Loop:
 
 
 def _test_metrics(model: nn.Module, loop: Loop) -> dict:
+    from sentiment import distributed
+
     te, _ = evaluate(
-        model,
+        distributed.unwrap(model),  # every process holds the same weights: no need to go through DDP
         loop.test_batches,
         loop.test_labels,
         loop.device,
@@ -235,26 +323,83 @@ def _test_metrics(model: nn.Module, loop: Loop) -> dict:
     return {"test_loss": te.loss, "test_acc": te.acc, "test_s": round(te.seconds, 3)}
 
 
+def training_state(model: nn.Module, loop: Loop, epoch: int, position: EpochPosition | None) -> dict:
+    """Everything needed to continue exactly: weights, optimizer, schedule, random states, and where
+    in which epoch training stands (`epoch` epochs complete, `position` into the next). Plain types
+    and tensors only, so it loads with `torch.load(weights_only=True)`."""
+    from sentiment import distributed
+
+    return {
+        "format": 1,
+        "epoch": epoch,
+        "position": vars(position) if position is not None else None,
+        "model": {k: v.detach().cpu() for k, v in distributed.unwrap(model).state_dict().items()},
+        "optimizer": loop.optimizer.state_dict(),
+        "scheduler": loop.scheduler.state_dict() if loop.scheduler is not None else None,
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": _numpy_state(),
+            "python": list(random.getstate()[1]) + [random.getstate()[2]],
+        },
+    }
+
+
+def _numpy_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "gauss": [int(has_gauss), float(cached)]}
+
+
+def restore_random_states(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    n = rng["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["gauss"][0], n["gauss"][1]))
+    py = rng["python"]
+    random.setstate((3, tuple(py[:-1]), py[-1]))
+
+
+def restore_training_state(model: nn.Module, loop: Loop, state: dict) -> tuple[int, EpochPosition | None]:
+    """Load a `training_state` into `model` and `loop`; return (epochs complete, position in the next)."""
+    from sentiment import distributed
+
+    distributed.unwrap(model).load_state_dict(state["model"])
+    loop.optimizer.load_state_dict(state["optimizer"])
+    if loop.scheduler is not None and state.get("scheduler") is not None:
+        loop.scheduler.load_state_dict(state["scheduler"])
+    position = EpochPosition(**state["position"]) if state.get("position") else None
+    return int(state["epoch"]), position
+
+
 def fit(
     model: nn.Module,
     loop: Loop,
     *,
     on_epoch_end: Callable[[dict], None] | None = None,
-    start_epoch: int = 0,
+    save_checkpoint: Callable[[dict], None] | None = None,
+    resume: dict | None = None,
 ) -> list[dict]:
-    """Train for `loop.epochs` epochs; after each, evaluate and hand the metrics to `on_epoch_end`.
+    """Train for `loop.epochs` epochs; after each, evaluate and hand the metrics to `on_epoch_end`,
+    then the full training state to `save_checkpoint`.
 
-    `on_epoch_end` is where a run saves its checkpoint, so an interrupt (Ctrl-C) between epochs
-    loses at most the epoch in progress.
+    SIGINT/SIGTERM stop training at the next batch boundary: the state at that point goes to
+    `save_checkpoint` and `StopRequested` is raised. `resume` (a saved training state) continues
+    from exactly where it was taken: same weights, optimizer, schedule, random states and batch.
     """
     history = []
-    if loop.evaluate_before and start_epoch == 0 and loop.test_batches is not None:
+    start_epoch, position = 0, None
+    if resume is not None:
+        start_epoch, position = restore_training_state(model, loop, resume)
+    if loop.evaluate_before and resume is None and loop.test_batches is not None:
         metrics = {"epoch": 0, "lr": loop.optimizer.param_groups[0]["lr"], **_test_metrics(model, loop)}
         history.append(metrics)
         if loop.progress:
             tqdm.write(f"epoch 0 (before training): test loss {metrics['test_loss']:.4f} acc {metrics['test_acc']:.3f}")
         if on_epoch_end is not None:
             on_epoch_end(metrics)
+    if resume is not None:  # last, so that nothing above draws from the restored generators
+        restore_random_states(resume["rng"])
     epoch_bar = tqdm(
         range(start_epoch + 1, loop.epochs + 1),
         desc="epochs",
@@ -262,43 +407,57 @@ def fit(
         unit="epoch",
         dynamic_ncols=True,
     )
-    for epoch in epoch_bar:
-        if hasattr(loop.train_batches, "set_epoch"):
-            loop.train_batches.set_epoch(epoch)
-        lr = loop.optimizer.param_groups[0]["lr"]
-        tr = train_epoch(
-            model,
-            loop.train_batches,
-            loop.optimizer,
-            loop.device,
-            grad_clip=loop.grad_clip,
-            loss_reduction=loop.loss_reduction,
-            desc=f"epoch {epoch}/{loop.epochs}",
-            progress=loop.progress,
-            total=len(loop.train_batches),
-            precision=loop.precision,
-        )
-        if loop.scheduler is not None:
-            loop.scheduler.step()
-        metrics = {
-            "epoch": epoch,
-            "lr": lr,
-            "train_loss": tr.loss,
-            "train_acc": tr.acc,
-            "train_examples": tr.examples,
-            "train_s": round(tr.seconds, 3),
-            "train_examples_per_s": round(tr.examples_per_s, 1),
-        }
-        if loop.test_batches is not None:
-            metrics.update(_test_metrics(model, loop))
-        history.append(metrics)
-        shown = f"epoch {epoch}: train loss {tr.loss:.4f} acc {tr.acc:.3f}"
-        if "test_acc" in metrics:
-            shown += f", test loss {metrics['test_loss']:.4f} acc {metrics['test_acc']:.3f}"
-        shown += f" ({tr.examples_per_s:.0f} examples/s)"
-        if loop.progress:
-            epoch_bar.write(shown)
-        if on_epoch_end is not None:
-            on_epoch_end(metrics)
+    with StopSignals() as stop:
+        for epoch in epoch_bar:
+            if hasattr(loop.train_batches, "set_epoch"):
+                loop.train_batches.set_epoch(epoch)
+            lr = loop.optimizer.param_groups[0]["lr"]
+            try:
+                tr = train_epoch(
+                    model,
+                    loop.train_batches,
+                    loop.optimizer,
+                    loop.device,
+                    grad_clip=loop.grad_clip,
+                    loss_reduction=loop.loss_reduction,
+                    desc=f"epoch {epoch}/{loop.epochs}",
+                    progress=loop.progress,
+                    total=len(loop.train_batches),
+                    precision=loop.precision,
+                    position=position if epoch == start_epoch + 1 else None,
+                    stop=stop,
+                )
+            except StopRequested as e:
+                if save_checkpoint is not None:
+                    save_checkpoint(training_state(model, loop, epoch - 1, e.position))
+                epoch_bar.close()
+                raise
+            if loop.scheduler is not None:
+                loop.scheduler.step()
+            metrics = {
+                "epoch": epoch,
+                "lr": lr,
+                "train_loss": tr.loss,
+                "train_acc": tr.acc,
+                "train_examples": tr.examples,
+                "train_s": round(tr.seconds, 3),
+                "train_examples_per_s": round(tr.examples_per_s, 1),
+            }
+            if loop.test_batches is not None:
+                metrics.update(_test_metrics(model, loop))
+            history.append(metrics)
+            shown = f"epoch {epoch}: train loss {tr.loss:.4f} acc {tr.acc:.3f}"
+            if "test_acc" in metrics:
+                shown += f", test loss {metrics['test_loss']:.4f} acc {metrics['test_acc']:.3f}"
+            shown += f" ({tr.examples_per_s:.0f} examples/s)"
+            if loop.progress:
+                epoch_bar.write(shown)
+            if on_epoch_end is not None:
+                on_epoch_end(metrics)
+            if save_checkpoint is not None:
+                save_checkpoint(training_state(model, loop, epoch, None))
+            if stop.requested and epoch < loop.epochs:
+                epoch_bar.close()
+                raise StopRequested(EpochPosition())
     epoch_bar.close()
     return history

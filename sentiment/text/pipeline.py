@@ -50,10 +50,14 @@ class TextBatches:
         shuffle: bool,
         seed: int = 0,
         pin_memory: bool = False,
+        num_replicas: int = 1,
+        rank: int = 0,
     ):
         self.enc = enc
         self.labels = np.zeros(len(enc), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
-        self.sampler = BucketBatchSampler(enc.lengths, batch_size, shuffle=shuffle, seed=seed)
+        self.sampler = BucketBatchSampler(
+            enc.lengths, batch_size, shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank
+        )
         self.pin_memory = pin_memory
 
     def set_epoch(self, epoch: int) -> None:
@@ -85,12 +89,41 @@ def train_text(
     after_epoch: Callable[[dict], None] | None = None,
 ) -> Run:
     """Train `cfg.model` on `cfg.data` and write a run folder; return it. `after_epoch(metrics)` is
-    called after each epoch is saved."""
+    called after each epoch is saved. Under torchrun every process calls this; rank 0 writes."""
+    return _train_text(cfg, progress=progress, echo=echo, after_epoch=after_epoch)
+
+
+def resume_text(
+    run_path: str | Path,
+    *,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    after_epoch: Callable[[dict], None] | None = None,
+) -> Run:
+    """Continue an interrupted text run from its `checkpoint.pt`, with the config it was started with."""
+    from sentiment.config import apply
+
+    run = Run.open_for_resume(run_path)
+    meta = run.read_json("config.json")
+    if meta.get("kind") != "text":
+        raise SentimentError(f"{run.path} is not a text run; resume it with the command that started it")
+    cfg = apply(TextConfig(), meta["config"], str(run.file("config.json")))
+    state = run.load_checkpoint()
+    if int(state["epoch"]) >= cfg.epochs and not state.get("position"):
+        raise SentimentError(f"{run.path} already finished its {cfg.epochs} epochs; nothing to resume")
+    return _train_text(cfg, progress=progress, echo=echo, after_epoch=after_epoch, run=run, state=state)
+
+
+def _train_text(cfg, *, progress, echo, after_epoch, run: Run | None = None, state: dict | None = None) -> Run:
+    from sentiment import distributed
     from sentiment.text.vectors import load_vectors
 
     started = time.perf_counter()
     tune_allocator(keep_all=False)
-    device = resolve_device(cfg.device)
+    main = distributed.is_main()
+    if not main:
+        progress, echo = False, (lambda _: None)
+    device = distributed.setup(resolve_device(cfg.device))
     precision = resolve_precision(cfg.precision, device)
     seed_everything(cfg.seed)
     vectors = load_vectors(cfg.vectors)
@@ -114,13 +147,21 @@ def train_text(
     load_pretrained_embeddings(model, embedding, freeze=cfg.freeze_embedding)
     model.to(device)
     trainable, total = count_parameters(model)
+    model = distributed.wrap(model, device)
     groups = param_groups(model, cfg.lr, weight_decay=cfg.weight_decay)
     optimizer = make_optimizer(cfg.optimizer, groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = make_scheduler(cfg.schedule, optimizer, epochs=cfg.epochs, step_size=cfg.step_size, gamma=cfg.gamma)
     pin = device.type == "cuda"
     loop = Loop(
         train_batches=TextBatches(
-            data.train, data.train_labels, cfg.batch_size, shuffle=True, seed=cfg.seed, pin_memory=pin
+            data.train,
+            data.train_labels,
+            cfg.batch_size,
+            shuffle=True,
+            seed=cfg.seed,
+            pin_memory=pin,
+            num_replicas=distributed.world_size(),
+            rank=distributed.rank(),
         ),
         test_batches=TextBatches(data.test, None, max(cfg.batch_size, 256), shuffle=False, pin_memory=pin),
         test_labels=torch.from_numpy(np.array(data.test_labels)),
@@ -133,23 +174,34 @@ def train_text(
         precision=precision,
     )
 
-    run = Run.create(cfg.out, cfg.model)
-    meta = {
-        "kind": "text",
-        "config": to_dict(cfg),
-        "classes": classes,
-        "vocab_size": len(data.vocab),
-        "embed_size": vectors.dim,
-        "model_hyper": hyper,
-        "vectors_name": vectors.name,
-        "parameters": {"trainable": trainable, "total": total},
-        "device": str(device),
-        "precision": precision,
-    }
-    run.save_json("config.json", meta)
-    data.vocab.save(run.file("vocab.json"))
+    if run is not None:  # resuming: the folder, its config and vocabulary are there already
+        if Vocab.load(run.file("vocab.json")) != data.vocab:
+            raise SentimentError(
+                f"the data no longer gives the vocabulary {run.path} was trained with; resume needs the same data"
+            )
+        echo(f"resuming {run.path} after {state['epoch']} complete epoch(s)")
+    elif main:
+        run = Run.create(cfg.out, cfg.model)
+        meta = {
+            "kind": "text",
+            "config": to_dict(cfg),
+            "classes": classes,
+            "vocab_size": len(data.vocab),
+            "embed_size": vectors.dim,
+            "model_hyper": hyper,
+            "vectors_name": vectors.name,
+            "parameters": {"trainable": trainable, "total": total},
+            "device": str(device),
+            "precision": precision,
+            "processes": distributed.world_size(),
+        }
+        run.save_json("config.json", meta)
+        data.vocab.save(run.file("vocab.json"))
+    else:
+        run = Run(Path(cfg.out) / f"(rank {distributed.rank()})")  # keeps metrics in memory, writes nothing
     echo(
-        f"run: {run.path}  ({cfg.model}, {trainable:,} trainable of {total:,} parameters, device {device}, {precision})"
+        f"run: {run.path}  ({cfg.model}, {trainable:,} trainable of {total:,} parameters, device {device}, "
+        f"{precision}, {distributed.world_size()} process(es))"
     )
 
     def summary(status: str) -> dict:
@@ -169,7 +221,7 @@ def train_text(
             "precision": precision,
         }
 
-    run.train(model, loop, summary, echo, after_epoch)
+    run.train(model, loop, summary, echo, after_epoch, resume=state)
     return run
 
 
