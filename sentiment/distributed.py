@@ -91,3 +91,25 @@ def cleanup() -> None:
         import torch.distributed as dist
 
         dist.destroy_process_group()
+
+
+def weight_digests(model: torch.nn.Module) -> list[str]:
+    """Every process's sha256 of its weights, in rank order (one entry in a single process): after
+    DDP training they must all be equal."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(unwrap(model).state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    mine = h.digest()
+    if not active():
+        return [mine.hex()]
+    import torch.distributed as dist
+
+    local = torch.tensor(list(mine), dtype=torch.uint8)
+    if dist.get_backend() == "nccl":
+        local = local.cuda()
+    gathered = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, local)
+    return [bytes(t.cpu().tolist()).hex() for t in gathered]

@@ -222,6 +222,10 @@ def _train_text(cfg, *, progress, echo, after_epoch, run: Run | None = None, sta
         }
 
     run.train(model, loop, summary, echo, after_epoch, resume=state)
+    if distributed.world_size() > 1:  # a record that every process ended with the same weights
+        digests = distributed.weight_digests(model)
+        if main:
+            run.save_json("summary.json", {**run.read_json("summary.json"), "rank_weight_digests": digests})
     return run
 
 

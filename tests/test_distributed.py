@@ -1,0 +1,39 @@
+"""Two CPU processes (torchrun, gloo) train one run: the same weights on both, the accuracy of a
+single process with the same global batch."""
+
+import json
+import os
+import subprocess
+import sys
+
+from cli_helpers import assert_user_error, run_cli, three_class_csv
+
+
+def _train(csv, out, *extra):
+    args = ["train", "--model", "textcnn", "--data", str(csv), "--min-freq", "1", "--epochs", "3"]
+    args += ["--device", "cpu", "--precision", "fp32", "--quiet", "--out", str(out), "--seed", "2", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "sentiment", *args], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads((out / "latest" / "summary.json").read_text()), proc
+
+
+def test_two_processes_train_one_run(tmp_path):
+    csv = three_class_csv(tmp_path / "three.csv", n=240)
+    two, proc = _train(csv, tmp_path / "ddp", "--nproc", "2", "--batch-size", "8")
+    digests = two["rank_weight_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    config = json.loads((tmp_path / "ddp" / "latest" / "config.json").read_text())
+    assert config["processes"] == 2
+    assert proc.stdout.count("done: test accuracy") == 1  # only rank 0 reports and writes
+    one, _ = _train(csv, tmp_path / "single", "--batch-size", "16")
+    assert two["epochs"] == one["epochs"] == 3
+    assert two["train_examples"] == one["train_examples"]
+    assert abs(two["test_acc"] - one["test_acc"]) <= 0.1, (two["test_acc"], one["test_acc"])
+    assert two["test_acc"] > 0.6  # three classes: chance is 0.33
+
+
+def test_nproc_must_be_positive(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "train", "--nproc", "0")
+    assert_user_error(code, err, "--nproc must be at least 1")
