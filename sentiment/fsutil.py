@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from sentiment.errors import SentimentError
+
 # mkstemp makes 0600 files; finished files get the usual permissions (0666 less the umask).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -33,10 +35,20 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         if tmp_path.exists():
             os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(e, OSError) and not isinstance(e, WriteError) and e.errno is not None:
+            raise WriteError(e.errno, f"could not write {target}: {e.strerror}; it was left as it was") from None
         raise
+
+
+class WriteError(SentimentError, OSError):
+    """A file could not be written (a full disk, no permission): the user's to fix, and still an
+    OSError for code that treats a failed write as optional."""
+
+    def __str__(self) -> str:
+        return " ".join(str(self.args[1] if len(self.args) > 1 else self.args[0]).split())
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
