@@ -64,11 +64,13 @@ def encode(token_lists: Iterable[Sequence[str]], vocab: Vocab, max_len: int = 50
     return Encoded(ids=flat, offsets=offsets, lengths=lengths)
 
 
-def pad_batch(enc: Encoded, index: np.ndarray, *, min_len: int = 1, pad: int = PAD_ID):
-    """Ids `[B, T]` padded to the longest review of this batch (at least `min_len`), and lengths `[B]`."""
+def pad_batch(enc: Encoded, index: np.ndarray, *, min_len: int = 1, multiple: int = 1, pad: int = PAD_ID):
+    """Ids `[B, T]` padded to the longest review of this batch (at least `min_len`, rounded up to a
+    multiple of `multiple`), and lengths `[B]`."""
     index = np.asarray(index, dtype=np.int64)
     lengths = enc.lengths[index]
     width = max(int(lengths.max()), min_len)
+    width = -(-width // multiple) * multiple
     pos = np.arange(width, dtype=np.int64)
     valid = pos[None, :] < lengths[:, None]
     gather = np.where(valid, enc.offsets[index][:, None] + pos[None, :], 0)
