@@ -71,6 +71,14 @@ def data_stats_cmd(
 ModelOpt = Annotated[str | None, typer.Option("--model", help="textcnn or birnn")]
 RunOpt = Annotated[str | None, typer.Option("--run", help="a run folder (default: runs/latest)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output")]
+# what every training command takes
+SeedOpt = Annotated[int | None, typer.Option("--seed")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda")]
+PrecisionOpt = Annotated[
+    str | None, typer.Option("--precision", help="auto (bf16 where the hardware has it), bf16 or fp32")
+]
+OutOpt = Annotated[str | None, typer.Option("--out", help="where run folders go (default runs/)")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="no progress bars")]
 
 
 @app.command("train")
@@ -98,13 +106,11 @@ def train_cmd(
     min_freq: Annotated[int | None, typer.Option("--min-freq")] = None,
     limit_train: Annotated[int | None, typer.Option("--limit-train", help="a balanced random subset")] = None,
     limit_test: Annotated[int | None, typer.Option("--limit-test", help="a balanced random subset")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda")] = None,
-    precision: Annotated[
-        str | None, typer.Option("--precision", help="auto (bf16 where the hardware has it), bf16 or fp32")
-    ] = None,
-    out: Annotated[str | None, typer.Option("--out", help="where run folders go (default runs/)")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    out: OutOpt = None,
+    quiet: QuietOpt = False,
     resume: Annotated[
         str | None, typer.Option("--resume", help="continue an interrupted run folder from its checkpoint")
     ] = None,
@@ -373,13 +379,11 @@ def image_finetune_cmd(
     limit_train: Annotated[int | None, typer.Option("--limit-train")] = None,
     limit_test: Annotated[int | None, typer.Option("--limit-test")] = None,
     num_workers: Annotated[int | None, typer.Option("--num-workers", help="image decoding processes")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda")] = None,
-    precision: Annotated[
-        str | None, typer.Option("--precision", help="auto (bf16 where the hardware has it), bf16 or fp32")
-    ] = None,
-    out: Annotated[str | None, typer.Option("--out", help="where run folders go (default runs/)")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    out: OutOpt = None,
+    quiet: QuietOpt = False,
 ):
     """Fine-tune an ImageNet CNN on a folder of photos (the hot dog recipe by default)."""
     from sentiment.config import image_config, to_dict
