@@ -114,6 +114,18 @@ CASES = [
         ],
         "aclImdb_v1.tar.gz",
     ),
+    (
+        "archive-review-not-utf8",
+        lambda t, r: [
+            *TRAIN,
+            "--data",
+            _tar(
+                t / "aclImdb_v1.tar.gz",
+                {"aclImdb/train/pos/0_9.txt": b"fine", "aclImdb/train/neg/1_2.txt": b"\xff\xfe"},
+            ),
+        ],
+        "not UTF-8",
+    ),
     ("data-stats-corrupt", lambda t, r: ["data-stats", "--data", _csv(t, b"PK\x03\x04junk", "a.tar.gz")], "tar"),
     ("csv-not-utf8", lambda t, r: [*TRAIN, "--data", _csv(t, b"text,label\n\xff\xfe bad,pos\n")], "not UTF-8"),
     ("csv-empty", lambda t, r: [*TRAIN, "--data", _csv(t, "")], "is empty"),
