@@ -1,11 +1,14 @@
-"""Process-level settings that make CPU training faster without changing its results."""
+"""Process-level settings that make CPU training faster without changing its results, and what the CPU can do."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
+
+import torch
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -54,3 +57,18 @@ def _apply(mode: str) -> bool:
         return False
     _tuned = mode if ok else None
     return ok
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX).
+
+    Elsewhere bf16 is emulated, slowly, and oneDNN has no bf16 LSTM at all (an AVX2-only CPU
+    fails to build the primitive), so BiRNN keeps its LSTMs in fp32 there.
+    """
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(cpu, probe, None)
+        if check is not None and check():
+            return True
+    return False

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from sentiment.errors import SentimentError
 from sentiment.finetune import set_bn_eval
+from sentiment.runtime import cpu_has_bf16
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -68,16 +69,6 @@ def _to(inputs: tuple, labels: torch.Tensor, device: torch.device):
         tuple(x.to(device, non_blocking=non_blocking) for x in inputs),
         labels.to(device, non_blocking=non_blocking),
     )
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX); elsewhere it is emulated and slow."""
-    cpu = getattr(torch, "cpu", None)
-    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        check = getattr(cpu, probe, None)
-        if check is not None and check():
-            return True
-    return False
 
 
 def resolve_precision(name: str, device: torch.device, *, cpu_auto: bool = True) -> str:

@@ -60,6 +60,25 @@ def test_birnn_per_direction_path_equals_packed_lstm():
     torch.testing.assert_close(a * real, b * real, atol=1e-5, rtol=0)
 
 
+def test_birnn_under_cpu_bf16_autocast_without_native_bf16_runs_its_lstms_in_fp32(monkeypatch):
+    """oneDNN builds no bf16 LSTM on a CPU without native bfloat16 (AVX2 only): the LSTMs drop out of
+    autocast there, so training and prediction work, and only the output layer runs in bf16."""
+    import sentiment.text.models as models
+
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: False)
+    torch.manual_seed(0)
+    model = BiRNN(50, 8, num_classes=3)
+    ids, lengths = _batch([9, 4, 2, 1, 6])
+    with torch.no_grad():
+        fp32 = model.eval()(ids, lengths)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model.train()(ids, lengths)
+        logits.float().sum().backward()
+    assert logits.dtype == torch.bfloat16
+    assert model.encoder.weight_hh_l1_reverse.grad.abs().sum() > 0
+    torch.testing.assert_close(logits.float(), fp32, atol=0.02, rtol=0.02)
+
+
 def test_birnn_gradients_flow_through_both_directions():
     torch.manual_seed(0)
     model = BiRNN(50, 8)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sentiment.errors import SentimentError
+from sentiment.runtime import cpu_has_bf16
 from sentiment.text.vocab import PAD_ID
 
 
@@ -29,6 +30,11 @@ def _reverse_index(lengths: torch.Tensor, steps: int) -> torch.Tensor:
 
 def _gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(0, index[:, :, None].expand(-1, -1, x.shape[2]))
+
+
+def _bf16_lstm_unavailable() -> bool:
+    """CPU autocast asks for bf16, but oneDNN can only build a bf16 LSTM on CPUs with native bf16."""
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16 and not cpu_has_bf16()
 
 
 class BiRNN(nn.Module):
@@ -97,7 +103,13 @@ class BiRNN(nn.Module):
             lengths = torch.full((batch,), steps, dtype=torch.long, device=ids.device)
         lengths = lengths.to(ids.device).clamp(1, steps)
         x = self.embedding(ids.T)  # [T, B, E]
-        outputs = self._encode_packed(x, lengths) if x.is_cuda else self._encode_per_direction(x, lengths)
+        if x.is_cuda:
+            outputs = self._encode_packed(x, lengths)
+        elif _bf16_lstm_unavailable():
+            with torch.autocast("cpu", enabled=False):
+                outputs = self._encode_per_direction(x.float(), lengths)
+        else:
+            outputs = self._encode_per_direction(x, lengths)
         last = outputs.gather(0, (lengths - 1)[None, :, None].expand(1, -1, outputs.shape[2]))[0]
         encoding = torch.cat([outputs[0], last], dim=1)
         return self.decoder(encoding)
