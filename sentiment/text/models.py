@@ -115,6 +115,53 @@ class BiRNN(nn.Module):
         return self.decoder(encoding)
 
 
+class _ConvReluMaxPool(torch.autograd.Function):
+    """`amax(relu(conv1d(x)), over real windows)` whose backward reads only each channel's winning window.
+
+    Max-over-time passes a channel's gradient to one window per review, so the backward needs the
+    weights and the `k` input columns of that window, not a full transposed convolution over every
+    position. Parameter gradients equal plain autograd's (a tie between windows only happens for a
+    repeated n-gram, whose embedding gradient is the same whichever copy receives it; under bf16,
+    rounding can tie two different windows, and the gradient goes to one of them). Saves `x`,
+    the winners and the pooled values instead of every convolution output.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, first_padded):
+        h = torch.relu_(F.conv1d(x, weight, bias))  # [B, C, W]
+        padded = torch.arange(h.shape[2], device=h.device)[None, :] >= first_padded[:, None]
+        # After ReLU every value is >= 0, so zeroing the padded windows never changes the max.
+        pooled, where = h.masked_fill_(padded[:, None, :], 0.0).max(dim=2)
+        ctx.save_for_backward(x, weight, where, pooled)
+        return pooled
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, where, pooled = ctx.saved_tensors
+        acc = torch.promote_types(weight.dtype, torch.float32)
+        batch, c_in, steps = x.shape
+        channels, _, k = weight.shape
+        g_t = torch.where(pooled > 0, grad, 0).to(acc).T.contiguous()  # ReLU's gradient at the winner; [C, B]
+        # Row of `[B*T, Cin]` (x as time-major rows) of tap j of channel c's winning window in review b,
+        # ordered [C, B, k] so the weight gradient is one batched product per channel without a copy.
+        taps_at = where.T.contiguous()[:, :, None] + torch.arange(k, device=x.device)  # [C, B, k]
+        flat = (taps_at + (torch.arange(batch, device=x.device) * steps)[None, :, None]).view(-1)
+        dx = dw = db = None
+        if ctx.needs_input_grad[1]:
+            windows = x.transpose(1, 2).reshape(batch * steps, c_in).index_select(0, flat)
+            windows = windows.view(channels, batch, k * c_in).to(acc)
+            dw = torch.bmm(g_t[:, None, :], windows).view(channels, k, c_in).transpose(1, 2).to(weight.dtype)
+        if ctx.needs_input_grad[2]:
+            db = g_t.sum(1).to(weight.dtype)
+        if ctx.needs_input_grad[0]:
+            taps = weight.to(acc).permute(0, 2, 1).contiguous()  # [C, k, Cin]
+            contrib = g_t[:, :, None, None] * taps[:, None]  # [C, B, k, Cin], rows in the order of `flat`
+            dxt = torch.zeros(batch * steps, c_in, dtype=acc, device=x.device)
+            dxt.index_add_(0, flat, contrib.view(-1, c_in))
+            dx = dxt.view(batch, steps, c_in).transpose(1, 2).to(x.dtype)
+        return dx, dw, db, None
+
+
 class TextCNN(nn.Module):
     """Two embeddings side by side (one trained, one frozen) -> Conv1d of several widths -> ReLU ->
     max over time (padded positions ignored) -> dropout -> Linear."""
@@ -165,12 +212,15 @@ class TextCNN(nn.Module):
         pooled = []
         in_place = not torch.is_grad_enabled()  # nothing is kept for a backward pass: reuse the buffers
         for conv, k in zip(self.convs, self.kernel_sizes, strict=True):
+            # A window is real if it starts inside the review; a review shorter than k keeps window 0.
+            first_padded = (lengths - k + 1).clamp(min=1)
+            if not in_place and not x.is_cuda:
+                pooled.append(_ConvReluMaxPool.apply(x, conv.weight, conv.bias, first_padded))
+                continue
             h = conv(x)  # [B, C, T - k + 1]
             h = torch.relu_(h) if in_place else torch.relu(h)
-            # A window is real if it starts inside the review; a review shorter than k keeps window 0.
-            padded = torch.arange(h.shape[2], device=h.device)[None, :] >= (lengths - k + 1).clamp(min=1)[:, None]
-            # After ReLU every value is >= 0, so zeroing the padded windows never changes the max.
-            mask = padded[:, None, :]
+            padded = torch.arange(h.shape[2], device=h.device)[None, :] >= first_padded[:, None]
+            mask = padded[:, None, :]  # after ReLU, zeroed padded windows never change the max
             h = h.masked_fill_(mask, 0.0) if in_place else h.masked_fill(mask, 0.0)
             pooled.append(h.amax(dim=2))
         return self.decoder(self.dropout(torch.cat(pooled, dim=1)))
