@@ -235,10 +235,17 @@ def predict_cmd(
     device: Annotated[str, typer.Option("--device")] = "cpu",
 ):
     """Classify texts with a trained run: label, probability and the text, one line each."""
-    from sentiment.text.pipeline import open_classifier
+    from sentiment.runs import Run
+    from sentiment.text.quick import QUICK_MAX_TEXTS, open_quick_classifier
 
     lines = _read_texts(texts or [], file)
-    clf = open_classifier(run, device=device)
+    clf = None
+    if device == "cpu" and len(lines) <= QUICK_MAX_TEXTS:  # answered in numpy, before torch could load
+        clf = open_quick_classifier(Run.open(run, default_root="runs"))
+    if clf is None:
+        from sentiment.text.pipeline import open_classifier
+
+        clf = open_classifier(run, device=device)
     probs = clf.probabilities(lines, progress=len(lines) > 5000)
     best = probs.argmax(1).tolist()
     rows = []

@@ -254,13 +254,14 @@ class Run:
         except ValueError as e:
             raise SentimentError(f"{p} is not valid JSON Lines ({e})") from None
 
-    def load_weights(self) -> dict:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+    def load_weights(self, framework: str = "pt") -> dict:
+        """The weights as torch tensors (`pt`) or numpy arrays (`numpy`, which needs no torch import)."""
+        from safetensors import SafetensorError, safe_open
 
         p = self.file("model.safetensors")
         try:
-            return load_file(str(p))
+            with safe_open(str(p), framework=framework) as f:
+                return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
         except (SafetensorError, OSError, ValueError) as e:
             raise SentimentError(f"{p} is not a readable safetensors file ({e}); the run folder is damaged") from None
 

@@ -10,7 +10,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from sentiment.errors import SentimentError
 from sentiment.text.vocab import PAD_ID, UNK_ID, Vocab
@@ -75,11 +74,15 @@ def pad_batch(enc: Encoded, index: np.ndarray, *, min_len: int = 1, multiple: in
     valid = pos[None, :] < lengths[:, None]
     gather = np.where(valid, enc.offsets[index][:, None] + pos[None, :], 0)
     ids = np.where(valid, enc.ids[gather], pad).astype(np.int64)
+    import torch  # here, not at the top: `sentiment predict` encodes a few texts without torch
+
     return torch.from_numpy(ids), torch.from_numpy(lengths.copy())
 
 
 def collate(seqs: Sequence[Sequence[int]], *, max_len: int = 500, pad: int = PAD_ID):
     """DataLoader-style collate: pad a list of id lists to the longest (<= `max_len`); return ids and lengths."""
+    import torch
+
     lengths = torch.tensor([max(1, min(len(s), max_len)) for s in seqs], dtype=torch.long)
     out = torch.full((len(seqs), int(lengths.max())), pad, dtype=torch.long)
     for i, s in enumerate(seqs):

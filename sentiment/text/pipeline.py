@@ -21,7 +21,7 @@ from sentiment.text.batching import BucketBatchSampler, Encoded, encode, pad_bat
 from sentiment.text.corpus import Corpus
 from sentiment.text.models import build_model, for_prediction, load_pretrained_embeddings
 from sentiment.text.prepared import prepare_text
-from sentiment.text.tokenize import get_tokenizer
+from sentiment.text.quick import TextRun
 from sentiment.text.vocab import Vocab
 from sentiment.train import (
     Loop,
@@ -34,11 +34,10 @@ from sentiment.train import (
     seed_everything,
 )
 
-MAX_TEXT_CHARS = 200_000
 FAST_PATH_MIN_TEXTS = 256
 # Batch widths are rounded up to a multiple of this: oneDNN builds and caches a kernel for every input
 # shape it meets, and one per exact review length grew a TextCNN run's memory from 1.1 to 3.2 GB.
-PAD_MULTIPLE = 16  # a review longer than this is almost certainly the wrong input
+PAD_MULTIPLE = 16
 
 
 class TextBatches:
@@ -240,48 +239,28 @@ class TextClassifier:
     """A trained text run, ready to predict: model, vocabulary, tokenizer and classes from its folder."""
 
     def __init__(self, run: Run, device: str = "cpu"):
-        meta = run.read_json("config.json")
-        if meta.get("kind") != "text":
-            raise SentimentError(f"{run.path} is not a text run (kind {meta.get('kind')!r})")
-        cfg = meta["config"]
+        text_run = TextRun(run)
+        cfg = text_run.config
         self.run = run
-        self.classes: list[str] = meta["classes"]
-        self.vocab = Vocab.load(run.file("vocab.json"))
-        self.tokenize = get_tokenizer(cfg["tokenizer"])
-        self.max_len: int = cfg["max_len"]
+        self.classes: list[str] = text_run.classes
+        self.vocab = text_run.vocab
+        self.max_len: int = text_run.max_len
+        self.tokenize = text_run.tokenize
+        self.encode = text_run.encode
         self.eval_batch_size: int = cfg.get("batch_size", 64)
         self.device = resolve_device(device)
         self.precision = resolve_precision(cfg.get("precision", "auto"), self.device)
-        state = run.load_weights()
-        rows = state.get("embedding.weight")
-        if rows is None:
-            raise SentimentError(f"{run.file('model.safetensors')} has no embedding.weight; not a text model")
-        if rows.shape[0] != len(self.vocab):
-            raise SentimentError(
-                f"{run.path}: vocab.json has {len(self.vocab):,} tokens but the model's embedding has "
-                f"{rows.shape[0]:,} rows; the run folder's files do not belong together"
-            )
+        state = text_run.state
         self.model = build_model(
             cfg["model"],
             vocab_size=len(self.vocab),
-            embed_size=rows.shape[1],
+            embed_size=state["embedding.weight"].shape[1],
             num_classes=len(self.classes),
-            **meta["model_hyper"],
+            **text_run.meta["model_hyper"],
         )
         run.load_into(self.model, state)
         self.model.to(self.device).eval()
         self._fast: torch.nn.Module | None = None  # built on the first prediction
-
-    def encode(self, texts: Sequence[str]) -> Encoded:
-        for i, text in enumerate(texts):
-            if not text.strip():
-                raise SentimentError(f"text {i + 1} is empty; give a review to classify")
-            if len(text) > MAX_TEXT_CHARS:
-                raise SentimentError(
-                    f"text {i + 1} is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,} "
-                    f"(is this the right input?)"
-                )
-        return encode((self.tokenize(t) for t in texts), self.vocab, self.max_len)
 
     def probabilities(self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
         enc = self.encode(texts)

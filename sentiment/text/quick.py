@@ -1,0 +1,174 @@
+"""Reading a trained text run, and predicting a few texts without importing torch.
+
+`import torch` alone takes about 2 s on a 2-core CPU, longer than classifying a sentence. For a
+handful of texts on the CPU, `sentiment predict` therefore runs the trained model's forward pass in
+numpy float32 from the run's safetensors file: the same arithmetic as the models' own forward
+(checked against it in the tests), one review at a time with no padding. Anything the numpy forward
+does not know (another architecture, weights it did not expect) goes to the torch path instead,
+which also gives the error messages for damaged runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from sentiment.errors import SentimentError
+from sentiment.runs import Run
+from sentiment.text.batching import Encoded, encode
+from sentiment.text.tokenize import get_tokenizer
+from sentiment.text.vocab import Vocab
+
+MAX_TEXT_CHARS = 200_000  # a review longer than this is almost certainly the wrong input
+QUICK_MAX_TEXTS = 16  # up to this many texts, numpy answers before torch would have been imported
+
+
+class TextRun:
+    """A text run folder's config, classes, vocabulary and weights, checked to belong together."""
+
+    def __init__(self, run: Run, framework: str = "pt"):
+        meta = run.read_json("config.json")
+        if meta.get("kind") != "text":
+            raise SentimentError(f"{run.path} is not a text run (kind {meta.get('kind')!r})")
+        self.run = run
+        self.meta = meta
+        self.config: dict = meta["config"]
+        self.classes: list[str] = meta["classes"]
+        self.vocab = Vocab.load(run.file("vocab.json"))
+        self.tokenize: Callable[[str], list[str]] = get_tokenizer(self.config["tokenizer"])
+        self.max_len: int = self.config["max_len"]
+        self.state = run.load_weights(framework)
+        rows = self.state.get("embedding.weight")
+        if rows is None:
+            raise SentimentError(f"{run.file('model.safetensors')} has no embedding.weight; not a text model")
+        if rows.shape[0] != len(self.vocab):
+            raise SentimentError(
+                f"{run.path}: vocab.json has {len(self.vocab):,} tokens but the model's embedding has "
+                f"{rows.shape[0]:,} rows; the run folder's files do not belong together"
+            )
+
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise SentimentError(f"text {i + 1} is empty; give a review to classify")
+            if len(text) > MAX_TEXT_CHARS:
+                raise SentimentError(
+                    f"text {i + 1} is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,} "
+                    f"(is this the right input?)"
+                )
+        return encode((self.tokenize(t) for t in texts), self.vocab, self.max_len)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow for large |x|
+
+
+def _textcnn_logits(w: dict[str, np.ndarray], ids: np.ndarray, convs: int) -> np.ndarray:
+    x = np.concatenate([w["embedding.weight"][ids], w["constant_embedding.weight"][ids]], axis=1)  # [n, 2E]
+    widest = max(w[f"convs.{i}.weight"].shape[2] for i in range(convs))
+    n = len(ids)
+    if n < widest:  # the zero columns a short batch is padded with
+        x = np.concatenate([x, np.zeros((widest - n, x.shape[1]), x.dtype)])
+    pooled = []
+    for i in range(convs):
+        weight, bias = w[f"convs.{i}.weight"], w[f"convs.{i}.bias"]  # [C, 2E, k], [C]
+        k = weight.shape[2]
+        windows = x.shape[0] - k + 1
+        h = bias + sum(x[j : j + windows] @ weight[:, :, j].T for j in range(k))  # [windows, C]
+        real = max(n - k + 1, 1)  # windows that start inside the review
+        pooled.append(np.maximum(h[:real], 0.0).max(axis=0))
+    return w["decoder.weight"] @ np.concatenate(pooled) + w["decoder.bias"]
+
+
+def _lstm(x: np.ndarray, w_ih, w_hh, b_ih, b_hh) -> np.ndarray:
+    """One direction of one layer over `x [n, in]`; PyTorch's gate order (input, forget, cell, output)."""
+    hidden = w_hh.shape[1]
+    pre = x @ w_ih.T + (b_ih + b_hh)  # [n, 4H]
+    h = np.zeros(hidden, x.dtype)
+    c = np.zeros(hidden, x.dtype)
+    out = np.empty((len(x), hidden), x.dtype)
+    for t in range(len(x)):
+        gates = pre[t] + w_hh @ h
+        i, f, g, o = np.split(gates, 4)
+        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+        h = _sigmoid(o) * np.tanh(c)
+        out[t] = h
+    return out
+
+
+def _birnn_logits(w: dict[str, np.ndarray], ids: np.ndarray, layers: int) -> np.ndarray:
+    x = w["embedding.weight"][ids]  # [n, E]
+    for layer in range(layers):
+        directions = []
+        for suffix, order in ((f"_l{layer}", slice(None)), (f"_l{layer}_reverse", slice(None, None, -1))):
+            params = [w[f"encoder.{kind}{suffix}"] for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            directions.append(_lstm(x[order], *params)[order])
+        x = np.concatenate(directions, axis=1)  # [n, 2H]
+    return w["decoder.weight"] @ np.concatenate([x[0], x[-1]]) + w["decoder.bias"]
+
+
+def _expected_shapes(model: str, w: dict[str, np.ndarray]) -> dict[str, tuple] | None:
+    """The weights a TextCNN or BiRNN of this run's sizes has, or None for another architecture."""
+    vocab, embed = w["embedding.weight"].shape
+    classes = w.get("decoder.weight", np.empty((0, 0))).shape[0]
+    if model == "textcnn":
+        convs = sum(1 for k in w if k.startswith("convs.") and k.endswith(".weight"))
+        shapes = {"embedding.weight": (vocab, embed), "constant_embedding.weight": (vocab, embed)}
+        channels = 0
+        for i in range(convs):
+            c, _, k = w.get(f"convs.{i}.weight", np.empty((0, 0, 0))).shape
+            shapes |= {f"convs.{i}.weight": (c, 2 * embed, k), f"convs.{i}.bias": (c,)}
+            channels += c
+        return shapes | {"decoder.weight": (classes, channels), "decoder.bias": (classes,)}
+    if model == "birnn":
+        hidden = w.get("encoder.weight_hh_l0", np.empty((0, 0))).shape[1]
+        layers = sum(1 for k in w if k.startswith("encoder.weight_hh_l") and not k.endswith("_reverse"))
+        shapes = {"embedding.weight": (vocab, embed)}
+        for layer in range(layers):
+            width = embed if layer == 0 else 2 * hidden
+            for suffix in (f"_l{layer}", f"_l{layer}_reverse"):
+                shapes |= {
+                    f"encoder.weight_ih{suffix}": (4 * hidden, width),
+                    f"encoder.weight_hh{suffix}": (4 * hidden, hidden),
+                    f"encoder.bias_ih{suffix}": (4 * hidden,),
+                    f"encoder.bias_hh{suffix}": (4 * hidden,),
+                }
+        return shapes | {"decoder.weight": (classes, 4 * hidden), "decoder.bias": (classes,)}
+    return None
+
+
+class QuickClassifier:
+    """A trained TextCNN or BiRNN run predicting in numpy: no torch import, one review at a time."""
+
+    def __init__(self, text_run: TextRun, forward: Callable[[np.ndarray], np.ndarray]):
+        self.text_run = text_run
+        self.classes = text_run.classes
+        self._forward = forward
+
+    def probabilities(self, texts: Sequence[str], **_) -> np.ndarray:
+        enc = self.text_run.encode(texts)
+        logits = np.stack([self._forward(enc.ids[o : o + n]) for o, n in zip(enc.offsets, enc.lengths, strict=True)])
+        logits = logits - logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def open_quick_classifier(run: Run) -> QuickClassifier | None:
+    """The run as a numpy classifier, or None where only the torch path can run it.
+
+    Raises the same errors as the torch path for runs whose files are damaged or do not belong together.
+    """
+    text_run = TextRun(run, framework="numpy")
+    w = text_run.state
+    model = text_run.config.get("model")
+    shapes = _expected_shapes(model, w)
+    if shapes is None or set(shapes) != set(w) or len(shapes) <= 3:
+        return None
+    if any(w[k].shape != s or w[k].dtype != np.float32 for k, s in shapes.items()):
+        return None
+    if model == "textcnn":
+        convs = sum(1 for k in w if k.startswith("convs.") and k.endswith(".weight"))
+        return QuickClassifier(text_run, lambda ids: _textcnn_logits(w, ids, convs))
+    layers = sum(1 for k in w if k.startswith("encoder.weight_hh_l") and not k.endswith("_reverse"))
+    return QuickClassifier(text_run, lambda ids: _birnn_logits(w, ids, layers))
