@@ -12,7 +12,7 @@ both sides alike, so the speed-up is a ratio taken under the same conditions.
 Training reviews/s is that of the median epoch (each over a whole epoch, batching included). After
 the models, `sentiment predict` is timed from a cold start (one sentence; median of 3) and with
 --file over every test review. Results go to benchmarks/results/speed.json and, with --readme, to
-the README.
+the README; a run of some models replaces only their rows there.
 
     python -m benchmarks.speed [--data PATH] [--models textcnn,birnn] [--epochs 5] [--limit-train N]
                                [--limit-test N] [--device cpu|cuda] [--readme]
@@ -229,12 +229,15 @@ def predict_figures(run: str, data: str, tmp: Path, env: dict) -> dict:
     }
 
 
-def table(results: list[dict], predict: dict | None, meta: dict) -> str:
+def table(results: list[dict], predict: dict | None) -> str:
     rows = [
-        "| model | pipeline | train reviews/s | epoch s | prepare s (cold / cached) | peak RSS MB | test acc |",
-        "|---|---|---|---|---|---|---|",
+        "| model | pipeline | train reviews/s | epoch s | prepare s (cold / cached) | peak RSS MB | test acc "
+        "| data (train / test, epochs) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        m = r["meta"]
+        data = f"{m['train']:,} / {m['test']:,}, {m['epochs']}"
         for side in ("reference", "ours"):
             s = r[side]
             cached = s.get("prepare_seconds_cached")
@@ -242,9 +245,9 @@ def table(results: list[dict], predict: dict | None, meta: dict) -> str:
             label = side if side == "reference" else f"ours ({s['precision']})"
             rows.append(
                 f"| {r['model']} | {label} | {s['train_examples_per_s']:.0f} | {s['epoch_s']:.0f} | {prep} "
-                f"| {s['peak_rss_mb']} | {s['test_acc']:.4f} |"
+                f"| {s['peak_rss_mb']} | {s['test_acc']:.4f} | {data} |"
             )
-        rows.append(f"| {r['model']} | **speed-up** | **{r['speedup']:.2f}x** | | | | |")
+        rows.append(f"| {r['model']} | **speed-up** | **{r['speedup']:.2f}x** | | | | | |")
     rows.append("")
     if predict:
         rows.append(
@@ -253,13 +256,42 @@ def table(results: list[dict], predict: dict | None, meta: dict) -> str:
             f"reviews {predict['file_s']} s wall, {predict['file_reviews_per_s']:.0f} reviews/s (start-up included)."
         )
         rows.append("")
+    machines = sorted({(r["meta"]["cpu"], r["meta"]["threads"], r["meta"]["device"]) for r in results})
+    where = "; ".join(f"{cpu}, {threads} threads, device {device}" for cpu, threads, device in machines)
+    dates = ", ".join(sorted({r["meta"]["date"] for r in results}))
     rows.append(
-        f"{meta['epochs']} epoch(s), {meta['train']:,} train / {meta['test']:,} test reviews, device {meta['device']}; "
-        f"{meta['cpu']}, {meta['threads']} threads; reference and ours took turns, epoch by epoch; "
-        f"reviews/s and epoch s of the median epoch; "
-        f"measured {meta['date']}. Re-run: `make bench`."
+        f"{where}; reference and ours took turns, epoch by epoch; reviews/s and epoch s of the median epoch; "
+        f"measured {dates}. Re-run: `make bench` (`python -m benchmarks.speed --models birnn ...` replaces one "
+        f"model's rows)."
     )
     return "\n".join(rows)
+
+
+def _merge(out: Path, results: list[dict], predict: dict | None) -> tuple[list[dict], dict | None]:
+    """Earlier rows of other models stay: a run of one model replaces only that model's row."""
+    try:
+        old = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return results, predict
+    run = {r["model"] for r in results}
+    kept = [r for r in old.get("results", []) if r.get("model") not in run and "meta" in r]
+    order = {"textcnn": 0, "birnn": 1}
+    merged = sorted(kept + results, key=lambda r: order.get(r["model"], 2))
+    return merged, predict if predict is not None else old.get("predict")
+
+
+def _meta(a, row: dict) -> dict:
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "device": a.device if a.device == "cpu" else torch.cuda.get_device_name(0),
+        "date": time.strftime("%Y-%m-%d"),
+        "epochs": a.epochs,
+        "train": row["train"],
+        "test": row["test"],
+    }
 
 
 def main() -> None:
@@ -284,25 +316,17 @@ def main() -> None:
         tmp = Path(tmp)
         for model in a.models.split(","):
             row, final = compare(model, a, tmp)
+            row["meta"] = _meta(a, row)
             results.append(row)
             print(json.dumps(row), flush=True)
             if model == "textcnn":
                 env = {**os.environ, "SENTIMENT_DATA_DIR": str(tmp / "data-textcnn")}
                 predict = predict_figures(final["run"], a.data, tmp, env)
                 print(json.dumps(predict), flush=True)
-    import torch
-
-    meta = {
-        "cpu": cpu_model(),
-        "threads": torch.get_num_threads(),
-        "device": a.device if a.device == "cpu" else torch.cuda.get_device_name(0),
-        "date": time.strftime("%Y-%m-%d"),
-        "epochs": a.epochs,
-        "train": results[0]["train"],
-        "test": results[0]["test"],
-    }
-    atomic_write_json(Path(a.out), {"meta": meta, "results": results, "predict": predict})
-    text = table(results, predict, meta)
+    out = Path(a.out)
+    results, predict = _merge(out, results, predict)
+    atomic_write_json(out, {"results": results, "predict": predict})
+    text = table(results, predict)
     if a.readme:
         replace_section("bench-speed", text)
     print(text)
