@@ -244,11 +244,13 @@ class TextCNNLookup(nn.Module):
         with torch.no_grad():
             emb = torch.cat([model.embedding.weight, model.constant_embedding.weight], dim=1).float()  # [V, 2E]
             emb = torch.cat([emb, emb.new_zeros(1, emb.shape[1])])  # row V: the zero column past a short batch
-            # per conv: [k * (V + 1), C], tap j's product with every word in rows j * (V + 1) onwards
-            self.tables = [
-                torch.einsum("ve,cek->kvc", emb, conv.weight.float()).to(dtype).reshape(-1, conv.out_channels)
-                for conv in model.convs
-            ]
+            # per conv: [k * (V + 1) + 1, C], tap j's product with every word in rows j * (V + 1) onwards,
+            # and a last row of -inf that stands in for tap 0 of a window starting in the padding
+            self.tables = []
+            for conv in model.convs:
+                products = torch.einsum("ve,cek->kvc", emb, conv.weight.float()).reshape(-1, conv.out_channels)
+                outside = products.new_full((1, conv.out_channels), float("-inf"))
+                self.tables.append(torch.cat([products, outside]).to(dtype))
             self.biases = [conv.bias.detach().to(dtype) for conv in model.convs]
             self.decoder_weight = model.decoder.weight.detach().float().clone()
             self.decoder_bias = model.decoder.bias.detach().float().clone()
@@ -268,10 +270,11 @@ class TextCNNLookup(nn.Module):
             windows = ids.shape[1] - k + 1
             # window t sums row ids[t + j] of tap j's table over j: one bag of k rows per window
             taps = ids.unfold(1, k, 1) + torch.arange(k, device=ids.device) * self.rows  # [B, W, k]
+            padded = torch.arange(windows, device=ids.device)[None, :] >= (lengths - k + 1).clamp(min=1)[:, None]
+            taps[:, :, 0].masked_fill_(padded, table.shape[0] - 1)  # -inf: never the max (window 0 is real)
             h = F.embedding_bag(taps.reshape(-1, k), table, mode="sum").view(batch, windows, -1)  # [B, W, C]
-            h = torch.relu_(h.add_(bias))
-            padded = torch.arange(windows, device=h.device)[None, :] >= (lengths - k + 1).clamp(min=1)[:, None]
-            pooled.append(h.masked_fill_(padded[:, :, None], 0.0).amax(dim=1).float())
+            # Adding the bias and ReLU after the max gives the same values: both are monotonic.
+            pooled.append(torch.relu_(h.amax(dim=1).add_(bias)).float())
         return F.linear(torch.cat(pooled, dim=1), self.decoder_weight, self.decoder_bias)
 
 
