@@ -15,7 +15,9 @@ the models, `sentiment predict` is timed from a cold start (one sentence; median
 the README; a run of some models replaces only their rows there.
 
     python -m benchmarks.speed [--data PATH] [--models textcnn,birnn] [--epochs 5] [--limit-train N]
-                               [--limit-test N] [--device cpu|cuda] [--readme]
+                               [--limit-test N] [--device cpu|cuda] [--readme] [--predict-run RUN]
+
+`--models "" --predict-run RUN` times only `sentiment predict`, with a trained TextCNN run.
 """
 
 from __future__ import annotations
@@ -308,18 +310,24 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="ours only")
     ap.add_argument("--out", default=str(RESULTS), help="results JSON")
     ap.add_argument("--readme", action="store_true", help="write the table into the README")
+    ap.add_argument(
+        "--predict-run", help="time `sentiment predict` with this TextCNN run folder instead of training one"
+    )
     a = ap.parse_args()
     if not a.data:
         ap.error("give --data PATH or set SENTIMENT_IMDB")
     results, predict = [], None
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for model in a.models.split(","):
+        if a.predict_run:
+            predict = predict_figures(a.predict_run, a.data, tmp, dict(os.environ))
+            print(json.dumps(predict), flush=True)
+        for model in filter(None, a.models.split(",")):
             row, final = compare(model, a, tmp)
             row["meta"] = _meta(a, row)
             results.append(row)
             print(json.dumps(row), flush=True)
-            if model == "textcnn":
+            if model == "textcnn" and not a.predict_run:
                 env = {**os.environ, "SENTIMENT_DATA_DIR": str(tmp / "data-textcnn")}
                 predict = predict_figures(final["run"], a.data, tmp, env)
                 print(json.dumps(predict), flush=True)
