@@ -178,7 +178,7 @@ def train_cmd(
         return
     summary = run.read_json("summary.json")
     typer.echo(
-        f"done: test accuracy {summary['test_acc']:.4f} after {summary['epochs']} epochs, "
+        f"done: test accuracy {summary['test_acc']:.4f} after {_count(summary['epochs'], 'epoch')}, "
         f"{summary['train_examples_per_s']:.0f} train examples/s, {summary['wall_s']:.0f} s; run folder {run.path}"
     )
 
@@ -198,6 +198,10 @@ def _torchrun(nproc: int, flags: dict, quiet: bool) -> int:
     if rc != 0:
         raise SentimentError(f"distributed training stopped with exit code {rc} (its message is above)")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _read_texts(texts: list[str], file: str | None) -> list[str]:
@@ -426,7 +430,7 @@ def image_finetune_cmd(
     s = run.read_json("summary.json")
     initial = s.get("initial_test_acc")
     typer.echo(
-        f"done: test accuracy {s['test_acc']:.4f} after {s['epochs']} epochs"
+        f"done: test accuracy {s['test_acc']:.4f} after {_count(s['epochs'], 'epoch')}"
         + (f" ({initial:.4f} before training)" if initial is not None else "")
         + f", {s['train_examples_per_s']:.1f} train images/s, {s['wall_s']:.0f} s; run folder {run.path}"
     )
