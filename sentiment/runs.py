@@ -245,6 +245,14 @@ class Run:
         except (ValueError, UnicodeDecodeError) as e:
             raise SentimentError(f"{p} is not valid JSON ({e}); the run folder is damaged") from None
 
+    def read_meta(self, kind: str, hint: str = "") -> dict:
+        """`config.json` of a run that must be of this `kind` ("text" or "image"); `hint` ends the error."""
+        meta = self.read_json("config.json")
+        if meta.get("kind") != kind:
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise SentimentError(f"{self.path} is not {article} {kind} run (kind {meta.get('kind')!r}){hint}")
+        return meta
+
     def read_metrics(self) -> list[dict]:
         p = self.file("metrics.jsonl")
         try:

@@ -32,6 +32,11 @@ def _gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(0, index[:, :, None].expand(-1, -1, x.shape[2]))
 
 
+def _padded_windows(windows: int, lengths: torch.Tensor, k: int) -> torch.Tensor:
+    """`[B, W]` True where a width-`k` window starts in the padding; a review shorter than `k` keeps window 0."""
+    return torch.arange(windows, device=lengths.device)[None, :] >= (lengths - k + 1).clamp(min=1)[:, None]
+
+
 def _bf16_lstm_unavailable() -> bool:
     """CPU autocast asks for bf16, but oneDNN can only build a bf16 LSTM on CPUs with native bf16."""
     return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16 and not cpu_has_bf16()
@@ -127,9 +132,9 @@ class _ConvReluMaxPool(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, first_padded):
+    def forward(ctx, x, weight, bias, lengths):
         h = torch.relu_(F.conv1d(x, weight, bias))  # [B, C, W]
-        padded = torch.arange(h.shape[2], device=h.device)[None, :] >= first_padded[:, None]
+        padded = _padded_windows(h.shape[2], lengths, weight.shape[2])
         # After ReLU every value is >= 0, so zeroing the padded windows never changes the max.
         pooled, where = h.masked_fill_(padded[:, None, :], 0.0).max(dim=2)
         ctx.save_for_backward(x, weight, where, pooled)
@@ -212,15 +217,13 @@ class TextCNN(nn.Module):
         pooled = []
         in_place = not torch.is_grad_enabled()  # nothing is kept for a backward pass: reuse the buffers
         for conv, k in zip(self.convs, self.kernel_sizes, strict=True):
-            # A window is real if it starts inside the review; a review shorter than k keeps window 0.
-            first_padded = (lengths - k + 1).clamp(min=1)
             if not in_place and not x.is_cuda:
-                pooled.append(_ConvReluMaxPool.apply(x, conv.weight, conv.bias, first_padded))
+                pooled.append(_ConvReluMaxPool.apply(x, conv.weight, conv.bias, lengths))
                 continue
             h = conv(x)  # [B, C, T - k + 1]
             h = torch.relu_(h) if in_place else torch.relu(h)
-            padded = torch.arange(h.shape[2], device=h.device)[None, :] >= first_padded[:, None]
-            mask = padded[:, None, :]  # after ReLU, zeroed padded windows never change the max
+            # After ReLU, zeroed padded windows never change the max.
+            mask = _padded_windows(h.shape[2], lengths, k)[:, None, :]
             h = h.masked_fill_(mask, 0.0) if in_place else h.masked_fill(mask, 0.0)
             pooled.append(h.amax(dim=2))
         return self.decoder(self.dropout(torch.cat(pooled, dim=1)))
@@ -254,8 +257,7 @@ class TextCNNLookup(nn.Module):
             self.biases = [conv.bias.detach().to(dtype) for conv in model.convs]
             self.decoder_weight = model.decoder.weight.detach().float().clone()
             self.decoder_bias = model.decoder.bias.detach().float().clone()
-        self.zero_id = emb.shape[0] - 1
-        self.rows = emb.shape[0]
+        self.rows = emb.shape[0]  # per tap; the last one is the zero column
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         batch, steps = ids.shape
@@ -264,14 +266,14 @@ class TextCNNLookup(nn.Module):
         lengths = lengths.to(ids.device).clamp(1, steps)
         widest = max(self.kernel_sizes)
         if steps < widest:
-            ids = F.pad(ids, (0, widest - steps), value=self.zero_id)
+            ids = F.pad(ids, (0, widest - steps), value=self.rows - 1)
         pooled = []
         for table, bias, k in zip(self.tables, self.biases, self.kernel_sizes, strict=True):
             windows = ids.shape[1] - k + 1
             # window t sums row ids[t + j] of tap j's table over j: one bag of k rows per window
             taps = ids.unfold(1, k, 1) + torch.arange(k, device=ids.device) * self.rows  # [B, W, k]
-            padded = torch.arange(windows, device=ids.device)[None, :] >= (lengths - k + 1).clamp(min=1)[:, None]
-            taps[:, :, 0].masked_fill_(padded, table.shape[0] - 1)  # -inf: never the max (window 0 is real)
+            # A window starting in the padding reads the -inf row for tap 0: never the max (window 0 is real).
+            taps[:, :, 0].masked_fill_(_padded_windows(windows, lengths, k), table.shape[0] - 1)
             h = F.embedding_bag(taps.reshape(-1, k), table, mode="sum").view(batch, windows, -1)  # [B, W, C]
             # Adding the bias and ReLU after the max gives the same values: both are monotonic.
             pooled.append(torch.relu_(h.amax(dim=1).add_(bias)).float())

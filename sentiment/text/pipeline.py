@@ -106,9 +106,7 @@ def resume_text(
     from sentiment.config import apply
 
     run = Run.open_for_resume(run_path)
-    meta = run.read_json("config.json")
-    if meta.get("kind") != "text":
-        raise SentimentError(f"{run.path} is not a text run; resume it with the command that started it")
+    meta = run.read_meta("text", "; resume it with the command that started it")
     cfg = apply(TextConfig(), meta["config"], str(run.file("config.json")))
     state = run.load_checkpoint()
     if int(state["epoch"]) >= cfg.epochs and not state.get("position"):

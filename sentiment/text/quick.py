@@ -28,9 +28,7 @@ class TextRun:
     """A text run folder's config, classes, vocabulary and weights, checked to belong together."""
 
     def __init__(self, run: Run, framework: str = "pt"):
-        meta = run.read_json("config.json")
-        if meta.get("kind") != "text":
-            raise SentimentError(f"{run.path} is not a text run (kind {meta.get('kind')!r})")
+        meta = run.read_meta("text")
         self.run = run
         self.meta = meta
         self.config: dict = meta["config"]
@@ -108,24 +106,32 @@ def _birnn_logits(w: dict[str, np.ndarray], ids: np.ndarray, layers: int) -> np.
     return w["decoder.weight"] @ np.concatenate([x[0], x[-1]]) + w["decoder.bias"]
 
 
-def _expected_shapes(model: str, w: dict[str, np.ndarray]) -> dict[str, tuple] | None:
-    """The weights a TextCNN or BiRNN of this run's sizes has, or None for another architecture."""
+def _blocks(model: str, w: dict[str, np.ndarray]) -> int:
+    """How many convolutions (TextCNN) or LSTM layers (BiRNN) the weights hold."""
+    if model == "textcnn":
+        return sum(1 for k in w if k.startswith("convs.") and k.endswith(".weight"))
+    return sum(1 for k in w if k.startswith("encoder.weight_hh_l") and not k.endswith("_reverse"))
+
+
+def _expected_shapes(model: str, w: dict[str, np.ndarray], blocks: int) -> dict[str, tuple] | None:
+    """The weights a TextCNN or BiRNN with `blocks` convolutions or layers of this run's sizes has,
+    or None for another architecture or none of either."""
     vocab, embed = w["embedding.weight"].shape
     classes = w.get("decoder.weight", np.empty((0, 0))).shape[0]
+    if blocks == 0:
+        return None
     if model == "textcnn":
-        convs = sum(1 for k in w if k.startswith("convs.") and k.endswith(".weight"))
         shapes = {"embedding.weight": (vocab, embed), "constant_embedding.weight": (vocab, embed)}
         channels = 0
-        for i in range(convs):
+        for i in range(blocks):
             c, _, k = w.get(f"convs.{i}.weight", np.empty((0, 0, 0))).shape
             shapes |= {f"convs.{i}.weight": (c, 2 * embed, k), f"convs.{i}.bias": (c,)}
             channels += c
         return shapes | {"decoder.weight": (classes, channels), "decoder.bias": (classes,)}
     if model == "birnn":
         hidden = w.get("encoder.weight_hh_l0", np.empty((0, 0))).shape[1]
-        layers = sum(1 for k in w if k.startswith("encoder.weight_hh_l") and not k.endswith("_reverse"))
         shapes = {"embedding.weight": (vocab, embed)}
-        for layer in range(layers):
+        for layer in range(blocks):
             width = embed if layer == 0 else 2 * hidden
             for suffix in (f"_l{layer}", f"_l{layer}_reverse"):
                 shapes |= {
@@ -162,13 +168,11 @@ def open_quick_classifier(run: Run) -> QuickClassifier | None:
     text_run = TextRun(run, framework="numpy")
     w = text_run.state
     model = text_run.config.get("model")
-    shapes = _expected_shapes(model, w)
-    if shapes is None or set(shapes) != set(w) or len(shapes) <= 3:
+    blocks = _blocks(model, w)
+    shapes = _expected_shapes(model, w, blocks)
+    if shapes is None or set(shapes) != set(w):
         return None
     if any(w[k].shape != s or w[k].dtype != np.float32 for k, s in shapes.items()):
         return None
-    if model == "textcnn":
-        convs = sum(1 for k in w if k.startswith("convs.") and k.endswith(".weight"))
-        return QuickClassifier(text_run, lambda ids: _textcnn_logits(w, ids, convs))
-    layers = sum(1 for k in w if k.startswith("encoder.weight_hh_l") and not k.endswith("_reverse"))
-    return QuickClassifier(text_run, lambda ids: _birnn_logits(w, ids, layers))
+    logits = _textcnn_logits if model == "textcnn" else _birnn_logits
+    return QuickClassifier(text_run, lambda ids: logits(w, ids, blocks))

@@ -176,9 +176,7 @@ class ImageClassifier:
     """A trained image run, ready to predict: backbone, classes and evaluation transform from its folder."""
 
     def __init__(self, run: Run, device: str = "cpu"):
-        meta = run.read_json("config.json")
-        if meta.get("kind") != "image":
-            raise SentimentError(f"{run.path} is not an image run (kind {meta.get('kind')!r}); use sentiment predict")
+        meta = run.read_meta("image", "; use sentiment predict")
         self.run = run
         self.classes: list[str] = meta["classes"]
         self.device = resolve_device(device)
