@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 # The CPU wheel of torch; an unpinned `torch` would pull several GB of CUDA packages.
 TORCH  ?= torch==2.13.0
-SENTIMENT_IMDB ?= $(wildcard ../shared/data/aclImdb_v1_labeled.tar.gz)
+# absolute: the tests run in temporary folders of their own
+SENTIMENT_IMDB ?= $(abspath $(wildcard ../shared/data/aclImdb_v1_labeled.tar.gz))
 export SENTIMENT_IMDB
 
 .PHONY: setup demo test lint bench bench-data bench-accuracy bench-images clean
