@@ -18,7 +18,7 @@ import torch
 from benchmarks.readme import replace_section
 from sentiment.config import text_config
 from sentiment.fsutil import atomic_write_json
-from sentiment.text.pipeline import train_text
+from sentiment.recipe import fine_tune
 
 RESULTS = Path(__file__).resolve().parent / "results" / "accuracy.json"
 
@@ -74,7 +74,7 @@ def main() -> None:
                 model, None, {"data": args.data, "tokenizer": tokenizer, "epochs": args.epochs, "out": args.out}
             )
             print(f"== {model} / {tokenizer}", flush=True)
-            run = train_text(cfg, progress=False)
+            run = fine_tune(cfg, progress=False)
             summary = json.loads(run.file("summary.json").read_text())
             results.append(
                 summary

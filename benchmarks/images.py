@@ -24,7 +24,7 @@ from benchmarks.readme import replace_section
 from sentiment.cli import main as cli_main
 from sentiment.config import image_config
 from sentiment.fsutil import atomic_write_json
-from sentiment.vision.pipeline import train_images
+from sentiment.recipe import fine_tune
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "ants_bees.json"
@@ -51,7 +51,7 @@ def main() -> None:
     for name, overrides in VARIANTS:
         cfg = image_config(args.config, {"data": args.data, "out": args.out, **overrides})
         print(f"== {name}", flush=True)
-        run = train_images(cfg, progress=False)
+        run = fine_tune(cfg, progress=False)
         runs.append(run)
         s = run.read_json("summary.json")
         results.append(

@@ -19,12 +19,13 @@ from torch.profiler import ProfilerActivity, profile
 
 from sentiment.config import text_config
 from sentiment.finetune import param_groups
-from sentiment.runtime import tune_allocator
+from sentiment.runtime import Runtime, tune_allocator
+from sentiment.text import fast
 from sentiment.text.models import build_model, load_pretrained_embeddings
-from sentiment.text.pipeline import TextBatches, model_hyper
 from sentiment.text.prepared import prepare_text
+from sentiment.text.task import TextBatches, model_hyper
 from sentiment.text.vectors import load_vectors
-from sentiment.train import _autocast, make_optimizer, resolve_precision
+from sentiment.train import make_optimizer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -36,12 +37,17 @@ def profile_model(model_name: str, data_path: str, steps: int, precision: str) -
     vectors = load_vectors(cfg.vectors)
     torch.manual_seed(0)
     model = build_model(
-        model_name, vocab_size=len(data.vocab), embed_size=vectors.dim, num_classes=2, **model_hyper(cfg)
+        model_name,
+        vocab_size=len(data.vocab),
+        embed_size=vectors.dim,
+        num_classes=2,
+        cls=fast.model_class(model_name, "cpu"),  # the form training runs on the CPU
+        **model_hyper(cfg),
     )
     load_pretrained_embeddings(model, vectors.embedding_for(data.vocab), freeze=cfg.freeze_embedding)
     optimizer = make_optimizer(cfg.optimizer, param_groups(model, cfg.lr), lr=cfg.lr)
-    device = torch.device("cpu")
-    prec = resolve_precision(cfg.precision, device)
+    runtime = Runtime.resolve("cpu", cfg.precision)
+    prec = runtime.precision
     batches = TextBatches(data.train, data.train_labels, cfg.batch_size, shuffle=True, seed=0)
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
@@ -53,7 +59,7 @@ def profile_model(model_name: str, data_path: str, steps: int, precision: str) -
         t0 = time.perf_counter()
         _, (ids, lengths), labels = next(batch_iter)
         t1 = time.perf_counter()
-        with _autocast(device, prec):
+        with runtime.autocast():
             loss = loss_fn(model(ids, lengths).float(), labels)
         t2 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)

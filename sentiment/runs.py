@@ -10,7 +10,8 @@
         checkpoint.pt      weights, optimizer, schedule, random states and batch position (--resume)
     runs/latest -> the newest run
 
-`predict` and `evaluate` need nothing but this folder. Every write is atomic.
+`predict` and `evaluate` need nothing but this folder. Every write is atomic. This module only
+reads and writes the folder; `recipe.py` decides what goes into it and when.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from sentiment.errors import SentimentError
@@ -59,7 +59,7 @@ class Run:
         self.metrics.append(metrics)
         atomic_write_text(self.file("metrics.jsonl"), "".join(json.dumps(m) + "\n" for m in self.metrics))
 
-    def figures(self) -> dict:
+    def headline(self) -> dict:
         """Headline numbers over the training epochs so far (an epoch-0 line, if any, only sets `initial_test_acc`)."""
         trained = [m for m in self.metrics if m.get("epoch", 0) >= 1]
         tested = [m["test_acc"] for m in trained if m.get("test_acc") is not None]
@@ -91,69 +91,6 @@ class Run:
             first = str(e).strip().splitlines()[0]
             raise SentimentError(f"{self.file('model.safetensors')} does not fit the run's config: {first}") from None
 
-    def train(
-        self,
-        model,
-        loop,
-        summary: Callable[[str], dict],
-        echo: Callable[[str], None] = print,
-        after_epoch: Callable[[dict], None] | None = None,
-        resume: dict | None = None,
-    ) -> None:
-        """Run `fit` with this folder as its record: after every trained epoch the weights, metrics,
-        curves, summary, `latest` link and a resumable `checkpoint.pt` are updated, so an interrupt
-        keeps the last completed epoch; SIGINT/SIGTERM also checkpoint the batch in progress.
-        `after_epoch(metrics)` is called once the epoch is on disk. In a distributed run only rank 0
-        writes. `resume` is a state from `load_checkpoint`."""
-        from sentiment import distributed
-        from sentiment.train import StopRequested, fit
-
-        main = distributed.is_main()
-        weights_of = distributed.unwrap(model)
-
-        def on_epoch_end(metrics: dict) -> None:
-            trained = metrics["epoch"] >= 1  # epoch 0 is an evaluation before training: no new weights
-            if main and trained:  # weights first: metrics never name an epoch whose weights are not on disk
-                self.save_weights(weights_of.state_dict(), {"epoch": metrics["epoch"]})
-            if main:
-                self.log_epoch(metrics)
-            else:
-                self.metrics.append(metrics)
-            if main and trained:
-                self.plot_curves()
-                self.save_json("summary.json", summary("running"))
-                self.mark_latest()
-            if trained and after_epoch is not None:
-                after_epoch(metrics)
-
-        def save_checkpoint(state: dict) -> None:
-            if main:
-                self.save_checkpoint(state)
-
-        try:
-            fit(model, loop, on_epoch_end=on_epoch_end, save_checkpoint=save_checkpoint, resume=resume)
-        except StopRequested as e:
-            if main:
-                self.save_json("summary.json", summary("interrupted"))
-                where = (
-                    f"step {e.position.step} of epoch {self.figures()['epochs'] + 1}"
-                    if e.position.step
-                    else (f"the end of epoch {self.figures()['epochs']}")
-                )
-                echo(f"interrupted: checkpoint at {where}; continue with: sentiment train --resume {self.path}")
-            raise KeyboardInterrupt from None
-        except KeyboardInterrupt:
-            if main:
-                done = self.figures()["epochs"]
-                if done:
-                    self.save_json("summary.json", summary("interrupted"))
-                    echo(f"interrupted: {self.path} keeps the weights of epoch {done}")
-                else:
-                    echo(f"interrupted before the first epoch ended: {self.path} holds no weights")
-            raise
-        if main:
-            self.save_json("summary.json", summary("completed"))
-
     # -- resuming -------------------------------------------------------------------------------
     CHECKPOINT = "checkpoint.pt"
 
@@ -183,6 +120,8 @@ class Run:
         return state
 
     def plot_curves(self) -> None:
+        from sentiment.curves import plot_runs
+
         plot_runs([self], self.file("curves.png"), title=self.path.name)
 
     def mark_latest(self) -> None:
@@ -277,46 +216,3 @@ class Run:
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None]
     return round(sum(values) / len(values), 2) if values else None
-
-
-def plot_runs(
-    runs: list[Run], out: str | os.PathLike, *, title: str | None = None, labels: list[str] | None = None
-) -> Path:
-    """Loss and accuracy per epoch, train (dashed) vs test (solid), one colour per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for i, run in enumerate(runs):
-        colour = f"C{i}"
-        label = labels[i] if labels else (run.path.name if len(runs) > 1 else None)
-        epochs = [m["epoch"] for m in run.metrics]
-        for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
-            for split, style in (("train", "--"), ("test", "-")):
-                points = [
-                    (e, m[f"{split}_{key}"])
-                    for e, m in zip(epochs, run.metrics, strict=True)
-                    if m.get(f"{split}_{key}") is not None
-                ]
-                if points:
-                    xs, ys = zip(*points, strict=True)
-                    name = f"{label}: {split}" if label else split
-                    ax.plot(xs, ys, style, color=colour if label else None, marker="o", markersize=3, label=name)
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in (ax_loss, ax_acc):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return out

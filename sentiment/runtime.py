@@ -1,4 +1,5 @@
-"""Process-level settings that make CPU training faster without changing its results, and what the CPU can do."""
+"""Where and how a model runs: the device and precision resolved once into a `Runtime`, what the CPU
+can do, and process-level settings that make CPU training faster without changing its results."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import ctypes.util
 import functools
 import os
 import sys
+from dataclasses import dataclass
 
 import torch
+
+from sentiment.errors import SentimentError
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -72,3 +76,42 @@ def cpu_has_bf16() -> bool:
         if check is not None and check():
             return True
     return False
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SentimentError("--device cuda was asked for, but this machine has no CUDA GPU; use --device cpu")
+    if name not in ("cpu", "cuda"):
+        raise SentimentError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The device a run computes on and its arithmetic: `precision` is "bf16" (autocast; weights and
+    optimizer stay fp32) or "fp32". Resolved once, then handed to the loop and the models."""
+
+    device: torch.device
+    precision: str = "fp32"
+
+    @classmethod
+    def resolve(cls, device: str = "auto", precision: str = "auto", *, cpu_bf16: bool = True) -> Runtime:
+        """`auto` precision is bf16 on CUDA, and on a CPU with native bfloat16 where the model family
+        keeps its accuracy in it (`cpu_bf16`); fp32 elsewhere."""
+        dev = resolve_device(device)
+        if precision == "auto":
+            precision = "bf16" if dev.type == "cuda" or (cpu_bf16 and cpu_has_bf16()) else "fp32"
+        return cls(dev, precision)
+
+    @property
+    def pin_memory(self) -> bool:
+        return self.device.type == "cuda"
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    def to_device(self, tensors: tuple) -> tuple:
+        non_blocking = self.device.type == "cuda"
+        return tuple(x.to(self.device, non_blocking=non_blocking) for x in tensors)

@@ -20,17 +20,7 @@ from tqdm.auto import tqdm
 
 from sentiment.errors import SentimentError
 from sentiment.finetune import set_bn_eval
-from sentiment.runtime import cpu_has_bf16
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SentimentError("--device cuda was asked for, but this machine has no CUDA GPU; use --device cpu")
-    if name not in ("cpu", "cuda"):
-        raise SentimentError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    return torch.device(name)
+from sentiment.runtime import Runtime
 
 
 def seed_everything(seed: int) -> None:
@@ -40,52 +30,24 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(name: str, groups, *, lr: float, momentum: float = 0.9, weight_decay: float = 0.0):
-    if name in ("adam", "adamw"):
-        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-        groups = list(groups)
-        try:  # one fused kernel per step instead of a dozen passes over every parameter (1.1-1.2x TextCNN)
-            return cls(groups, lr=lr, weight_decay=weight_decay, fused=True)
-        except (RuntimeError, TypeError, ValueError):  # a device or build without the fused kernel
-            return cls(groups, lr=lr, weight_decay=weight_decay)
+    """`name` is one of `config.OPTIMIZERS` (checked where the setting is declared)."""
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    raise SentimentError(f"unknown optimizer {name!r}; choose adam, adamw or sgd")
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+    groups = list(groups)
+    try:  # one fused kernel per step instead of a dozen passes over every parameter (1.1-1.2x TextCNN)
+        return cls(groups, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # a device or build without the fused kernel
+        return cls(groups, lr=lr, weight_decay=weight_decay)
 
 
 def make_scheduler(name: str, optimizer, *, epochs: int, step_size: int = 1, gamma: float = 0.1):
-    """Stepped once per epoch."""
-    if name == "none":
-        return None
+    """Stepped once per epoch; `name` is one of `config.SCHEDULES`."""
     if name == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
-    raise SentimentError(f"unknown schedule {name!r}; choose none, step or cosine")
-
-
-def _to(inputs: tuple, labels: torch.Tensor, device: torch.device):
-    non_blocking = device.type == "cuda"
-    return (
-        tuple(x.to(device, non_blocking=non_blocking) for x in inputs),
-        labels.to(device, non_blocking=non_blocking),
-    )
-
-
-def resolve_precision(name: str, device: torch.device, *, cpu_auto: bool = True) -> str:
-    """`"bf16"` or `"fp32"`: the arithmetic the model runs in (weights and optimizer stay fp32).
-
-    `auto` means bf16 autocast on CUDA, and on a CPU with native bfloat16 when `cpu_auto`; fp32 elsewhere.
-    """
-    if name not in ("auto", "bf16", "fp32"):
-        raise SentimentError(f"unknown precision {name!r}; choose auto, bf16 or fp32")
-    if name == "auto":
-        native = device.type == "cuda" or (cpu_auto and cpu_has_bf16())
-        return "bf16" if native else "fp32"
-    return name
-
-
-def _autocast(device: torch.device, precision: str = "fp32"):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    return None
 
 
 @dataclass
@@ -156,14 +118,13 @@ def train_epoch(
     model: nn.Module,
     batches: Iterable,
     optimizer: torch.optim.Optimizer,
-    device: torch.device,
+    runtime: Runtime,
     *,
     grad_clip: float = 0.0,
     loss_reduction: str = "mean",
     desc: str = "train",
     progress: bool = True,
     total: int | None = None,
-    precision: str = "fp32",
     position: EpochPosition | None = None,
     stop: StopSignals | None = None,
 ) -> EpochResult:
@@ -196,8 +157,8 @@ def train_epoch(
     for step, (_, inputs, labels) in enumerate(bar, 1):
         if step <= skip:
             continue
-        inputs, labels = _to(inputs, labels, device)
-        with _autocast(device, precision):
+        inputs, (labels,) = runtime.to_device(inputs), runtime.to_device((labels,))
+        with runtime.autocast():
             logits = model(*inputs)
             loss = loss_fn(logits.float(), labels)
         if not torch.isfinite(loss):
@@ -237,21 +198,20 @@ def train_epoch(
 def predict_logits(
     model: nn.Module,
     batches: Iterable,
-    device: torch.device,
+    runtime: Runtime,
     *,
     size: int,
     desc: str = "predict",
     progress: bool = True,
     total: int | None = None,
-    precision: str = "fp32",
 ) -> torch.Tensor:
     """Logits `[size, classes]` in data order, whatever order the batches came in."""
     model.eval()
     out: torch.Tensor | None = None
     bar = tqdm(batches, desc=desc, total=total, disable=not progress, unit="batch", leave=False, dynamic_ncols=True)
-    for index, inputs, labels in bar:
-        inputs, _ = _to(inputs, labels, device)
-        with _autocast(device, precision):
+    for index, inputs, _ in bar:
+        inputs = runtime.to_device(inputs)
+        with runtime.autocast():
             logits = model(*inputs).float().cpu()
         if out is None:
             out = torch.empty(size, logits.shape[1])
@@ -265,56 +225,51 @@ def evaluate(
     model: nn.Module,
     batches: Iterable,
     labels: torch.Tensor,
-    device: torch.device,
+    runtime: Runtime,
     *,
     desc: str = "test",
     progress: bool = True,
     total: int | None = None,
-    precision: str = "fp32",
 ) -> tuple[EpochResult, torch.Tensor]:
     start = time.perf_counter()
-    logits = predict_logits(
-        model, batches, device, size=len(labels), desc=desc, progress=progress, total=total, precision=precision
-    )
+    logits = predict_logits(model, batches, runtime, size=len(labels), desc=desc, progress=progress, total=total)
     loss = nn.functional.cross_entropy(logits, labels).item()
     acc = (logits.argmax(1) == labels).float().mean().item()
     return EpochResult(loss, acc, len(labels), time.perf_counter() - start), logits
 
 
 @dataclass
-class Loop:
-    """Everything `fit` needs besides the model: data, optimiser, schedule, device."""
+class TrainingSetup:
+    """Everything `fit` needs besides the model: data, optimiser, schedule, runtime and settings."""
 
     train_batches: object  # iterable with __len__ and optionally set_epoch(epoch)
     test_batches: object | None
     test_labels: torch.Tensor | None
     optimizer: torch.optim.Optimizer
-    device: torch.device
+    runtime: Runtime
     epochs: int
     scheduler: object | None = None
     grad_clip: float = 0.0
     loss_reduction: str = "mean"
     evaluate_before: bool = False  # an "epoch 0" line: how good the model is before any step
     progress: bool = True
-    precision: str = "fp32"  # resolved: "fp32" or "bf16" (autocast)
 
 
-def _test_metrics(model: nn.Module, loop: Loop) -> dict:
+def _test_metrics(model: nn.Module, loop: TrainingSetup) -> dict:
     from sentiment import distributed
 
     te, _ = evaluate(
         distributed.unwrap(model),  # every process holds the same weights: no need to go through DDP
         loop.test_batches,
         loop.test_labels,
-        loop.device,
+        loop.runtime,
         progress=loop.progress,
         total=len(loop.test_batches),
-        precision=loop.precision,
     )
     return {"test_loss": te.loss, "test_acc": te.acc, "test_s": round(te.seconds, 3)}
 
 
-def training_state(model: nn.Module, loop: Loop, epoch: int, position: EpochPosition | None) -> dict:
+def training_state(model: nn.Module, loop: TrainingSetup, epoch: int, position: EpochPosition | None) -> dict:
     """Everything needed to continue exactly: weights, optimizer, schedule, random states, and where
     in which epoch training stands (`epoch` epochs complete, `position` into the next). Plain types
     and tensors only, so it loads with `torch.load(weights_only=True)`."""
@@ -351,7 +306,7 @@ def restore_random_states(rng: dict) -> None:
     random.setstate((3, tuple(py[:-1]), py[-1]))
 
 
-def restore_training_state(model: nn.Module, loop: Loop, state: dict) -> tuple[int, EpochPosition | None]:
+def restore_training_state(model: nn.Module, loop: TrainingSetup, state: dict) -> tuple[int, EpochPosition | None]:
     """Load a `training_state` into `model` and `loop`; return (epochs complete, position in the next)."""
     from sentiment import distributed
 
@@ -365,7 +320,7 @@ def restore_training_state(model: nn.Module, loop: Loop, state: dict) -> tuple[i
 
 def fit(
     model: nn.Module,
-    loop: Loop,
+    loop: TrainingSetup,
     *,
     on_epoch_end: Callable[[dict], None] | None = None,
     save_checkpoint: Callable[[dict], None] | None = None,
@@ -408,13 +363,12 @@ def fit(
                     model,
                     loop.train_batches,
                     loop.optimizer,
-                    loop.device,
+                    loop.runtime,
                     grad_clip=loop.grad_clip,
                     loss_reduction=loop.loss_reduction,
                     desc=f"epoch {epoch}/{loop.epochs}",
                     progress=loop.progress,
                     total=len(loop.train_batches),
-                    precision=loop.precision,
                     position=position if epoch == start_epoch + 1 else None,
                     stop=stop,
                 )
@@ -452,3 +406,27 @@ def fit(
                 raise StopRequested(EpochPosition())
     epoch_bar.close()
     return history
+
+
+def classification_report(labels: torch.Tensor, predicted: torch.Tensor, classes: list[str]) -> dict:
+    """Accuracy, per-class precision/recall/F1, macro F1 and the confusion matrix (rows: true class)."""
+    k = len(classes)
+    confusion = torch.zeros(k, k, dtype=torch.long)
+    confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
+    per_class = {}
+    for i, name in enumerate(classes):
+        tp = confusion[i, i].item()
+        predicted_i = confusion[:, i].sum().item()
+        actual_i = confusion[i, :].sum().item()
+        precision = tp / predicted_i if predicted_i else 0.0
+        recall = tp / actual_i if actual_i else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": actual_i}
+    return {
+        "examples": len(labels),
+        "accuracy": (labels == predicted).float().mean().item(),
+        "f1": float(np.mean([c["f1"] for c in per_class.values()])),
+        "per_class": per_class,
+        "classes": classes,
+        "confusion": confusion.tolist(),
+    }

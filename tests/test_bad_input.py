@@ -238,7 +238,7 @@ def _image_run(tmp: Path) -> Path:
     """A small image run (ResNet-18 from scratch, one epoch on the tiny folder), made once."""
     if not _IMAGE_RUN:
         from sentiment.config import image_config
-        from sentiment.vision.pipeline import train_images
+        from sentiment.recipe import fine_tune
 
         root = tmp.parent / "imagerun"
         root.mkdir()
@@ -247,7 +247,7 @@ def _image_run(tmp: Path) -> Path:
             {"data": str(_images(root)), "scratch": True, "epochs": 1, "batch_size": 4, "num_workers": 0},
         )
         cfg = type(cfg)(**{**vars(cfg), "out": str(root / "runs")})
-        _IMAGE_RUN.append(train_images(cfg, progress=False, echo=lambda _: None).path)
+        _IMAGE_RUN.append(fine_tune(cfg, progress=False, echo=lambda _: None).path)
     return _IMAGE_RUN[0]
 
 

@@ -1,4 +1,4 @@
-"""The fast paths give the predictions of the plain path on a fixed batch.
+"""The contract of `sentiment.text.fast`: every form gives the plain model's predictions on a fixed batch.
 
 Plain path: one review at a time, padded to 500 like the reference, fp32, the model's own forward.
 Fast paths: length-bucketed batches padded per batch, the BiRNN's per-direction LSTMs, the TextCNN's
@@ -10,9 +10,13 @@ import pytest
 import torch
 
 from sentiment.runs import Run
+from sentiment.runtime import Runtime
+from sentiment.text import fast
 from sentiment.text.batching import encode, pad_or_truncate
-from sentiment.text.models import BiRNN, TextCNN, TextCNNLookup, for_prediction
-from sentiment.text.pipeline import FAST_PATH_MIN_TEXTS, TextBatches, TextClassifier
+from sentiment.text.fast.birnn import BiRNNPerDirection
+from sentiment.text.fast.textcnn import TextCNNFast, TextCNNFastOnCPU, TextCNNLookup
+from sentiment.text.models import BiRNN, TextCNN
+from sentiment.text.task import TextBatches, TextClassifier
 from sentiment.text.vocab import PAD_ID, UNK_ID, Vocab
 from sentiment.train import predict_logits
 
@@ -44,22 +48,22 @@ def _fast(model, reviews, precision="fp32", batch_size=16):
     offsets = np.concatenate([[0], np.cumsum(lengths[:-1])]).astype(np.int64)
     enc = Encoded(ids=np.concatenate(reviews).astype(np.int32), offsets=offsets, lengths=lengths)
     batches = TextBatches(enc, None, batch_size, shuffle=False)
-    return predict_logits(model, batches, torch.device("cpu"), size=len(reviews), progress=False, precision=precision)
+    return predict_logits(model, batches, Runtime(torch.device("cpu"), precision), size=len(reviews), progress=False)
 
 
-def _textcnn():
+def _textcnn(cls=TextCNN):
     torch.manual_seed(0)
-    model = TextCNN(VOCAB, 16, num_classes=3)
+    model = cls(VOCAB, 16, num_classes=3)
     with torch.no_grad():
         model.embedding.weight[PAD_ID].zero_()
         model.constant_embedding.weight[PAD_ID].zero_()
     return model.eval()
 
 
-@pytest.mark.parametrize("cls", [BiRNN, TextCNN])
+@pytest.mark.parametrize("cls", [BiRNN, BiRNNPerDirection, TextCNN, TextCNNFast, TextCNNFastOnCPU])
 def test_bucketed_batches_equal_one_at_a_time_padded_to_500(cls):
     torch.manual_seed(0)
-    model = cls(VOCAB, 16, num_classes=3).eval() if cls is BiRNN else _textcnn()
+    model = cls(VOCAB, 16, num_classes=3).eval() if issubclass(cls, BiRNN) else _textcnn(cls)
     reviews = _reviews()
     torch.testing.assert_close(_fast(model, reviews), _plain(model, reviews), atol=1e-5, rtol=0)
 
@@ -68,30 +72,32 @@ def test_textcnn_lookup_tables_equal_the_convolutions():
     model = _textcnn()
     reviews = _reviews()
     plain = _plain(model, reviews)
-    fast = _fast(TextCNNLookup(model), reviews)
-    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
-    assert isinstance(for_prediction(model, "fp32"), TextCNNLookup)
+    looked_up = _fast(TextCNNLookup(model), reviews)
+    torch.testing.assert_close(looked_up, plain, atol=1e-5, rtol=0)
+    assert isinstance(fast.for_many_texts(model, fast.LOOKUP_MIN_TEXTS), TextCNNLookup)
+    assert not isinstance(fast.for_many_texts(model, fast.LOOKUP_MIN_TEXTS - 1), TextCNNLookup)
     birnn = BiRNN(VOCAB, 16)
-    assert for_prediction(birnn) is birnn
+    assert fast.for_many_texts(birnn, 10_000) is birnn
 
 
-@pytest.mark.parametrize("cls", [BiRNN, TextCNN, TextCNNLookup])
+@pytest.mark.parametrize("cls", [BiRNN, BiRNNPerDirection, TextCNN, TextCNNFast, TextCNNLookup])
 def test_bf16_gives_the_same_classes(cls):
     """bf16 rounds to about 3 significant digits: logits move a little, the predicted class does not
     (reviews whose two best logits are nearly tied excepted)."""
-    model = BiRNN(VOCAB, 16, num_classes=3).eval() if cls is BiRNN else _textcnn()
+    plain_cls = TextCNN if cls is TextCNNLookup else cls
+    model = cls(VOCAB, 16, num_classes=3).eval() if issubclass(cls, BiRNN) else _textcnn(plain_cls)
     with torch.no_grad():
         model.decoder.weight.mul_(30)  # logits of a trained model's size, not a fresh one's
     plain = _plain(model, _reviews(60))
     if cls is TextCNNLookup:
         model = TextCNNLookup(model, torch.bfloat16)
-    fast = _fast(model, _reviews(60), precision="bf16")
+    bf16 = _fast(model, _reviews(60), precision="bf16")
     scale = plain.abs().max()
-    assert (fast - plain).abs().max() < 0.05 * scale
+    assert (bf16 - plain).abs().max() < 0.05 * scale
     top2 = plain.topk(2, dim=1).values
     clear = (top2[:, 0] - top2[:, 1]) > 0.1 * scale
     assert clear.sum() > 30
-    assert torch.equal(fast.argmax(1)[clear], plain.argmax(1)[clear])
+    assert torch.equal(bf16.argmax(1)[clear], plain.argmax(1)[clear])
 
 
 def _textbook_textcnn_logits(model, ids, lengths):
@@ -108,7 +114,7 @@ def _textbook_textcnn_logits(model, ids, lengths):
 def test_textcnn_training_gradients_equal_plain_autograd():
     """The training forward's argmax-only backward gives plain autograd's parameter gradients,
     with repeated n-grams (tied windows) and reviews shorter than the widest kernel in the batch."""
-    model = _textcnn().double()  # eval: no dropout; gradients still on
+    model = _textcnn(TextCNNFastOnCPU).double()  # eval: no dropout; gradients still on
     reviews = _reviews(24, seed=3)
     reviews[6] = [7, 8, 9] * 12  # every trigram repeats: tied maxima
     reviews[7] = [5] * 30  # one word repeated: every window ties
@@ -127,7 +133,7 @@ def test_textcnn_training_backward_under_bf16_autocast_gives_fp32_gradients():
     """Checked as a whole against fp32: bf16 rounds the convolutions (plain autograd under bf16 is
     itself 3-7% off in norm here) and ties different windows now and then (plain autograd splits
     the gradient between them, ours gives it to one). A wrong window would be ~100% off."""
-    model = _textcnn()
+    model = _textcnn(TextCNNFastOnCPU)
     reviews = _reviews(16)
     lengths = torch.tensor([len(r) for r in reviews])
     ids = torch.tensor([pad_or_truncate(r, int(lengths.max()), PAD_ID) for r in reviews])
@@ -168,8 +174,20 @@ def test_classifier_uses_the_lookup_path_for_many_texts_and_agrees_with_the_plai
     run.save_weights(model.state_dict(), {"epoch": 1})
     clf = TextClassifier(run)
     rng = np.random.default_rng(1)
-    texts = [" ".join(rng.choice(words, rng.integers(1, 80))) for _ in range(FAST_PATH_MIN_TEXTS)]
+    texts = [" ".join(rng.choice(words, rng.integers(1, 80))) for _ in range(fast.LOOKUP_MIN_TEXTS)]
     many = clf.probabilities(texts)
-    assert isinstance(clf._fast, TextCNNLookup)
+    assert isinstance(clf._many, TextCNNLookup)
     few = torch.cat([clf.probabilities(texts[i : i + 3]) for i in range(0, 30, 3)])
     torch.testing.assert_close(many[:30], few, atol=1e-5, rtol=0)
+
+
+def test_choose_picks_one_form_per_device_and_size():
+    assert fast.choose("textcnn", "cpu", texts=1) == "numpy"
+    assert fast.choose("textcnn", "cpu", texts=1, numpy=False) == "textcnn-cpu"
+    assert fast.choose("textcnn", "cuda", texts=fast.LOOKUP_MIN_TEXTS) == "lookup"
+    assert fast.choose("birnn", "cpu", texts=fast.LOOKUP_MIN_TEXTS) == "birnn-cpu"
+    assert fast.choose("birnn", "cuda") == "birnn-cuda"
+    assert fast.model_class("textcnn", "cpu") is TextCNNFastOnCPU
+    assert fast.model_class("textcnn", "cuda") is TextCNNFast
+    assert fast.model_class("birnn", "cpu") is BiRNNPerDirection
+    assert fast.model_class("birnn", "cuda") is BiRNN

@@ -1,9 +1,10 @@
-"""The training loop honours the Loop's settings."""
+"""The training loop honours the settings of its TrainingSetup."""
 
 import torch
 from torch import nn
 
-from sentiment.train import Loop, fit
+from sentiment.runtime import Runtime
+from sentiment.train import TrainingSetup, fit
 
 
 def _one_step(reduction: str) -> torch.Tensor:
@@ -12,12 +13,12 @@ def _one_step(reduction: str) -> torch.Tensor:
     before = model.weight.detach().clone()
     x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
     batches = [(torch.arange(8), (x,), y)]
-    loop = Loop(
+    loop = TrainingSetup(
         train_batches=batches,
         test_batches=None,
         test_labels=None,
         optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        device=torch.device("cpu"),
+        runtime=Runtime(torch.device("cpu")),
         epochs=1,
         loss_reduction=reduction,
         progress=False,

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from sentiment.errors import SentimentError
+from sentiment.text.fast.birnn import BiRNNPerDirection
 from sentiment.text.models import BiRNN, TextCNN, build_model, load_pretrained_embeddings
 
 
@@ -54,8 +55,10 @@ def test_birnn_per_direction_path_equals_packed_lstm():
     model = BiRNN(50, 8, num_hiddens=6).eval()
     ids, lengths = _batch([9, 4, 2, 7])
     x = model.embedding(ids.T)
-    a = model._encode_per_direction(x, lengths)
-    b = model._encode_packed(x, lengths)
+    per_direction = BiRNNPerDirection(50, 8, num_hiddens=6).eval()
+    per_direction.load_state_dict(model.state_dict())
+    a = per_direction.encode(x, lengths)
+    b = model.encode(x, lengths)
     real = (torch.arange(9)[:, None] < lengths[None, :])[:, :, None]
     torch.testing.assert_close(a * real, b * real, atol=1e-5, rtol=0)
 
@@ -63,11 +66,11 @@ def test_birnn_per_direction_path_equals_packed_lstm():
 def test_birnn_under_cpu_bf16_autocast_without_native_bf16_runs_its_lstms_in_fp32(monkeypatch):
     """oneDNN builds no bf16 LSTM on a CPU without native bfloat16 (AVX2 only): the LSTMs drop out of
     autocast there, so training and prediction work, and only the output layer runs in bf16."""
-    import sentiment.text.models as models
+    import sentiment.text.fast.birnn as fast_birnn
 
-    monkeypatch.setattr(models, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(fast_birnn, "cpu_has_bf16", lambda: False)
     torch.manual_seed(0)
-    model = BiRNN(50, 8, num_classes=3)
+    model = BiRNNPerDirection(50, 8, num_classes=3)
     ids, lengths = _batch([9, 4, 2, 1, 6])
     with torch.no_grad():
         fp32 = model.eval()(ids, lengths)

@@ -12,9 +12,10 @@ import torch
 
 from cli_helpers import jsonl, run_cli, three_class_csv
 from sentiment.runs import Run
+from sentiment.text.fast import NUMPY_MAX_TEXTS
+from sentiment.text.fast.numpy_forward import _birnn_logits, _textcnn_logits, open_numpy_classifier
 from sentiment.text.models import BiRNN, TextCNN
-from sentiment.text.pipeline import TextClassifier
-from sentiment.text.quick import QUICK_MAX_TEXTS, _birnn_logits, _textcnn_logits, open_quick_classifier
+from sentiment.text.task import TextClassifier
 
 TEXTS = ["great wonderful film", "the worst and most boring", "a table by the river", "superb", "it"]
 
@@ -66,10 +67,10 @@ def test_predict_a_few_texts_without_torch_gives_the_torch_probabilities(trained
 
 
 def test_many_texts_take_the_torch_path_with_the_same_answers(trained_run, capsys):
-    texts = [f"{t} {i}" for i in range(QUICK_MAX_TEXTS + 1) for t in TEXTS[:1]]
+    texts = [f"{t} {i}" for i in range(NUMPY_MAX_TEXTS + 1) for t in TEXTS[:1]]
     code, out, err = run_cli(capsys, "predict", "--run", trained_run, "--json", *texts)
     assert code == 0, err
-    quick = open_quick_classifier(Run.open(trained_run))
+    quick = open_numpy_classifier(Run.open(trained_run))
     np.testing.assert_allclose(
         [[r["scores"][c] for c in quick.classes] for r in jsonl(out)], quick.probabilities(texts), atol=1e-5, rtol=0
     )
@@ -83,8 +84,8 @@ def test_weights_the_numpy_forward_does_not_know_go_to_the_torch_path(trained_ru
     state = Run(run).load_weights("numpy")
     state["extra.weight"] = np.zeros(3, np.float32)
     save_file(state, str(run / "model.safetensors"))
-    assert open_quick_classifier(Run.open(run)) is None
+    assert open_numpy_classifier(Run.open(run)) is None
     config = json.loads((run / "config.json").read_text())
     config["config"]["model"] = "transformer"
     (run / "config.json").write_text(json.dumps(config))
-    assert open_quick_classifier(Run.open(run)) is None
+    assert open_numpy_classifier(Run.open(run)) is None

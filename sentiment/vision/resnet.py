@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from sentiment.vision.transforms import IMAGENET_MEAN, IMAGENET_STD
+
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     # No bias: every conv is followed by a BatchNorm whose shift makes a bias redundant.
@@ -189,8 +191,8 @@ class ResNetWeights:
     num_params: int
     input_size: int = 224
     resize_size: int = 256
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     categories_source: str = "imagenet-1k"
     top1: float = field(kw_only=True)  # required, and named: a bare number in a record is easy to misread
 

@@ -1,11 +1,11 @@
-"""Reading a trained text run, and predicting a few texts without importing torch.
+"""A trained TextCNN or BiRNN's forward pass in numpy, for predicting a few texts without torch.
 
 `import torch` alone takes about 2 s on a 2-core CPU, longer than classifying a sentence. For a
-handful of texts on the CPU, `sentiment predict` therefore runs the trained model's forward pass in
-numpy float32 from the run's safetensors file: the same arithmetic as the models' own forward
-(checked against it in the tests), one review at a time with no padding. Anything the numpy forward
-does not know (another architecture, weights it did not expect) goes to the torch path instead,
-which also gives the error messages for damaged runs.
+handful of texts on the CPU, `sentiment predict` therefore runs the forward pass in numpy float32
+from the run's safetensors file: the same arithmetic as the models' own forward (checked against
+it in the tests), one review at a time with no padding. Anything it does not know (another
+architecture, weights it did not expect) goes to the torch path instead, which also gives the
+error messages for damaged runs.
 """
 
 from __future__ import annotations
@@ -14,48 +14,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from sentiment.errors import SentimentError
 from sentiment.runs import Run
-from sentiment.text.batching import Encoded, encode
-from sentiment.text.tokenize import get_tokenizer
-from sentiment.text.vocab import Vocab
-
-MAX_TEXT_CHARS = 200_000  # a review longer than this is almost certainly the wrong input
-QUICK_MAX_TEXTS = 16  # up to this many texts, numpy answers before torch would have been imported
-
-
-class TextRun:
-    """A text run folder's config, classes, vocabulary and weights, checked to belong together."""
-
-    def __init__(self, run: Run, framework: str = "pt"):
-        meta = run.read_meta("text")
-        self.run = run
-        self.meta = meta
-        self.config: dict = meta["config"]
-        self.classes: list[str] = meta["classes"]
-        self.vocab = Vocab.load(run.file("vocab.json"))
-        self.tokenize: Callable[[str], list[str]] = get_tokenizer(self.config["tokenizer"])
-        self.max_len: int = self.config["max_len"]
-        self.state = run.load_weights(framework)
-        rows = self.state.get("embedding.weight")
-        if rows is None:
-            raise SentimentError(f"{run.file('model.safetensors')} has no embedding.weight; not a text model")
-        if rows.shape[0] != len(self.vocab):
-            raise SentimentError(
-                f"{run.path}: vocab.json has {len(self.vocab):,} tokens but the model's embedding has "
-                f"{rows.shape[0]:,} rows; the run folder's files do not belong together"
-            )
-
-    def encode(self, texts: Sequence[str]) -> Encoded:
-        for i, text in enumerate(texts):
-            if not text.strip():
-                raise SentimentError(f"text {i + 1} is empty; give a review to classify")
-            if len(text) > MAX_TEXT_CHARS:
-                raise SentimentError(
-                    f"text {i + 1} is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,} "
-                    f"(is this the right input?)"
-                )
-        return encode((self.tokenize(t) for t in texts), self.vocab, self.max_len)
+from sentiment.text.saved_run import TextRunFolder
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -144,10 +104,10 @@ def _expected_shapes(model: str, w: dict[str, np.ndarray], blocks: int) -> dict[
     return None
 
 
-class QuickClassifier:
+class NumpyClassifier:
     """A trained TextCNN or BiRNN run predicting in numpy: no torch import, one review at a time."""
 
-    def __init__(self, text_run: TextRun, forward: Callable[[np.ndarray], np.ndarray]):
+    def __init__(self, text_run: TextRunFolder, forward: Callable[[np.ndarray], np.ndarray]):
         self.text_run = text_run
         self.classes = text_run.classes
         self._forward = forward
@@ -160,12 +120,12 @@ class QuickClassifier:
         return e / e.sum(axis=1, keepdims=True)
 
 
-def open_quick_classifier(run: Run) -> QuickClassifier | None:
+def open_numpy_classifier(run: Run) -> NumpyClassifier | None:
     """The run as a numpy classifier, or None where only the torch path can run it.
 
     Raises the same errors as the torch path for runs whose files are damaged or do not belong together.
     """
-    text_run = TextRun(run, framework="numpy")
+    text_run = TextRunFolder(run, framework="numpy")
     w = text_run.state
     model = text_run.config.get("model")
     blocks = _blocks(model, w)
@@ -175,4 +135,4 @@ def open_quick_classifier(run: Run) -> QuickClassifier | None:
     if any(w[k].shape != s or w[k].dtype != np.float32 for k, s in shapes.items()):
         return None
     logits = _textcnn_logits if model == "textcnn" else _birnn_logits
-    return QuickClassifier(text_run, lambda ids: logits(w, ids, blocks))
+    return NumpyClassifier(text_run, lambda ids: logits(w, ids, blocks))

@@ -1,0 +1,52 @@
+"""Pictures of runs: loss and accuracy per epoch, one run or several side by side."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sentiment.fsutil import atomic_path
+from sentiment.runs import Run
+
+
+def plot_runs(
+    runs: list[Run], out: str | os.PathLike, *, title: str | None = None, labels: list[str] | None = None
+) -> Path:
+    """Loss and accuracy per epoch, train (dashed) vs test (solid), one colour per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, run in enumerate(runs):
+        colour = f"C{i}"
+        label = labels[i] if labels else (run.path.name if len(runs) > 1 else None)
+        epochs = [m["epoch"] for m in run.metrics]
+        for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
+            for split, style in (("train", "--"), ("test", "-")):
+                points = [
+                    (e, m[f"{split}_{key}"])
+                    for e, m in zip(epochs, run.metrics, strict=True)
+                    if m.get(f"{split}_{key}") is not None
+                ]
+                if points:
+                    xs, ys = zip(*points, strict=True)
+                    name = f"{label}: {split}" if label else split
+                    ax.plot(xs, ys, style, color=colour if label else None, marker="o", markersize=3, label=name)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return out

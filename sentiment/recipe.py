@@ -1,0 +1,275 @@
+"""The fine-tuning recipe, written once for every model family:
+
+    runtime -> data -> model -> param groups -> optimizer and schedule -> run folder -> fit -> summary
+
+A family is a `Task` (text/task.py, vision/task.py): it says how its data is read and batched, how
+its model and head are built and what is frozen, what the run folder must keep to predict, and how
+a trained run becomes a classifier. Everything else, resuming and several processes included, is
+here. `config.FAMILIES` maps a family's name to its task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from sentiment import distributed
+from sentiment.config import FAMILIES, apply, family_of, to_dict
+from sentiment.errors import SentimentError
+from sentiment.finetune import count_parameters, param_groups
+from sentiment.runs import Run
+from sentiment.runtime import Runtime, tune_allocator
+from sentiment.train import StopRequested, TrainingSetup, fit, make_optimizer, make_scheduler, seed_everything
+
+
+@dataclass
+class TaskData:
+    """A task's prepared data, in the loop's `(index, inputs, labels)` batches."""
+
+    train: object  # iterable of batches with __len__ and optionally set_epoch(epoch)
+    test: object
+    test_labels: torch.Tensor
+    classes: list[str]
+    train_examples: int
+    test_examples: int
+
+
+class Task(Protocol):
+    """What a model family declares. `cfg` is its config (config.TextConfig, config.ImageConfig)."""
+
+    kind: str  # recorded in config.json: which commands can use the run
+    allocator: str  # "keep_all" (fixed batch shapes) or "bounded" (shapes change every batch); see runtime
+    cpu_bf16: bool  # whether `--precision auto` may pick bf16 on a CPU with native bfloat16
+    evaluate_before: bool  # an epoch-0 test line: how good the model is before any step
+    head: str | None  # parameter prefix of the new head (trained at lr x head_lr_mult)
+
+    def data(self, runtime: Runtime, echo: Callable[[str], None]) -> TaskData: ...
+
+    def model(self, data: TaskData, runtime: Runtime, echo: Callable[[str], None]) -> torch.nn.Module:
+        """The model on `runtime.device`, its frozen parameters already frozen."""
+
+    def record(self, data: TaskData) -> dict:
+        """What config.json must hold besides the config to rebuild the model and read its inputs."""
+
+    def save(self, run: Run, data: TaskData) -> None:
+        """Files the run folder needs besides config.json and the weights (a vocabulary, ...)."""
+
+    def check_resume(self, run: Run, data: TaskData) -> None:
+        """Raise if the data no longer gives what the run was trained with."""
+
+    def summary(self, data: TaskData) -> dict:
+        """Figures for summary.json beyond the recipe's own."""
+
+    @classmethod
+    def classifier(cls, run: Run, device: str):
+        """A trained run ready to predict, from nothing but its folder."""
+
+
+def task_for(cfg) -> Task:
+    """The task of `cfg`'s model family, from the registry."""
+    module, _, name = FAMILIES[family_of(cfg)].task.partition(":")
+    return getattr(importlib.import_module(module), name)(cfg)
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def fine_tune(
+    cfg,
+    *,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    after_epoch: Callable[[dict], None] | None = None,
+    run: Run | None = None,
+    state: dict | None = None,
+) -> Run:
+    """Train the model `cfg` describes into a new run folder and return it; with `run` and `state`
+    (from `resume`), continue that run instead. `after_epoch(metrics)` is called once an epoch is on
+    disk. Under torchrun every process calls this; rank 0 writes and prints."""
+    started = time.perf_counter()
+    task = task_for(cfg)
+    tune_allocator(keep_all=task.allocator == "keep_all")
+    main = distributed.is_main()
+    if not main:
+        progress, echo = False, _quiet
+    runtime = Runtime.resolve(cfg.device, cfg.precision, cpu_bf16=task.cpu_bf16)
+    runtime = dataclasses.replace(runtime, device=distributed.setup(runtime.device))
+
+    seed_everything(cfg.seed)
+    data = task.data(runtime, echo)
+    if not data.test_examples:
+        raise SentimentError("the test split is empty")
+    seed_everything(cfg.seed)
+    model = task.model(data, runtime, echo)
+    trainable, total = count_parameters(model)
+    model = distributed.wrap(model, runtime.device)
+    head = task.head if cfg.head_lr_mult != 1 else None
+    groups = param_groups(
+        model,
+        cfg.lr,
+        head=head,
+        head_lr_mult=cfg.head_lr_mult,
+        weight_decay=cfg.weight_decay,
+        no_decay_1d=cfg.no_decay_1d,
+    )
+    optimizer = make_optimizer(cfg.optimizer, groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    setup = TrainingSetup(
+        train_batches=data.train,
+        test_batches=data.test,
+        test_labels=data.test_labels,
+        optimizer=optimizer,
+        scheduler=make_scheduler(cfg.schedule, optimizer, epochs=cfg.epochs, step_size=cfg.step_size, gamma=cfg.gamma),
+        runtime=runtime,
+        epochs=cfg.epochs,
+        grad_clip=cfg.grad_clip,
+        loss_reduction=cfg.loss_reduction,
+        evaluate_before=task.evaluate_before,
+        progress=progress,
+    )
+
+    name = family_of(cfg) if task.kind != "image" else cfg.backbone
+    if run is not None:  # resuming: the folder, its config and what predicting needs are there already
+        task.check_resume(run, data)
+        echo(f"resuming {run.path} after {state['epoch']} complete epoch(s)")
+    elif main:
+        run = Run.create(cfg.out, name)
+        run.save_json(
+            "config.json",
+            {
+                "kind": task.kind,
+                "family": family_of(cfg),
+                "config": to_dict(cfg),
+                "classes": data.classes,
+                **task.record(data),
+                "parameters": {"trainable": trainable, "total": total},
+                "device": str(runtime.device),
+                "precision": runtime.precision,
+                "processes": distributed.world_size(),
+            },
+        )
+        task.save(run, data)
+    else:
+        run = Run(Path(cfg.out) / f"(rank {distributed.rank()})")  # keeps metrics in memory, writes nothing
+    processes = distributed.world_size()
+    echo(
+        f"run: {run.path}  ({name}, {trainable:,} trainable of {total:,} parameters, device {runtime.device}, "
+        f"{runtime.precision}, {processes} process{'es' if processes > 1 else ''})"
+    )
+
+    def summary(status: str) -> dict:
+        return {
+            "model": name,
+            "status": status,
+            **run.headline(),
+            "train_examples": data.train_examples,
+            "test_examples": data.test_examples,
+            "wall_s": round(time.perf_counter() - started, 2),
+            **task.summary(data),
+            "classes": data.classes,
+            "device": str(runtime.device),
+            "precision": runtime.precision,
+        }
+
+    _fit_into(run, model, setup, summary, echo, after_epoch, state)
+    if processes > 1:  # a record that every process ended with the same weights
+        digests = distributed.weight_digests(model)
+        if main:
+            run.save_json("summary.json", {**run.read_json("summary.json"), "rank_weight_digests": digests})
+    return run
+
+
+def resume(
+    run_path: str | Path,
+    *,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    after_epoch: Callable[[dict], None] | None = None,
+) -> Run:
+    """Continue an interrupted run from its `checkpoint.pt`, with the config it was started with."""
+    from sentiment.config import ImageConfig, TextConfig
+
+    run = Run.open_for_resume(run_path)
+    meta = run.read_json("config.json")
+    config_type = {"text": TextConfig, "image": ImageConfig}.get(meta.get("kind"))
+    if config_type is None:
+        raise SentimentError(f"{run.path} is not a run this version can resume (kind {meta.get('kind')!r})")
+    cfg = apply(config_type(), meta["config"], str(run.file("config.json")))
+    state = run.load_checkpoint()
+    if int(state["epoch"]) >= cfg.epochs and not state.get("position"):
+        raise SentimentError(f"{run.path} already finished its {cfg.epochs} epochs; nothing to resume")
+    return fine_tune(cfg, progress=progress, echo=echo, after_epoch=after_epoch, run=run, state=state)
+
+
+def _fit_into(
+    run: Run,
+    model: torch.nn.Module,
+    setup: TrainingSetup,
+    summary: Callable[[str], dict],
+    echo: Callable[[str], None],
+    after_epoch: Callable[[dict], None] | None,
+    state: dict | None,
+) -> None:
+    """`fit` with the run folder as its record: after every trained epoch the weights, metrics,
+    curves, summary, `latest` link and a resumable `checkpoint.pt` are updated, so an interrupt
+    keeps the last completed epoch; SIGINT/SIGTERM also checkpoint the batch in progress. In a
+    distributed run only rank 0 writes."""
+    main = distributed.is_main()
+    weights_of = distributed.unwrap(model)
+
+    def on_epoch_end(metrics: dict) -> None:
+        trained = metrics["epoch"] >= 1  # epoch 0 is an evaluation before training: no new weights
+        if main and trained:  # weights first: metrics never name an epoch whose weights are not on disk
+            run.save_weights(weights_of.state_dict(), {"epoch": metrics["epoch"]})
+        if main:
+            run.log_epoch(metrics)
+        else:
+            run.metrics.append(metrics)
+        if main and trained:
+            run.plot_curves()
+            run.save_json("summary.json", summary("running"))
+            run.mark_latest()
+        if trained and after_epoch is not None:
+            after_epoch(metrics)
+
+    def save_checkpoint(training_state: dict) -> None:
+        if main:
+            run.save_checkpoint(training_state)
+
+    try:
+        fit(model, setup, on_epoch_end=on_epoch_end, save_checkpoint=save_checkpoint, resume=state)
+    except StopRequested as e:
+        if main:
+            run.save_json("summary.json", summary("interrupted"))
+            done = run.headline()["epochs"]
+            where = f"step {e.position.step} of epoch {done + 1}" if e.position.step else f"the end of epoch {done}"
+            echo(f"interrupted: checkpoint at {where}; continue with: sentiment train --resume {run.path}")
+        raise KeyboardInterrupt from None
+    except KeyboardInterrupt:
+        if main:
+            done = run.headline()["epochs"]
+            if done:
+                run.save_json("summary.json", summary("interrupted"))
+                echo(f"interrupted: {run.path} keeps the weights of epoch {done}")
+            else:
+                echo(f"interrupted before the first epoch ended: {run.path} holds no weights")
+        raise
+    if main:
+        run.save_json("summary.json", summary("completed"))
+
+
+def open_classifier(run: Run, device: str = "cpu", *, kind: str, hint: str = ""):
+    """A trained run of this `kind` as its family's classifier (`Task.classifier`)."""
+    meta = run.read_meta(kind, hint)
+    family = meta.get("family") or (meta["config"].get("model") if kind == "text" else kind)
+    if family not in FAMILIES:
+        raise SentimentError(f"{run.path} was trained as {family!r}, which this version does not know")
+    module, _, name = FAMILIES[family].task.partition(":")
+    return getattr(importlib.import_module(module), name).classifier(run, device)

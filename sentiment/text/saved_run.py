@@ -1,0 +1,67 @@
+"""A trained text run folder read back: config, classes, tokenizer, vocabulary and weights, checked
+to belong together. Imports no torch, so a few texts can be answered before torch would load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from sentiment.errors import SentimentError
+from sentiment.runs import Run
+from sentiment.text.batching import Encoded, encode
+from sentiment.text.tokenize import get_tokenizer
+from sentiment.text.vocab import Vocab
+
+MAX_TEXT_CHARS = 200_000  # a review longer than this is almost certainly the wrong input
+
+
+class TextRunFolder:
+    """A text run folder's config, classes, vocabulary and weights, checked to belong together."""
+
+    def __init__(self, run: Run, framework: str = "pt"):
+        meta = run.read_meta("text")
+        self.run = run
+        self.meta = meta
+        self.config: dict = meta["config"]
+        self.classes: list[str] = meta["classes"]
+        self.vocab = Vocab.load(run.file("vocab.json"))
+        self.tokenize: Callable[[str], list[str]] = get_tokenizer(self.config["tokenizer"])
+        self.max_len: int = self.config["max_len"]
+        self.state = run.load_weights(framework)
+        rows = self.state.get("embedding.weight")
+        if rows is None:
+            raise SentimentError(f"{run.file('model.safetensors')} has no embedding.weight; not a text model")
+        if rows.shape[0] != len(self.vocab):
+            raise SentimentError(
+                f"{run.path}: vocab.json has {len(self.vocab):,} tokens but the model's embedding has "
+                f"{rows.shape[0]:,} rows; the run folder's files do not belong together"
+            )
+
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise SentimentError(f"text {i + 1} is empty; give a review to classify")
+            if len(text) > MAX_TEXT_CHARS:
+                raise SentimentError(
+                    f"text {i + 1} is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,} "
+                    f"(is this the right input?)"
+                )
+        return encode((self.tokenize(t) for t in texts), self.vocab, self.max_len)
+
+
+
+
+def open_text_classifier(run: Run, device: str = "cpu", *, texts: int):
+    """The fastest classifier for `texts` texts on `device` (`text.fast.choose` decides)."""
+    from sentiment.text import fast
+
+    model = run.read_meta("text")["config"].get("model")
+    if fast.choose(model, device, texts=texts) == "numpy":
+        from sentiment.text.fast.numpy_forward import open_numpy_classifier
+
+        clf = open_numpy_classifier(run)
+        if clf is not None:
+            return clf
+    from sentiment.recipe import open_classifier
+
+    return open_classifier(run, device, kind="text")
