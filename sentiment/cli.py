@@ -230,10 +230,10 @@ def predict_cmd(
 ):
     """Classify texts with a trained run: label, probability and the text, one line each."""
     from sentiment.runs import Run
-    from sentiment.text.saved_run import open_text_classifier
+    from sentiment.text import fast
 
     lines = _read_texts(texts or [], file)
-    clf = open_text_classifier(Run.open(run, default_root="runs"), device, texts=len(lines))
+    clf = fast.open_classifier(Run.open(run, default_root="runs"), device, texts=len(lines))
     probs = clf.probabilities(lines, progress=len(lines) > 5000)
     best = probs.argmax(1).tolist()
     rows = []

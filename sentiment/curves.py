@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sentiment.fsutil import atomic_path
-from sentiment.runs import Run
+
+if TYPE_CHECKING:
+    from sentiment.runs import Run
 
 
 def plot_runs(

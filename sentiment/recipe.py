@@ -22,6 +22,7 @@ import torch
 
 from sentiment import distributed
 from sentiment.config import FAMILIES, apply, family_of, to_dict
+from sentiment.curves import plot_runs
 from sentiment.errors import SentimentError
 from sentiment.finetune import count_parameters, param_groups
 from sentiment.runs import Run
@@ -233,7 +234,7 @@ def _fit_into(
         else:
             run.metrics.append(metrics)
         if main and trained:
-            run.plot_curves()
+            plot_runs([run], run.file("curves.png"), title=run.path.name)
             run.save_json("summary.json", summary("running"))
             run.mark_latest()
         if trained and after_epoch is not None:

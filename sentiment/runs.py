@@ -119,11 +119,6 @@ class Run:
         self.metrics = metrics
         return state
 
-    def plot_curves(self) -> None:
-        from sentiment.curves import plot_runs
-
-        plot_runs([self], self.file("curves.png"), title=self.path.name)
-
     def mark_latest(self) -> None:
         """Point `<out>/latest` at this run (a relative symlink, swapped in atomically)."""
         link = self.path.parent / LATEST

@@ -50,18 +50,3 @@ class TextRunFolder:
 
 
 
-
-def open_text_classifier(run: Run, device: str = "cpu", *, texts: int):
-    """The fastest classifier for `texts` texts on `device` (`text.fast.choose` decides)."""
-    from sentiment.text import fast
-
-    model = run.read_meta("text")["config"].get("model")
-    if fast.choose(model, device, texts=texts) == "numpy":
-        from sentiment.text.fast.numpy_forward import open_numpy_classifier
-
-        clf = open_numpy_classifier(run)
-        if clf is not None:
-            return clf
-    from sentiment.recipe import open_classifier
-
-    return open_classifier(run, device, kind="text")

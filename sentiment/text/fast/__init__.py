@@ -33,6 +33,21 @@ def choose(model: str, device: str, *, texts: int | None = None, numpy: bool = T
     return f"{model}-{on}"
 
 
+def open_classifier(run, device: str = "cpu", *, texts: int):
+    """The trained text `run` (a `runs.Run`) as the classifier that answers `texts` texts fastest on
+    `device`: the numpy forward, or the run's torch classifier."""
+    model = run.read_meta("text")["config"].get("model")
+    if choose(model, device, texts=texts) == "numpy":
+        from sentiment.text.fast.numpy_forward import open_numpy_classifier
+
+        clf = open_numpy_classifier(run)
+        if clf is not None:
+            return clf
+    from sentiment.recipe import open_classifier
+
+    return open_classifier(run, device, kind="text")
+
+
 def model_class(model: str, device: str):
     """The `nn.Module` class to train and test `model` with on `device`."""
     form = choose(model, device)
