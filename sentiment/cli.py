@@ -155,7 +155,7 @@ def train_cmd(
     else:
         cfg = config.text_config(None, config_file, settings)
         if distributed.is_main():
-            shown = ", ".join(f"{k}={v}" for k, v in config.to_dict(cfg).items() if v is not None)
+            shown = ", ".join(f"{k}={v}" for k, v in config.applicable(cfg).items() if v is not None)
             typer.echo(f"config: {shown}")
         try:
             run = recipe.fine_tune(cfg, progress=not quiet, echo=typer.echo)
@@ -358,7 +358,7 @@ def image_finetune_cmd(
     from sentiment import recipe
 
     cfg = config.image_config(config_file, settings)
-    typer.echo("config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict(cfg).items() if v is not None))
+    typer.echo("config: " + ", ".join(f"{k}={v}" for k, v in config.applicable(cfg).items() if v is not None))
     run = recipe.fine_tune(cfg, progress=not quiet, echo=typer.echo)
     s = run.read_json("summary.json")
     initial = s.get("initial_test_acc")

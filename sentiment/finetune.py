@@ -14,6 +14,7 @@ Names are matched by module prefix: "fc" covers "fc.weight" and "fc.0.bias" but 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -84,6 +85,7 @@ def param_groups(
     head_lr_mult: float = 10.0,
     weight_decay: float = 0.0,
     no_decay_1d: bool = True,
+    lr_scales: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """Optimizer parameter groups for fine-tuning `model`.
 
@@ -92,6 +94,8 @@ def param_groups(
       With `head=None` or `head_lr_mult == 1` there is no separate head group.
     - With `no_decay_1d` and `weight_decay > 0`, parameters with ndim <= 1 (biases, norm weights) get
       weight decay 0. Decaying them only pulls the model towards zero-mean, unit-free features.
+    - `lr_scales` (e.g. from `layer_decay_scales`) multiplies each named parameter's lr; parameters
+      with the same scale share a group.
 
     Each group has `params`, `lr`, `weight_decay` and `names` (parameter names, for logging). Torch
     optimizers keep extra keys in a group, so the result goes straight to `torch.optim.AdamW(groups)`.
@@ -118,21 +122,60 @@ def param_groups(
 
     split_head = bool(heads) and head_lr_mult != 1
     split_decay = no_decay_1d and weight_decay > 0
-    groups: dict[tuple[bool, bool], dict[str, Any]] = {
-        (is_head, no_decay): {
+    scales = sorted({(lr_scales or {}).get(name, 1.0) for name, _ in named})
+    groups: dict[tuple[float, bool, bool], dict[str, Any]] = {
+        (scale, is_head, no_decay): {
             "params": [],
-            "lr": lr * head_lr_mult if is_head else lr,
+            "lr": lr * scale * (head_lr_mult if is_head else 1.0),
             "weight_decay": 0.0 if no_decay else weight_decay,
             "names": [],
         }
+        for scale in scales
         for is_head in (False, True)
         for no_decay in (False, True)
     }
     for name, p in named:
-        key = (split_head and _under_any(name, heads), split_decay and p.ndim <= 1)
+        scale = (lr_scales or {}).get(name, 1.0)
+        key = (scale, split_head and _under_any(name, heads), split_decay and p.ndim <= 1)
         groups[key]["params"].append(p)
         groups[key]["names"].append(name)
     return [group for group in groups.values() if group["params"]]
+
+
+_LAYER_INDEX = re.compile(r"(?:^|\.)_?(?:layers?|blocks)\.?(\d+)\.")
+
+
+def layer_depth(name: str) -> int | None:
+    """The block a parameter belongs to, counted from the input: `encoder.layer.3.*` (BERT),
+    `transformer.layer.3.*` (DistilBERT), `layer3.*` (ResNet), `_blocks.3.*` (EfficientNet) give 3;
+    None for parameters outside the numbered blocks."""
+    match = _LAYER_INDEX.search(name)
+    return int(match.group(1)) if match else None
+
+
+def layer_decay_scales(model: nn.Module, decay: float, *, head: str | Sequence[str] | None = None) -> dict[str, float]:
+    """Layer-wise learning-rate decay: a factor per parameter name, 1 for the head and whatever sits
+    above the last numbered block, `decay ** k` for a block k blocks below the top, and the lowest
+    (embeddings, stem) one step below the first block. `decay = 1` gives 1 everywhere."""
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    depths = {name: layer_depth(name) for name in names}
+    numbered = [d for d in depths.values() if d is not None]
+    if not numbered:
+        return dict.fromkeys(names, 1.0)
+    first, last = min(numbered), max(numbered)
+    heads = _prefixes(head)
+    scales = {}
+    seen_block = False
+    for name in names:  # named_parameters() runs from the input upwards: before the first block is the stem
+        depth = depths[name]
+        if depth is not None:
+            seen_block = True
+        if _under_any(name, heads):
+            depth = last + 1
+        elif depth is None:
+            depth = last + 1 if seen_block else first - 1
+        scales[name] = decay ** (last + 1 - depth)
+    return scales
 
 
 def _no_trainable_match(model: nn.Module, prefix: str) -> SentimentError:

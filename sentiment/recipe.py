@@ -24,10 +24,18 @@ from sentiment import distributed
 from sentiment.config import FAMILIES, apply, family_of, to_dict
 from sentiment.curves import plot_runs
 from sentiment.errors import SentimentError
-from sentiment.finetune import count_parameters, param_groups
+from sentiment.finetune import count_parameters, layer_decay_scales, param_groups
 from sentiment.runs import Run
 from sentiment.runtime import Runtime, tune_allocator
-from sentiment.train import StopRequested, TrainingSetup, fit, make_optimizer, make_scheduler, seed_everything
+from sentiment.train import (
+    PER_STEP_SCHEDULES,
+    StopRequested,
+    TrainingSetup,
+    fit,
+    make_optimizer,
+    make_scheduler,
+    seed_everything,
+)
 
 
 @dataclass
@@ -120,6 +128,7 @@ def fine_tune(
         head_lr_mult=cfg.head_lr_mult,
         weight_decay=cfg.weight_decay,
         no_decay_1d=cfg.no_decay_1d,
+        lr_scales=layer_decay_scales(model, cfg.layer_decay, head=task.head) if cfg.layer_decay != 1 else None,
     )
     optimizer = make_optimizer(cfg.optimizer, groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     setup = TrainingSetup(
@@ -127,7 +136,16 @@ def fine_tune(
         test_batches=data.test,
         test_labels=data.test_labels,
         optimizer=optimizer,
-        scheduler=make_scheduler(cfg.schedule, optimizer, epochs=cfg.epochs, step_size=cfg.step_size, gamma=cfg.gamma),
+        scheduler=make_scheduler(
+            cfg.schedule,
+            optimizer,
+            epochs=cfg.epochs,
+            step_size=cfg.step_size,
+            gamma=cfg.gamma,
+            steps_per_epoch=len(data.train),
+            warmup=cfg.warmup,
+        ),
+        scheduler_per_step=cfg.schedule in PER_STEP_SCHEDULES,
         runtime=runtime,
         epochs=cfg.epochs,
         grad_clip=cfg.grad_clip,

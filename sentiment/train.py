@@ -41,8 +41,32 @@ def make_optimizer(name: str, groups, *, lr: float, momentum: float = 0.9, weigh
         return cls(groups, lr=lr, weight_decay=weight_decay)
 
 
-def make_scheduler(name: str, optimizer, *, epochs: int, step_size: int = 1, gamma: float = 0.1):
-    """Stepped once per epoch; `name` is one of `config.SCHEDULES`."""
+PER_STEP_SCHEDULES = ("linear",)
+
+
+def make_scheduler(
+    name: str,
+    optimizer,
+    *,
+    epochs: int,
+    step_size: int = 1,
+    gamma: float = 0.1,
+    steps_per_epoch: int = 1,
+    warmup: float = 0.0,
+):
+    """`name` is one of `config.SCHEDULES`. `step` and `cosine` are stepped once per epoch; `linear`
+    (see PER_STEP_SCHEDULES) once per batch: a linear warm-up over the first `warmup` share of all
+    steps, then a linear decay to 0."""
+    if name == "linear":
+        total = max(epochs * steps_per_epoch, 1)
+        warm = int(warmup * total)
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / (warm + 1)
+            return max(total - step, 0) / max(total - warm, 1)
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if name == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
     if name == "cosine":
@@ -127,6 +151,7 @@ def train_epoch(
     total: int | None = None,
     position: EpochPosition | None = None,
     stop: StopSignals | None = None,
+    step_scheduler=None,
 ) -> EpochResult:
     """One pass over `batches`. `loss_reduction="sum"` steps on the batch's summed loss, as the
     reference image recipe does (its learning rates assume it); the reported loss is always the mean.
@@ -134,6 +159,7 @@ def train_epoch(
     `position` resumes an epoch: its first `position.step` batches are skipped (the batch order is a
     function of the seed and epoch) and its sums carried on. With `stop`, a stop request raises
     `StopRequested` after the batch in progress. In a distributed run the sums cover every process.
+    `step_scheduler` is stepped after every optimizer step.
     """
     from sentiment import distributed
 
@@ -171,6 +197,8 @@ def train_epoch(
         if grad_clip > 0:
             nn.utils.clip_grad_norm_(trainable, grad_clip)
         optimizer.step()
+        if step_scheduler is not None:
+            step_scheduler.step()
         n = labels.shape[0]
         pos.loss_sum += loss.item() * (n if loss_reduction == "mean" else 1)
         pos.correct += int((logits.argmax(1) == labels).sum().item())
@@ -249,6 +277,7 @@ class TrainingSetup:
     runtime: Runtime
     epochs: int
     scheduler: object | None = None
+    scheduler_per_step: bool = False  # stepped after every batch instead of every epoch
     grad_clip: float = 0.0
     loss_reduction: str = "mean"
     evaluate_before: bool = False  # an "epoch 0" line: how good the model is before any step
@@ -371,13 +400,14 @@ def fit(
                     total=len(loop.train_batches),
                     position=position if epoch == start_epoch + 1 else None,
                     stop=stop,
+                    step_scheduler=loop.scheduler if loop.scheduler_per_step else None,
                 )
             except StopRequested as e:
                 if save_checkpoint is not None:
                     save_checkpoint(training_state(model, loop, epoch - 1, e.position))
                 epoch_bar.close()
                 raise
-            if loop.scheduler is not None:
+            if loop.scheduler is not None and not loop.scheduler_per_step:
                 loop.scheduler.step()
             metrics = {
                 "epoch": epoch,

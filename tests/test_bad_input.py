@@ -180,7 +180,7 @@ CASES = [
     ("epochs-negative", lambda t, r: ["train", "--epochs", "-2"], "epochs"),
     ("batch-size-zero", lambda t, r: ["train", "--batch-size", "0"], "batch_size"),
     ("batch-size-not-a-number", lambda t, r: ["train", "--batch-size", "many"], "batch-size"),
-    ("unknown-model", lambda t, r: ["train", "--model", "transformer"], "unknown model"),
+    ("unknown-model", lambda t, r: ["train", "--model", "gpt-9"], "unknown model"),
     ("unknown-tokenizer", lambda t, r: ["train", "--tokenizer", "bpe"], "tokenizer"),
     ("unknown-precision", lambda t, r: ["train", "--precision", "fp8"], "precision"),
     # run folders and weights

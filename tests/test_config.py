@@ -9,7 +9,7 @@ from sentiment.errors import SentimentError
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-@pytest.mark.parametrize("model", ["textcnn", "birnn"])
+@pytest.mark.parametrize("model", ["textcnn", "birnn", "transformer"])
 def test_config_files_hold_the_built_in_defaults(model):
     values = tomllib.loads((CONFIGS / f"{model}.toml").read_text())
     built_in = to_dict(text_config(model, None, {}))
@@ -21,7 +21,7 @@ def test_reference_defaults():
     assert text_config("birnn", None, {}).lr == 0.01
     cnn = text_config("textcnn", None, {})
     assert (cnn.lr, cnn.batch_size, cnn.epochs, cnn.max_len, cnn.min_freq) == (0.001, 64, 5, 500, 5)
-    assert set(MODEL_DEFAULTS) == {"textcnn", "birnn"}
+    assert set(MODEL_DEFAULTS) == {"textcnn", "birnn", "transformer"}
 
 
 def test_flags_override_file_overrides_defaults(tmp_path):

