@@ -28,10 +28,20 @@ def setting(
     above: float | None = None,
     flag: bool = True,
     models: tuple[str, ...] | None = None,
+    loop: bool = False,
 ):
     """A declared setting. `at_least` / `above` bound numbers; `flag=False` keeps it out of the command
-    line (TOML only); `models` names the model families it applies to (None: all)."""
-    meta = {"help": help, "choices": choices, "at_least": at_least, "above": above, "flag": flag, "models": models}
+    line (TOML only); `models` names the model families it applies to (None: all); `loop` marks a
+    setting of the training loop, which families fitted by their own solver do not use."""
+    meta = {
+        "help": help,
+        "choices": choices,
+        "at_least": at_least,
+        "above": above,
+        "flag": flag,
+        "models": models,
+        "loop": loop,
+    }
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -48,21 +58,27 @@ REDUCTIONS = ("mean", "sum")
 class RunSettings:
     """What every run has, whatever it trains: optimisation, schedule, seed, device and output folder."""
 
-    epochs: int = setting(5, at_least=1)
-    batch_size: int = setting(64, at_least=1)
-    optimizer: str = setting("adam", "adam, adamw or sgd", choices=OPTIMIZERS)
-    lr: float = setting(0.001, above=0)
-    momentum: float = setting(0.9, "for sgd", at_least=0)
-    weight_decay: float = setting(0.0, at_least=0)
-    head_lr_mult: float = setting(1.0, "head lr = lr x this; 1 = one group", above=0)
-    layer_decay: float = setting(1.0, "lr x this per block below the top (layer-wise decay); 1 = off", above=0)
-    no_decay_1d: bool = setting(False, "no weight decay on biases and norm weights", flag=False)
-    loss_reduction: str = setting("mean", "step on the batch's mean or summed loss", choices=REDUCTIONS, flag=False)
-    schedule: str = setting("none", "none, step, cosine (per epoch) or linear (per batch)", choices=SCHEDULES)
-    warmup: float = setting(0.1, "share of all steps the lr warms up over (linear)", at_least=0)
-    step_size: int = setting(1, "epochs between lr steps (step)", at_least=1)
-    gamma: float = setting(0.1, "lr factor at each step (step)")
-    grad_clip: float = setting(0.0, "clip the gradient norm; 0 = off", at_least=0)
+    epochs: int = setting(5, at_least=1, loop=True)
+    batch_size: int = setting(64, at_least=1, loop=True)
+    optimizer: str = setting("adam", "adam, adamw or sgd", choices=OPTIMIZERS, loop=True)
+    lr: float = setting(0.001, above=0, loop=True)
+    momentum: float = setting(0.9, "for sgd", at_least=0, loop=True)
+    weight_decay: float = setting(0.0, at_least=0, loop=True)
+    head_lr_mult: float = setting(1.0, "head lr = lr x this; 1 = one group", above=0, loop=True)
+    layer_decay: float = setting(
+        1.0, "lr x this per block below the top (layer-wise decay); 1 = off", above=0, loop=True
+    )
+    no_decay_1d: bool = setting(False, "no weight decay on biases and norm weights", flag=False, loop=True)
+    loss_reduction: str = setting(
+        "mean", "step on the batch's mean or summed loss", choices=REDUCTIONS, flag=False, loop=True
+    )
+    schedule: str = setting(
+        "none", "none, step, cosine (per epoch) or linear (per batch)", choices=SCHEDULES, loop=True
+    )
+    warmup: float = setting(0.1, "share of all steps the lr warms up over (linear)", at_least=0, loop=True)
+    step_size: int = setting(1, "epochs between lr steps (step)", at_least=1, loop=True)
+    gamma: float = setting(0.1, "lr factor at each step (step)", loop=True)
+    grad_clip: float = setting(0.0, "clip the gradient norm; 0 = off", at_least=0, loop=True)
     seed: int = setting(0)
     device: str = setting("auto", "auto, cpu or cuda", choices=DEVICES)
     precision: str = setting("auto", "auto (bf16 where the hardware has it), bf16 or fp32", choices=PRECISIONS)
@@ -74,7 +90,7 @@ GLOVE = ("textcnn", "birnn")  # the families that start from word vectors
 
 @dataclass(kw_only=True)
 class TextConfig(RunSettings):
-    model: str = setting("textcnn", "textcnn, birnn or transformer")
+    model: str = setting("textcnn", "textcnn, birnn, transformer or linear")
     # data
     data: str | None = setting(None, "aclImdb/ folder, IMDb tar archive, or a labeled CSV/TSV/JSONL file")
     test_data: str | None = setting(None, "test file for a labeled train file")
@@ -83,12 +99,12 @@ class TextConfig(RunSettings):
     test_fraction: float = setting(0.2, "held out of a single file")
     tokenizer: str = setting("basic", "basic (the reference) or words", choices=tuple(TOKENIZERS), models=GLOVE)
     min_freq: int = setting(5, "keep tokens seen at least this often", at_least=1, models=GLOVE)
-    max_len: int = setting(500, "the length reviews are cut to", at_least=1)
+    max_len: int = setting(500, "the length reviews are cut to (in tokens)", at_least=1, models=(*GLOVE, "transformer"))
     vectors: str = setting("glove.6B.50d", "glove.6B.50d (offline wheel) or a GloVe .txt/.gz/.zip path", models=GLOVE)
     limit_train: int | None = setting(None, "a balanced random subset", above=0)
     limit_test: int | None = setting(None, "a balanced random subset", above=0)
     cache: bool = setting(True, "keep prepared ids under <data dir>/cache/ for the next run", flag=False, models=GLOVE)
-    no_decay_1d: bool = setting(True, "no weight decay on biases and norm weights", flag=False)
+    no_decay_1d: bool = setting(True, "no weight decay on biases and norm weights", flag=False, loop=True)
     # model
     freeze_embedding: bool = setting(True, "keep BiRNN's GloVe embedding fixed", flag=False, models=("birnn",))
     num_hiddens: int = setting(100, "LSTM width", at_least=1, flag=False, models=("birnn",))
@@ -102,6 +118,9 @@ class TextConfig(RunSettings):
     pooling: str = setting(
         "mean", "mean or cls: how token states become one vector", choices=("mean", "cls"), models=("transformer",)
     )
+    ngrams: int = setting(2, "TF-IDF of 1- to N-word sequences", at_least=1, models=("linear",))
+    min_df: int = setting(2, "keep n-grams seen in at least this many reviews", at_least=1, models=("linear",))
+    c: float = setting(4.0, "inverse strength of the logistic regression's L2 penalty", above=0, models=("linear",))
     head_tokens: int = setting(
         128,
         "a review longer than --max-len keeps this many tokens from its start, the rest from its end",
@@ -147,6 +166,7 @@ class Family:
     kind: str  # what `config.json` records; `predict` takes text runs, `image-predict` image runs
     task: str
     defaults: dict = field(default_factory=dict)
+    solver: bool = False  # fitted by its own solver: the optimisation settings do not apply
 
 
 # The registry: a new family is one module and one line here.
@@ -171,6 +191,7 @@ FAMILIES: dict[str, Family] = {
             "dropout": 0.1,
         },
     ),
+    "linear": Family("text", "sentiment.text.linear:LinearTask", {}, solver=True),
     "image": Family("image", "sentiment.vision.task:ImageTask"),
 }
 TEXT_MODELS = tuple(name for name, f in FAMILIES.items() if f.kind == "text")
@@ -295,10 +316,11 @@ def to_dict(cfg) -> dict:
 def applicable(cfg) -> dict:
     """The settings that shape a run of `cfg`'s family (those declared for other families left out)."""
     family = family_of(cfg)
+    solver = FAMILIES[family].solver
     return {
         f.name: getattr(cfg, f.name)
         for f in declared(type(cfg))
-        if f.metadata["models"] is None or family in f.metadata["models"]
+        if (f.metadata["models"] is None or family in f.metadata["models"]) and not (solver and f.metadata["loop"])
     }
 
 

@@ -58,6 +58,10 @@ class Task(Protocol):
     cpu_bf16: bool  # whether `--precision auto` may pick bf16 on a CPU with native bfloat16
     evaluate_before: bool  # an epoch-0 test line: how good the model is before any step
     head: str | None  # parameter prefix of the new head (trained at lr x head_lr_mult)
+    solver: bool  # fitted by its own solver (`fit`) instead of the training loop
+
+    def fit(self, model: torch.nn.Module, data: TaskData, echo: Callable[[str], None]) -> dict:
+        """Only for `solver` families: fit `model` in place; return the metrics of its one "epoch"."""
 
     def data(self, runtime: Runtime, echo: Callable[[str], None]) -> TaskData: ...
 
@@ -119,40 +123,10 @@ def fine_tune(
     seed_everything(cfg.seed)
     model = task.model(data, runtime, echo)
     trainable, total = count_parameters(model)
-    model = distributed.wrap(model, runtime.device)
-    head = task.head if cfg.head_lr_mult != 1 else None
-    groups = param_groups(
-        model,
-        cfg.lr,
-        head=head,
-        head_lr_mult=cfg.head_lr_mult,
-        weight_decay=cfg.weight_decay,
-        no_decay_1d=cfg.no_decay_1d,
-        lr_scales=layer_decay_scales(model, cfg.layer_decay, head=task.head) if cfg.layer_decay != 1 else None,
-    )
-    optimizer = make_optimizer(cfg.optimizer, groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    setup = TrainingSetup(
-        train_batches=data.train,
-        test_batches=data.test,
-        test_labels=data.test_labels,
-        optimizer=optimizer,
-        scheduler=make_scheduler(
-            cfg.schedule,
-            optimizer,
-            epochs=cfg.epochs,
-            step_size=cfg.step_size,
-            gamma=cfg.gamma,
-            steps_per_epoch=len(data.train),
-            warmup=cfg.warmup,
-        ),
-        scheduler_per_step=cfg.schedule in PER_STEP_SCHEDULES,
-        runtime=runtime,
-        epochs=cfg.epochs,
-        grad_clip=cfg.grad_clip,
-        loss_reduction=cfg.loss_reduction,
-        evaluate_before=task.evaluate_before,
-        progress=progress,
-    )
+    setup = None
+    if not getattr(task, "solver", False):
+        model = distributed.wrap(model, runtime.device)
+        setup = _training_setup(task, cfg, model, data, runtime, progress)
 
     name = family_of(cfg) if task.kind != "image" else cfg.backbone
     if run is not None:  # resuming: the folder, its config and what predicting needs are there already
@@ -197,12 +171,72 @@ def fine_tune(
             "precision": runtime.precision,
         }
 
-    _fit_into(run, model, setup, summary, echo, after_epoch, state)
+    if setup is None:
+        _fit_with_solver(run, task, model, data, summary, echo, after_epoch)
+    else:
+        _fit_into(run, model, setup, summary, echo, after_epoch, state)
     if processes > 1:  # a record that every process ended with the same weights
         digests = distributed.weight_digests(model)
         if main:
             run.save_json("summary.json", {**run.read_json("summary.json"), "rank_weight_digests": digests})
     return run
+
+
+def _training_setup(task: Task, cfg, model: torch.nn.Module, data: TaskData, runtime: Runtime, progress: bool):
+    """Param groups, optimizer, schedule and the loop's settings for a gradient-trained family."""
+    head = task.head if cfg.head_lr_mult != 1 else None
+    groups = param_groups(
+        model,
+        cfg.lr,
+        head=head,
+        head_lr_mult=cfg.head_lr_mult,
+        weight_decay=cfg.weight_decay,
+        no_decay_1d=cfg.no_decay_1d,
+        lr_scales=layer_decay_scales(model, cfg.layer_decay, head=task.head) if cfg.layer_decay != 1 else None,
+    )
+    optimizer = make_optimizer(cfg.optimizer, groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return TrainingSetup(
+        train_batches=data.train,
+        test_batches=data.test,
+        test_labels=data.test_labels,
+        optimizer=optimizer,
+        scheduler=make_scheduler(
+            cfg.schedule,
+            optimizer,
+            epochs=cfg.epochs,
+            step_size=cfg.step_size,
+            gamma=cfg.gamma,
+            steps_per_epoch=len(data.train),
+            warmup=cfg.warmup,
+        ),
+        scheduler_per_step=cfg.schedule in PER_STEP_SCHEDULES,
+        runtime=runtime,
+        epochs=cfg.epochs,
+        grad_clip=cfg.grad_clip,
+        loss_reduction=cfg.loss_reduction,
+        evaluate_before=task.evaluate_before,
+        progress=progress,
+    )
+
+
+def _fit_with_solver(
+    run: Run,
+    task: Task,
+    model: torch.nn.Module,
+    data: TaskData,
+    summary: Callable[[str], dict],
+    echo: Callable[[str], None],
+    after_epoch: Callable[[dict], None] | None,
+) -> None:
+    """A family with its own solver: one fit, recorded as one epoch (weights, metrics, curves, summary)."""
+    metrics = task.fit(model, data, echo)
+    run.save_weights(model.state_dict(), {"epoch": 1})
+    run.log_epoch(metrics)
+    plot_runs([run], run.file("curves.png"), title=run.path.name)
+    run.save_json("summary.json", summary("completed"))
+    run.mark_latest()
+    if after_epoch is not None:
+        after_epoch(metrics)
 
 
 def resume(

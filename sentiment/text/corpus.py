@@ -123,6 +123,25 @@ def load_test_file(path: str | os.PathLike, *, text_col: str | None = None, labe
     return Corpus(train=[], test=test, classes=classes, label_keys=classes, source=str(path))
 
 
+def load_subsets(cfg) -> tuple[Corpus, list[Example], list[Example]]:
+    """The corpus `cfg` names (`data`, `test_data`, columns, `test_fraction`) and its training and test
+    examples after `--limit-train` / `--limit-test` (balanced, seeded; the test draw with its own seed)."""
+    from sentiment.config import held_out_seed
+
+    corpus = load_corpus(
+        cfg.data,
+        test_data=cfg.test_data,
+        text_col=cfg.text_col,
+        label_col=cfg.label_col,
+        test_fraction=cfg.test_fraction,
+        seed=cfg.seed,
+    )
+    k = len(corpus.classes)
+    train = balanced_subset(corpus.train, cfg.limit_train, k, cfg.seed)
+    test = balanced_subset(corpus.test, cfg.limit_test, k, held_out_seed(cfg.seed))
+    return corpus, train, test
+
+
 def balanced_subset(examples: list[Example], n: int | None, num_classes: int, seed: int) -> list[Example]:
     """A seeded random subset of `n` examples with the classes as even as the data allows, in the
     original order (see `sentiment.subsets.balanced_indices`); `None` keeps them all."""

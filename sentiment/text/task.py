@@ -165,6 +165,19 @@ class TextTask:
         return TextClassifier(run, device)
 
 
+def corpus_labels(corpus: Corpus, classes: list[str]) -> torch.Tensor:
+    """The test split's labels as indices into a run's `classes`; a label the run never saw is an error."""
+    index = {name: i for i, name in enumerate(classes)}
+    remap = []
+    for name in corpus.classes:
+        if name not in index:
+            raise SentimentError(
+                f"{corpus.source}: label {name!r} is not one of the run's classes ({', '.join(classes)})"
+            )
+        remap.append(index[name])
+    return torch.tensor([remap[ex.label] for ex in corpus.test], dtype=torch.long)
+
+
 class EncodedTextClassifier:
     """A trained text run: texts -> ids (`encode`) -> a model in `runtime` -> class probabilities.
     A family sets `run`, `classes`, `model`, `runtime`, `eval_batch_size` and `pad`, and `encode`."""
@@ -192,15 +205,7 @@ class EncodedTextClassifier:
         return logits.softmax(dim=1)
 
     def evaluate(self, corpus: Corpus, *, progress: bool = True) -> dict:
-        index = {name: i for i, name in enumerate(self.classes)}
-        remap = []
-        for name in corpus.classes:
-            if name not in index:
-                raise SentimentError(
-                    f"{corpus.source}: label {name!r} is not one of the run's classes ({', '.join(self.classes)})"
-                )
-            remap.append(index[name])
-        labels = torch.tensor([remap[ex.label] for ex in corpus.test], dtype=torch.long)
+        labels = corpus_labels(corpus, self.classes)
         enc = self.encode([ex.text for ex in corpus.test], check=False)
         # as training evaluated: training-sized batches
         batches = TextBatches(enc, None, self.eval_batch_size, shuffle=False, pad=self.pad)

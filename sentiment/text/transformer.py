@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from sentiment.config import TextConfig, held_out_seed
+from sentiment.config import TextConfig
 from sentiment.errors import SentimentError
 from sentiment.recipe import TaskData
 from sentiment.runs import Run
 from sentiment.runtime import Runtime
 from sentiment.text.batching import Encoded
-from sentiment.text.corpus import balanced_subset, load_corpus
+from sentiment.text.corpus import load_subsets
 from sentiment.text.models import full_lengths
 from sentiment.text.saved_run import MAX_TEXT_CHARS
 from sentiment.text.task import EncodedTextClassifier, TextBatches
@@ -236,17 +236,8 @@ class TransformerTask:
         cfg = self.cfg
         self.folder = find_encoder(cfg.encoder)
         self.tokenizer = load_tokenizer(self.folder)
-        corpus = load_corpus(
-            cfg.data,
-            test_data=cfg.test_data,
-            text_col=cfg.text_col,
-            label_col=cfg.label_col,
-            test_fraction=cfg.test_fraction,
-            seed=cfg.seed,
-        )
+        corpus, train, test = load_subsets(cfg)
         k = len(corpus.classes)
-        train = balanced_subset(corpus.train, cfg.limit_train, k, cfg.seed)
-        test = balanced_subset(corpus.test, cfg.limit_test, k, held_out_seed(cfg.seed))
         train_enc, cut_train = encode_texts(self.tokenizer, [ex.text for ex in train], cfg.max_len, cfg.head_tokens)
         test_enc, cut_test = encode_texts(self.tokenizer, [ex.text for ex in test], cfg.max_len, cfg.head_tokens)
         self.cut_share = round((cut_train + cut_test) / max(len(train) + len(test), 1), 4)

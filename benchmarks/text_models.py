@@ -1,0 +1,109 @@
+"""Every text family side by side on one split: linear (TF-IDF + logistic regression), TextCNN,
+BiRNN and the transformer (all-MiniLM-L6-v2), each with its family's defaults, each in its own
+process (`sentiment train`), so the figures are what a user gets.
+
+    python -m benchmarks.text_models [--data PATH] [--models linear,textcnn,birnn,transformer]
+                                     [--limit-train 5000 --limit-test 5000] [--readme]
+
+The default split is the subset protocol that fits a 2-core CPU: 5,000 / 5,000 balanced reviews,
+seed 0; `--limit-train 0 --limit-test 0` means full IMDb. TextCNN and BiRNN use the words
+tokenizer (their best, see Results). Writes benchmarks/results/text_models.json and, with
+`--readme`, the table between the README's `bench-text-models` markers; a run of some models
+replaces only their rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.accuracy import cpu_model
+from benchmarks.readme import replace_section
+from sentiment.fsutil import atomic_write_json
+
+RESULTS = Path(__file__).resolve().parent / "results" / "text_models.json"
+EXTRA = {"textcnn": ["--tokenizer", "words"], "birnn": ["--tokenizer", "words"]}
+
+
+def run_one(model: str, data: str, limit_train: int, limit_test: int, out: Path) -> dict:
+    args = [sys.executable, "-m", "sentiment", "train", "--model", model, "--data", data, "--seed", "0"]
+    args += ["--limit-train", str(limit_train)] if limit_train else []
+    args += ["--limit-test", str(limit_test)] if limit_test else []
+    args += [*EXTRA.get(model, []), "--out", str(out / model), "--quiet"]
+    started = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{model}: {done.stderr.strip().splitlines()[-1]}")
+    run = (out / model / "latest").resolve()
+    summary = json.loads((run / "summary.json").read_text())
+    config = json.loads((run / "config.json").read_text())["config"]
+    return {
+        "model": model,
+        "test_acc": summary["test_acc"],
+        "epochs": summary["epochs"],
+        "train_s": round(summary["epoch_s"] * summary["epochs"], 1),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "train_examples_per_s": summary["train_examples_per_s"],
+        "train": summary["train_examples"],
+        "test": summary["test_examples"],
+        "precision": summary.get("precision", "fp32"),
+        "max_len": config.get("max_len"),
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def table(results: list[dict]) -> str:
+    rows = [
+        "| model | data (train / test) | test acc | epochs | train s | whole run s | train examples/s | precision |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        rows.append(
+            f"| {r['model']} | {r['train']:,} / {r['test']:,} | {r['test_acc']:.4f} | {r['epochs']} | "
+            f"{r['train_s']:.0f} | {r['wall_s']:.0f} | {r['train_examples_per_s']:.0f} | {r['precision']} |"
+        )
+    machines = sorted({f"{r['cpu']}, {r['threads']} threads, measured {r['date']}" for r in results})
+    rows += ["", f"Each family's defaults, seed 0; {'; '.join(machines)}. Re-run: `make bench-text-models`."]
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.environ.get("SENTIMENT_IMDB"))
+    ap.add_argument("--models", default="linear,textcnn,birnn,transformer")
+    ap.add_argument("--limit-train", type=int, default=5000)
+    ap.add_argument("--limit-test", type=int, default=5000)
+    ap.add_argument("--readme", action="store_true")
+    a = ap.parse_args()
+    if not a.data:
+        raise SystemExit("name the IMDb archive with --data or $SENTIMENT_IMDB")
+    previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = []
+        for model in [m for m in a.models.split(",") if m]:
+            print(f"== {model}", flush=True)
+            fresh.append(run_one(model, a.data, a.limit_train, a.limit_test, Path(tmp)))
+            print(json.dumps(fresh[-1]), flush=True)
+    key = lambda r: (r["model"], r["train"], r["test"])  # noqa: E731
+    replaced = {key(r) for r in fresh}
+    results = [r for r in previous if key(r) not in replaced] + fresh
+    order = ["linear", "textcnn", "birnn", "transformer"]
+    results.sort(key=lambda r: (-r["train"], order.index(r["model"]) if r["model"] in order else 99))
+    atomic_write_json(RESULTS, results)
+    print(table(results))
+    if a.readme:
+        replace_section("bench-text-models", table(results))
+
+
+if __name__ == "__main__":
+    main()

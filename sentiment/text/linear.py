@@ -1,0 +1,201 @@
+"""The linear baseline: TF-IDF of words and word pairs -> logistic regression (scikit-learn).
+
+It trains in seconds and is the bar every other text model has to clear. It is a family like the
+others (same data options, run folder, predict, evaluate, compare), fitted by its own solver
+instead of the training loop. The run folder keeps the n-gram vocabulary (`tfidf.json`) and the
+idf weights and coefficients (`model.safetensors`); predicting needs neither torch nor a pickle.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from sentiment.config import TextConfig
+from sentiment.errors import SentimentError
+from sentiment.fsutil import atomic_write_json
+from sentiment.recipe import TaskData
+from sentiment.runs import Run
+from sentiment.runtime import Runtime
+from sentiment.text.corpus import Corpus, load_subsets
+from sentiment.text.saved_run import MAX_TEXT_CHARS
+
+VOCABULARY = "tfidf.json"
+
+
+def _vectorizer(ngrams: int, min_df: int = 1, vocabulary: dict[str, int] | None = None):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(
+        ngram_range=(1, ngrams), min_df=min_df, sublinear_tf=True, dtype=np.float32, vocabulary=vocabulary
+    )
+
+
+class TfidfLinear(nn.Module):
+    """Logits of TF-IDF features: `idf` [F] and a linear layer [classes, F]; the coefficients of a
+    two-class logistic regression are stored as two rows (-w/2, +w/2), so softmax gives its sigmoid."""
+
+    def __init__(self, features: int, num_classes: int):
+        super().__init__()
+        self.register_buffer("idf", torch.ones(features))
+        self.linear = nn.Linear(features, num_classes)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def set_coefficients(self, coef: np.ndarray, intercept: np.ndarray) -> None:
+        if coef.shape[0] == 1:  # binary: one row of log-odds
+            coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.from_numpy(coef.astype(np.float32)))
+            self.linear.bias.copy_(torch.from_numpy(intercept.astype(np.float32)))
+
+
+def _logits(features, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    return np.asarray(features @ weight.T) + bias
+
+
+def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(1) == labels).mean())
+
+
+def _loss(logits: np.ndarray, labels: np.ndarray) -> float:
+    shifted = logits - logits.max(1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    return float(-log_p[np.arange(len(labels)), labels].mean())
+
+
+class LinearTask:
+    """TF-IDF (1- to `--ngrams`-grams, sublinear tf, `--min-df`) and L2 logistic regression (`--c`)."""
+
+    kind = "text"
+    allocator = "bounded"
+    cpu_bf16 = False
+    evaluate_before = False
+    head = None
+    solver = True
+
+    def __init__(self, cfg: TextConfig):
+        self.cfg = cfg
+
+    def data(self, runtime: Runtime, echo: Callable[[str], None]) -> TaskData:
+        started = time.perf_counter()
+        cfg = self.cfg
+        corpus, train, test = load_subsets(cfg)
+        self.vectorizer = _vectorizer(cfg.ngrams, cfg.min_df)
+        self.train_x = self.vectorizer.fit_transform([ex.text for ex in train])
+        self.test_x = self.vectorizer.transform([ex.text for ex in test])
+        self.train_y = np.array([ex.label for ex in train], dtype=np.int64)
+        echo(
+            f"data: {corpus.source}: {len(train):,} train / {len(test):,} test reviews, {len(corpus.classes)} "
+            f"classes; {self.train_x.shape[1]:,} TF-IDF features (1- to {cfg.ngrams}-grams seen in at least "
+            f"{cfg.min_df} reviews); prepared in {time.perf_counter() - started:.1f} s"
+        )
+        return TaskData(
+            train=None,
+            test=None,
+            test_labels=torch.tensor([ex.label for ex in test], dtype=torch.long),
+            classes=list(corpus.classes),
+            train_examples=len(train),
+            test_examples=len(test),
+        )
+
+    def model(self, data: TaskData, runtime: Runtime, echo: Callable[[str], None]) -> nn.Module:
+        return TfidfLinear(self.train_x.shape[1], len(data.classes))
+
+    def fit(self, model: nn.Module, data: TaskData, echo: Callable[[str], None]) -> dict:
+        from sklearn.linear_model import LogisticRegression
+
+        cfg = self.cfg
+        started = time.perf_counter()
+        solver = LogisticRegression(C=cfg.c, max_iter=1000, random_state=cfg.seed)
+        solver.fit(self.train_x, self.train_y)
+        seconds = time.perf_counter() - started
+        model.set_coefficients(solver.coef_, solver.intercept_)
+        with torch.no_grad():
+            model.idf.copy_(torch.from_numpy(self.vectorizer.idf_.astype(np.float32)))
+        weight, bias = model.linear.weight.detach().numpy(), model.linear.bias.detach().numpy()
+        train_logits = _logits(self.train_x, weight, bias)
+        started = time.perf_counter()
+        test_logits = _logits(self.test_x, weight, bias)
+        test_labels = data.test_labels.numpy()
+        metrics = {
+            "epoch": 1,
+            "train_loss": _loss(train_logits, self.train_y),
+            "train_acc": _accuracy(train_logits, self.train_y),
+            "train_examples": len(self.train_y),
+            "train_s": round(seconds, 3),
+            "train_examples_per_s": round(len(self.train_y) / max(seconds, 1e-9), 1),
+            "test_loss": _loss(test_logits, test_labels),
+            "test_acc": _accuracy(test_logits, test_labels),
+            "test_s": round(time.perf_counter() - started, 3),
+        }
+        echo(
+            f"fit: train loss {metrics['train_loss']:.4f} acc {metrics['train_acc']:.3f}, test loss "
+            f"{metrics['test_loss']:.4f} acc {metrics['test_acc']:.3f} ({seconds:.1f} s)"
+        )
+        return metrics
+
+    def record(self, data: TaskData) -> dict:
+        return {"features": self.train_x.shape[1], "vocabulary_file": VOCABULARY}
+
+    def save(self, run: Run, data: TaskData) -> None:
+        terms = sorted(self.vectorizer.vocabulary_, key=self.vectorizer.vocabulary_.get)
+        atomic_write_json(run.file(VOCABULARY), {"ngrams": self.cfg.ngrams, "terms": terms})
+
+    def check_resume(self, run: Run, data: TaskData) -> None:
+        raise SentimentError(f"{run.path} is a linear run: it fits in one go; train it again instead")
+
+    def summary(self, data: TaskData) -> dict:
+        return {"features": self.train_x.shape[1], "ngrams": self.cfg.ngrams}
+
+    @classmethod
+    def classifier(cls, run: Run, device: str) -> LinearClassifier:
+        return LinearClassifier(run)
+
+
+class LinearClassifier:
+    """A trained linear run: the vectorizer rebuilt from `tfidf.json` and the idf weights, the
+    coefficients from `model.safetensors`; numpy and scipy only."""
+
+    def __init__(self, run: Run):
+        meta = run.read_meta("text")
+        self.run = run
+        self.classes: list[str] = meta["classes"]
+        saved = run.read_json(meta.get("vocabulary_file", VOCABULARY))
+        state = run.load_weights("numpy")
+        vocabulary = {term: i for i, term in enumerate(saved["terms"])}
+        if state["idf"].shape[0] != len(vocabulary):
+            raise SentimentError(
+                f"{run.path}: {VOCABULARY} has {len(vocabulary):,} terms but the weights {state['idf'].shape[0]:,}; "
+                f"the run folder's files do not belong together"
+            )
+        self.vectorizer = _vectorizer(saved["ngrams"], vocabulary=vocabulary)
+        self.vectorizer.idf_ = state["idf"]
+        self.weight, self.bias = state["linear.weight"], state["linear.bias"]
+
+    def _logits(self, texts: Sequence[str]) -> np.ndarray:
+        return _logits(self.vectorizer.transform(list(texts)), self.weight, self.bias)
+
+    def probabilities(self, texts: Sequence[str], **_) -> torch.Tensor:
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise SentimentError(f"text {i + 1} is empty; give a review to classify")
+            if len(text) > MAX_TEXT_CHARS:
+                raise SentimentError(
+                    f"text {i + 1} is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,} "
+                    f"(is this the right input?)"
+                )
+        return torch.from_numpy(self._logits(texts)).softmax(dim=1)
+
+    def evaluate(self, corpus: Corpus, *, progress: bool = True) -> dict:
+        from sentiment.text.task import corpus_labels
+        from sentiment.train import classification_report
+
+        labels = corpus_labels(corpus, self.classes)
+        logits = torch.from_numpy(self._logits([ex.text for ex in corpus.test]))
+        loss = torch.nn.functional.cross_entropy(logits, labels).item()
+        return classification_report(labels, logits.argmax(1), self.classes) | {"loss": loss}
