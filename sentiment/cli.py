@@ -268,8 +268,8 @@ def evaluate_cmd(
     import dataclasses
 
     from sentiment.config import held_out_seed
-    from sentiment.recipe import open_classifier
     from sentiment.runs import Run
+    from sentiment.tasks import open_classifier
     from sentiment.text.corpus import balanced_subset, load_corpus, load_test_file
     from sentiment.text.labeled import is_labeled_file
 
@@ -377,8 +377,8 @@ def image_predict_cmd(
     device: Annotated[str, typer.Option("--device")] = "cpu",
 ):
     """Classify images with a trained image run: class, probability and the file, one line each."""
-    from sentiment.recipe import open_classifier
     from sentiment.runs import Run
+    from sentiment.tasks import open_classifier
 
     clf = open_classifier(Run.open(run), device, kind="image", hint="; use sentiment predict")
     probs = clf.probabilities(images)

@@ -53,8 +53,8 @@ def test_probabilities_are_scikit_learns(trained, capsys, monkeypatch):
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    from sentiment.recipe import open_classifier
     from sentiment.runs import Run
+    from sentiment.tasks import open_classifier
     from sentiment.text.labeled import read_labeled_rows
 
     root, train, test = trained

@@ -18,11 +18,11 @@ from torch import nn
 from sentiment.config import TextConfig
 from sentiment.errors import SentimentError
 from sentiment.fsutil import atomic_write_json
-from sentiment.recipe import TaskData
 from sentiment.runs import Run
 from sentiment.runtime import Runtime
+from sentiment.tasks import TaskData
 from sentiment.text.corpus import Corpus, load_subsets
-from sentiment.text.saved_run import MAX_TEXT_CHARS
+from sentiment.text.saved_run import check_texts
 
 VOCABULARY = "tfidf.json"
 
@@ -181,14 +181,7 @@ class LinearClassifier:
         return _logits(self.vectorizer.transform(list(texts)), self.weight, self.bias)
 
     def probabilities(self, texts: Sequence[str], **_) -> torch.Tensor:
-        for i, text in enumerate(texts):
-            if not text.strip():
-                raise SentimentError(f"text {i + 1} is empty; give a review to classify")
-            if len(text) > MAX_TEXT_CHARS:
-                raise SentimentError(
-                    f"text {i + 1} is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,} "
-                    f"(is this the right input?)"
-                )
+        check_texts(texts)
         return torch.from_numpy(self._logits(texts)).softmax(dim=1)
 
     def evaluate(self, corpus: Corpus, *, progress: bool = True) -> dict:

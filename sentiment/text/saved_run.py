@@ -15,6 +15,18 @@ from sentiment.text.vocab import Vocab
 MAX_TEXT_CHARS = 200_000  # a review longer than this is almost certainly the wrong input
 
 
+def check_texts(texts: Sequence[str]) -> None:
+    """Texts to classify: an empty one, or one too long to be a review, is a user error."""
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise SentimentError(f"text {i + 1} is empty; give a review to classify")
+        if len(text) > MAX_TEXT_CHARS:
+            raise SentimentError(
+                f"text {i + 1} is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,} "
+                f"(is this the right input?)"
+            )
+
+
 class TextRunFolder:
     """A text run folder's config, classes, vocabulary and weights, checked to belong together."""
 
@@ -38,14 +50,7 @@ class TextRunFolder:
             )
 
     def encode(self, texts: Sequence[str]) -> Encoded:
-        for i, text in enumerate(texts):
-            if not text.strip():
-                raise SentimentError(f"text {i + 1} is empty; give a review to classify")
-            if len(text) > MAX_TEXT_CHARS:
-                raise SentimentError(
-                    f"text {i + 1} is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,} "
-                    f"(is this the right input?)"
-                )
+        check_texts(texts)
         return encode((self.tokenize(t) for t in texts), self.vocab, self.max_len)
 
 

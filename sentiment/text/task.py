@@ -14,9 +14,9 @@ import torch
 
 from sentiment.config import TextConfig
 from sentiment.errors import SentimentError
-from sentiment.recipe import TaskData
 from sentiment.runs import Run
 from sentiment.runtime import Runtime
+from sentiment.tasks import TaskData
 from sentiment.text import fast
 from sentiment.text.batching import BucketBatchSampler, Encoded, encode, pad_batch
 from sentiment.text.corpus import Corpus
@@ -76,6 +76,34 @@ def model_hyper(cfg: TextConfig) -> dict:
     return {"kernel_sizes": list(cfg.kernel_sizes), "num_channels": list(cfg.num_channels), "dropout": cfg.dropout}
 
 
+def text_task_data(
+    cfg, runtime: Runtime, train: Encoded, train_labels, test: Encoded, test_labels, classes, pad=PAD_ID
+):
+    """Encoded splits as the loop's batches: the training split shuffled in length buckets (this
+    process's shard under torchrun), the test split in order."""
+    from sentiment import distributed
+
+    return TaskData(
+        train=TextBatches(
+            train,
+            np.asarray(train_labels, dtype=np.int64),
+            cfg.batch_size,
+            shuffle=True,
+            seed=cfg.seed,
+            pin_memory=runtime.pin_memory,
+            num_replicas=distributed.world_size(),
+            rank=distributed.rank(),
+            pad=pad,
+        ),
+        # evaluation in training-sized batches: larger ones were no faster and held 4x the activations
+        test=TextBatches(test, None, cfg.batch_size, shuffle=False, pin_memory=runtime.pin_memory, pad=pad),
+        test_labels=torch.as_tensor(np.asarray(test_labels, dtype=np.int64)),
+        classes=list(classes),
+        train_examples=len(train),
+        test_examples=len(test),
+    )
+
+
 class TextTask:
     """TextCNN or BiRNN over a GloVe-initialised vocabulary built from the training split."""
 
@@ -89,7 +117,6 @@ class TextTask:
         self.cfg = cfg
 
     def data(self, runtime: Runtime, echo: Callable[[str], None]) -> TaskData:
-        from sentiment import distributed
         from sentiment.text.vectors import load_vectors
 
         started = time.perf_counter()
@@ -102,25 +129,7 @@ class TextTask:
             f"{len(data.classes)} classes; vocab {len(data.vocab):,} ({self.oov_words:,} without a vector); "
             f"prepared in {time.perf_counter() - started:.1f} s"
         )
-        pin = runtime.pin_memory
-        return TaskData(
-            train=TextBatches(
-                data.train,
-                data.train_labels,
-                cfg.batch_size,
-                shuffle=True,
-                seed=cfg.seed,
-                pin_memory=pin,
-                num_replicas=distributed.world_size(),
-                rank=distributed.rank(),
-            ),
-            # evaluation in training-sized batches: larger ones were no faster and held 4x the activations
-            test=TextBatches(data.test, None, cfg.batch_size, shuffle=False, pin_memory=pin),
-            test_labels=torch.from_numpy(np.array(data.test_labels)),
-            classes=data.classes,
-            train_examples=len(data.train),
-            test_examples=len(data.test),
-        )
+        return text_task_data(cfg, runtime, data.train, data.train_labels, data.test, data.test_labels, data.classes)
 
     def model(self, data: TaskData, runtime: Runtime, echo: Callable[[str], None]) -> torch.nn.Module:
         cfg = self.cfg

@@ -22,14 +22,14 @@ from torch import nn
 
 from sentiment.config import TextConfig
 from sentiment.errors import SentimentError
-from sentiment.recipe import TaskData
 from sentiment.runs import Run
 from sentiment.runtime import Runtime
+from sentiment.tasks import TaskData
 from sentiment.text.batching import Encoded
 from sentiment.text.corpus import load_subsets
 from sentiment.text.models import full_lengths
-from sentiment.text.saved_run import MAX_TEXT_CHARS
-from sentiment.text.task import EncodedTextClassifier, TextBatches
+from sentiment.text.saved_run import check_texts
+from sentiment.text.task import EncodedTextClassifier, text_task_data
 
 # all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide, lower-case WordPiece), shipped in a PyPI wheel
 PACKAGED_ENCODERS = {
@@ -230,8 +230,6 @@ class TransformerTask:
         self.cfg = cfg
 
     def data(self, runtime: Runtime, echo: Callable[[str], None]) -> TaskData:
-        from sentiment import distributed
-
         started = time.perf_counter()
         cfg = self.cfg
         self.folder = find_encoder(cfg.encoder)
@@ -247,24 +245,15 @@ class TransformerTask:
             f"(the first {min(cfg.head_tokens, cfg.max_len)} and the last); prepared in "
             f"{time.perf_counter() - started:.1f} s"
         )
-        pad, pin = self.tokenizer.pad_token_id, runtime.pin_memory
-        return TaskData(
-            train=TextBatches(
-                train_enc,
-                np.array([ex.label for ex in train], dtype=np.int64),
-                cfg.batch_size,
-                shuffle=True,
-                seed=cfg.seed,
-                pin_memory=pin,
-                num_replicas=distributed.world_size(),
-                rank=distributed.rank(),
-                pad=pad,
-            ),
-            test=TextBatches(test_enc, None, cfg.batch_size, shuffle=False, pin_memory=pin, pad=pad),
-            test_labels=torch.tensor([ex.label for ex in test], dtype=torch.long),
-            classes=list(corpus.classes),
-            train_examples=len(train),
-            test_examples=len(test),
+        return text_task_data(
+            cfg,
+            runtime,
+            train_enc,
+            [ex.label for ex in train],
+            test_enc,
+            [ex.label for ex in test],
+            corpus.classes,
+            pad=self.tokenizer.pad_token_id,
         )
 
     def model(self, data: TaskData, runtime: Runtime, echo: Callable[[str], None]) -> nn.Module:
@@ -328,12 +317,5 @@ class TransformerRunClassifier(EncodedTextClassifier):
 
     def encode(self, texts: Sequence[str], *, check: bool = True) -> Encoded:
         if check:
-            for i, text in enumerate(texts):
-                if not text.strip():
-                    raise SentimentError(f"text {i + 1} is empty; give a review to classify")
-                if len(text) > MAX_TEXT_CHARS:
-                    raise SentimentError(
-                        f"text {i + 1} is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,} "
-                        f"(is this the right input?)"
-                    )
+            check_texts(texts)
         return encode_texts(self.tokenizer, texts, self.max_len, self.head_tokens)[0]

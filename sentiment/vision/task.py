@@ -16,10 +16,10 @@ from sentiment import hub
 from sentiment.config import ImageConfig, held_out_seed
 from sentiment.errors import SentimentError
 from sentiment.finetune import freeze
-from sentiment.recipe import TaskData
 from sentiment.runs import Run
 from sentiment.runtime import Runtime
 from sentiment.subsets import balanced_indices
+from sentiment.tasks import TaskData
 from sentiment.train import predict_logits
 from sentiment.vision.backbones import build_model, get_backbone, parse_head_init
 from sentiment.vision.folder import ImageFolder, SkippedImagesWarning, load_image, make_loader, open_image_root

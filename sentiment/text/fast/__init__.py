@@ -45,7 +45,7 @@ def open_classifier(run, device: str = "cpu", *, texts: int):
         clf = open_numpy_classifier(run)
         if clf is not None:
             return clf
-    from sentiment.recipe import open_classifier
+    from sentiment.tasks import open_classifier
 
     return open_classifier(run, device, kind="text")
 
