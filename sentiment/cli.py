@@ -18,6 +18,7 @@ import typer
 from sentiment import config
 from sentiment.config import ImageConfig, TextConfig
 from sentiment.errors import SentimentError
+from sentiment.fsutil import split_lines
 
 try:  # recent typer releases carry their own copy of click
     from typer._click import exceptions as click_exceptions
@@ -119,7 +120,14 @@ def data_stats_cmd(
 DataOpt = Annotated[str | None, typer.Option("--data", help=config.help_of(TextConfig, "data"))]
 RunOpt = Annotated[str | None, typer.Option("--run", help="a run folder (default: runs/latest)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", help="no progress bars")]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", help="no progress bars (there are none when output is not a terminal)")
+]
+
+
+def _bars(quiet: bool = False) -> bool:
+    """Progress bars only on a terminal: in a log file they are carriage returns and escape codes."""
+    return not quiet and sys.stderr.isatty()
 
 
 @app.command("train")
@@ -144,12 +152,13 @@ def train_cmd(
         flags = {**settings, "config": config_file, "resume": resume}
         return _torchrun(nproc, flags, quiet)
     if resume is not None:
+        moved = {k: settings.pop(k, None) for k in ("data", "test_data")}  # where the run's data is now
         given = [k for k, v in {**settings, "config": config_file}.items() if v is not None]
         if given:
             shown = ", ".join("--" + k.replace("_", "-") for k in given)
             raise SentimentError(f"--resume continues with the run's saved settings; drop {shown}")
         try:
-            run = recipe.resume(resume, progress=not quiet, echo=typer.echo)
+            run = recipe.resume(resume, **moved, progress=_bars(quiet), echo=typer.echo)
         finally:
             distributed.cleanup()
     else:
@@ -158,7 +167,7 @@ def train_cmd(
             shown = ", ".join(f"{k}={v}" for k, v in config.applicable(cfg).items() if v is not None)
             typer.echo(f"config: {shown}")
         try:
-            run = recipe.fine_tune(cfg, progress=not quiet, echo=typer.echo)
+            run = recipe.fine_tune(cfg, progress=_bars(quiet), echo=typer.echo)
         finally:
             distributed.cleanup()
     if not distributed.is_main():
@@ -198,11 +207,11 @@ def _read_texts(texts: list[str], file: str | None) -> list[str]:
     if file is not None and texts:
         raise SentimentError("give texts as arguments or with --file, not both")
     if file == "-":
-        lines = sys.stdin.read().splitlines()
+        lines = split_lines(sys.stdin.read())
     elif file is not None:
         path = Path(file)
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = split_lines(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise SentimentError(f"no file at {path}") from None
         except UnicodeDecodeError:
@@ -234,7 +243,7 @@ def predict_cmd(
 
     lines = _read_texts(texts or [], file)
     clf = fast.open_classifier(Run.open(run, default_root="runs"), device, texts=len(lines))
-    probs = clf.probabilities(lines, progress=len(lines) > 5000)
+    probs = clf.probabilities(lines, progress=len(lines) > 5000 and _bars())
     best = probs.argmax(1).tolist()
     rows = []
     for text, p, b in zip(lines, probs.tolist(), best, strict=True):
@@ -274,13 +283,14 @@ def evaluate_cmd(
     from sentiment.text.labeled import is_labeled_file
 
     clf = open_classifier(Run.open(run), device, kind="text")
-    cfg = clf.run.read_json("config.json")["config"]
+    meta = clf.run.read_json("config.json")
+    cfg = meta["config"]
     if data is not None and is_labeled_file(data):  # a user's file: every row is test data
         corpus = load_test_file(data, text_col=cfg.get("text_col"), label_col=cfg.get("label_col"))
-    else:  # IMDb's test split, or the run's own held-out split when no data is named
+    else:  # IMDb's test split, or the run's own held-out split, from where the run read it
         corpus = load_corpus(
-            data if data is not None else cfg.get("data"),
-            test_data=None if data is not None else cfg.get("test_data"),
+            data if data is not None else meta.get("data_source") or cfg.get("data"),
+            test_data=None if data is not None else meta.get("test_data_source") or cfg.get("test_data"),
             text_col=cfg.get("text_col"),
             label_col=cfg.get("label_col"),
             test_fraction=cfg.get("test_fraction", 0.2),
@@ -290,7 +300,7 @@ def evaluate_cmd(
     if seed is None:  # the same subset that training's --limit-test drew
         seed = held_out_seed(cfg.get("seed", 0))
     corpus = dataclasses.replace(corpus, test=balanced_subset(corpus.test, limit, len(corpus.classes), seed))
-    report = clf.evaluate(corpus, progress=not as_json)
+    report = clf.evaluate(corpus, progress=not as_json and _bars())
     if as_json:
         typer.echo(json.dumps(report))
         return
@@ -359,7 +369,7 @@ def image_finetune_cmd(
 
     cfg = config.image_config(config_file, settings)
     typer.echo("config: " + ", ".join(f"{k}={v}" for k, v in config.applicable(cfg).items() if v is not None))
-    run = recipe.fine_tune(cfg, progress=not quiet, echo=typer.echo)
+    run = recipe.fine_tune(cfg, progress=_bars(quiet), echo=typer.echo)
     s = run.read_json("summary.json")
     initial = s.get("initial_test_acc")
     typer.echo(

@@ -65,3 +65,12 @@ def atomic_write_text(target: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(target: str | os.PathLike, obj, *, indent: int | None = 2) -> None:
     atomic_write_text(target, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of a text file, split at "\n" and "\r\n" only. `str.splitlines()` also splits at
+    U+0085, U+2028, form feeds and others, which reviews contain inside a line."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]

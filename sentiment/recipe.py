@@ -71,7 +71,7 @@ def fine_tune(
     setup = None
     if not getattr(task, "solver", False):
         model = distributed.wrap(model, runtime.device)
-        setup = _training_setup(task, cfg, model, data, runtime, progress)
+        setup = _training_setup(task, cfg, model, data, runtime, progress, echo)
 
     name = family_of(cfg) if task.kind != "image" else cfg.backbone
     if run is not None:  # resuming: the folder, its config and what predicting needs are there already
@@ -85,6 +85,8 @@ def fine_tune(
                 "kind": task.kind,
                 "family": family_of(cfg),
                 "config": to_dict(cfg),
+                "data_source": data.source,
+                "test_data_source": data.test_source,
                 "classes": data.classes,
                 **task.record(data),
                 "parameters": {"trainable": trainable, "total": total},
@@ -127,7 +129,15 @@ def fine_tune(
     return run
 
 
-def _training_setup(task: Task, cfg, model: torch.nn.Module, data: TaskData, runtime: Runtime, progress: bool):
+def _training_setup(
+    task: Task,
+    cfg,
+    model: torch.nn.Module,
+    data: TaskData,
+    runtime: Runtime,
+    progress: bool,
+    echo: Callable[[str], None],
+):
     """Param groups, optimizer, schedule and the loop's settings for a gradient-trained family."""
     head = task.head if cfg.head_lr_mult != 1 else None
     groups = param_groups(
@@ -161,6 +171,7 @@ def _training_setup(task: Task, cfg, model: torch.nn.Module, data: TaskData, run
         loss_reduction=cfg.loss_reduction,
         evaluate_before=task.evaluate_before,
         progress=progress,
+        report=echo,
     )
 
 
@@ -187,11 +198,14 @@ def _fit_with_solver(
 def resume(
     run_path: str | Path,
     *,
+    data: str | None = None,
+    test_data: str | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
     after_epoch: Callable[[dict], None] | None = None,
 ) -> Run:
-    """Continue an interrupted run from its `checkpoint.pt`, with the config it was started with."""
+    """Continue an interrupted run from its `checkpoint.pt`, with the config it was started with, on
+    the data it recorded (`data` / `test_data` name where that data is now, if it moved)."""
     from sentiment.config import ImageConfig, TextConfig
 
     run = Run.open_for_resume(run_path)
@@ -200,6 +214,8 @@ def resume(
     if config_type is None:
         raise SentimentError(f"{run.path} is not a run this version can resume (kind {meta.get('kind')!r})")
     cfg = apply(config_type(), meta["config"], str(run.file("config.json")))
+    where = {"data": data or meta.get("data_source"), "test_data": test_data or meta.get("test_data_source")}
+    cfg = apply(cfg, {k: v for k, v in where.items() if v is not None and hasattr(cfg, k)}, "--resume")
     state = run.load_checkpoint()
     if int(state["epoch"]) >= cfg.epochs and not state.get("position"):
         raise SentimentError(f"{run.path} already finished its {cfg.epochs} epochs; nothing to resume")

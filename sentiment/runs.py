@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from sentiment.errors import SentimentError
-from sentiment.fsutil import atomic_path, atomic_write_json, atomic_write_text
+from sentiment.fsutil import atomic_path, atomic_write_json, atomic_write_text, split_lines
 
 LATEST = "latest"
 REQUIRED = ("config.json", "model.safetensors")
@@ -190,7 +190,7 @@ class Run:
     def read_metrics(self) -> list[dict]:
         p = self.file("metrics.jsonl")
         try:
-            return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+            return [json.loads(line) for line in split_lines(p.read_text(encoding="utf-8")) if line.strip()]
         except FileNotFoundError:
             return []
         except ValueError as e:

@@ -28,6 +28,8 @@ class TaskData:
     classes: list[str]
     train_examples: int
     test_examples: int
+    source: str | None = None  # where the data was read, as an absolute path (config.json keeps it)
+    test_source: str | None = None  # a separate test file, if any
 
 
 class Task(Protocol):

@@ -281,7 +281,8 @@ class TrainingSetup:
     grad_clip: float = 0.0
     loss_reduction: str = "mean"
     evaluate_before: bool = False  # an "epoch 0" line: how good the model is before any step
-    progress: bool = True
+    progress: bool = True  # progress bars (on a terminal)
+    report: Callable[[str], None] | None = None  # where the per-epoch lines go, bars or not
 
 
 def _test_metrics(model: nn.Module, loop: TrainingSetup) -> dict:
@@ -296,6 +297,13 @@ def _test_metrics(model: nn.Module, loop: TrainingSetup) -> dict:
         total=len(loop.test_batches),
     )
     return {"test_loss": te.loss, "test_acc": te.acc, "test_s": round(te.seconds, 3)}
+
+
+def _report(loop: TrainingSetup, line: str) -> None:
+    if loop.progress:
+        tqdm.write(line)  # above the bars, which stay at the bottom
+    elif loop.report is not None:
+        loop.report(line)
 
 
 def training_state(model: nn.Module, loop: TrainingSetup, epoch: int, position: EpochPosition | None) -> dict:
@@ -369,8 +377,7 @@ def fit(
     if loop.evaluate_before and resume is None and loop.test_batches is not None:
         metrics = {"epoch": 0, "lr": loop.optimizer.param_groups[0]["lr"], **_test_metrics(model, loop)}
         history.append(metrics)
-        if loop.progress:
-            tqdm.write(f"epoch 0 (before training): test loss {metrics['test_loss']:.4f} acc {metrics['test_acc']:.3f}")
+        _report(loop, f"epoch 0 (before training): test loss {metrics['test_loss']:.4f} acc {metrics['test_acc']:.3f}")
         if on_epoch_end is not None:
             on_epoch_end(metrics)
     if resume is not None:  # last, so that nothing above draws from the restored generators
@@ -425,8 +432,7 @@ def fit(
             if "test_acc" in metrics:
                 shown += f", test loss {metrics['test_loss']:.4f} acc {metrics['test_acc']:.3f}"
             shown += f" ({tr.examples_per_s:.0f} examples/s)"
-            if loop.progress:
-                epoch_bar.write(shown)
+            _report(loop, shown)
             if on_epoch_end is not None:
                 on_epoch_end(metrics)
             if save_checkpoint is not None:

@@ -48,4 +48,4 @@ def three_class_csv(path, n: int = 240, seed: int = 0):
 
 
 def jsonl(out: str) -> list[dict]:
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
+    return [json.loads(line) for line in out.split("\n") if line.strip()]  # not splitlines(): U+0085 is text

@@ -123,6 +123,15 @@ def load_test_file(path: str | os.PathLike, *, text_col: str | None = None, labe
     return Corpus(train=[], test=test, classes=classes, label_keys=classes, source=str(path))
 
 
+def data_sources(cfg) -> tuple[str, str | None]:
+    """Absolute paths of the data `cfg` reads (`--data`, or IMDb found as `imdb.find_imdb` says) and of
+    its separate test file, if any: what a run records so that `evaluate` and `--resume` find them
+    from any folder and without the environment it was trained in."""
+    data = Path(cfg.data) if cfg.data is not None and is_labeled_file(cfg.data) else imdb.find_imdb(cfg.data)
+    test = str(Path(cfg.test_data).resolve()) if cfg.test_data else None
+    return str(data.resolve()), test
+
+
 def load_subsets(cfg) -> tuple[Corpus, list[Example], list[Example]]:
     """The corpus `cfg` names (`data`, `test_data`, columns, `test_fraction`) and its training and test
     examples after `--limit-train` / `--limit-test` (balanced, seeded; the test draw with its own seed)."""

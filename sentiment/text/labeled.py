@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from sentiment.errors import SentimentError
+from sentiment.fsutil import split_lines
 
 TEXT_COLUMNS = ("text", "sentence", "review", "content", "document")
 LABEL_COLUMNS = ("label", "sentiment", "class", "category", "target")
@@ -100,7 +101,7 @@ def _read_delimited(path: Path, text: str, delimiter: str, text_col, label_col) 
 def _read_jsonl(path: Path, text: str, text_col, label_col) -> Rows:
     rows: Rows = []
     tcol = lcol = None
-    for line_no, line in enumerate(text.splitlines(), 1):
+    for line_no, line in enumerate(split_lines(text), 1):
         if not line.strip():
             continue
         try:

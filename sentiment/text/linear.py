@@ -21,7 +21,7 @@ from sentiment.fsutil import atomic_write_json
 from sentiment.runs import Run
 from sentiment.runtime import Runtime
 from sentiment.tasks import TaskData
-from sentiment.text.corpus import Corpus, load_subsets
+from sentiment.text.corpus import Corpus, data_sources, load_subsets
 from sentiment.text.saved_run import check_texts
 
 VOCABULARY = "tfidf.json"
@@ -101,6 +101,8 @@ class LinearTask:
             classes=list(corpus.classes),
             train_examples=len(train),
             test_examples=len(test),
+            source=data_sources(cfg)[0],
+            test_source=data_sources(cfg)[1],
         )
 
     def model(self, data: TaskData, runtime: Runtime, echo: Callable[[str], None]) -> nn.Module:

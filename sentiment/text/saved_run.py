@@ -52,6 +52,3 @@ class TextRunFolder:
     def encode(self, texts: Sequence[str]) -> Encoded:
         check_texts(texts)
         return encode((self.tokenize(t) for t in texts), self.vocab, self.max_len)
-
-
-

@@ -82,7 +82,9 @@ def text_task_data(
     """Encoded splits as the loop's batches: the training split shuffled in length buckets (this
     process's shard under torchrun), the test split in order."""
     from sentiment import distributed
+    from sentiment.text.corpus import data_sources
 
+    source, test_source = data_sources(cfg)
     return TaskData(
         train=TextBatches(
             train,
@@ -97,10 +99,12 @@ def text_task_data(
         ),
         # evaluation in training-sized batches: larger ones were no faster and held 4x the activations
         test=TextBatches(test, None, cfg.batch_size, shuffle=False, pin_memory=runtime.pin_memory, pad=pad),
-        test_labels=torch.as_tensor(np.asarray(test_labels, dtype=np.int64)),
+        test_labels=torch.tensor(np.asarray(test_labels, dtype=np.int64)),
         classes=list(classes),
         train_examples=len(train),
         test_examples=len(test),
+        source=source,
+        test_source=test_source,
     )
 
 

@@ -94,6 +94,7 @@ class ImageTask:
             classes=classes,
             train_examples=len(train_set),
             test_examples=len(test_set),
+            source=str(Path(root).resolve()),
         )
 
     def model(self, data: TaskData, runtime: Runtime, echo: Callable[[str], None]) -> torch.nn.Module:

@@ -1,0 +1,107 @@
+"""Everyday use as a new user meets it: a run remembers its data, lines are lines, logs stay clean."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+from cli_helpers import jsonl, run_cli, three_class_csv
+
+FIXTURE_RUN = Path(__file__).parent / "fixtures" / "runs" / "textcnn"
+TRAIN = ["train", "--min-freq", "1", "--epochs", "1", "--batch-size", "8", "--device", "cpu"]
+
+
+def test_evaluate_and_resume_find_the_data_without_the_environment_it_was_trained_in(
+    tiny_imdb_tar, tmp_path, capsys, monkeypatch
+):
+    """IMDb found through $SENTIMENT_IMDB at training time; later neither the variable nor the
+    working folder is the same, and nothing may be downloaded."""
+    monkeypatch.setenv("SENTIMENT_IMDB", str(tiny_imdb_tar))
+    monkeypatch.chdir(tmp_path)
+    stop_at_second_batch(monkeypatch)
+    code, out, err = run_cli(capsys, *TRAIN, "--epochs", "3", "--quiet")
+    assert code == 130, err
+    run = next(p for p in (tmp_path / "runs").iterdir() if p.is_dir() and not p.is_symlink())
+    assert json.loads((run / "config.json").read_text())["data_source"] == str(tiny_imdb_tar.resolve())
+    monkeypatch.undo()
+    monkeypatch.delenv("SENTIMENT_IMDB", raising=False)
+    monkeypatch.setenv("SENTIMENT_DATA_DIR", str(tmp_path / "empty-data-dir"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out, err = run_cli(capsys, "train", "--resume", run, "--quiet")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "evaluate", "--run", run, "--json")
+    assert code == 0, err
+    assert json.loads(out)["examples"] > 0
+
+
+def stop_at_second_batch(monkeypatch):
+    from sentiment.text import task
+
+    real_iter, seen = task.TextBatches.__iter__, [0]
+
+    def iterate(self):
+        for item in real_iter(self):
+            if self.sampler.shuffle:
+                seen[0] += 1
+                if seen[0] == 2:
+                    os.kill(os.getpid(), signal.SIGINT)
+            yield item
+
+    monkeypatch.setattr(task.TextBatches, "__iter__", iterate)
+
+
+def test_resume_takes_data_that_moved(tiny_imdb_tar, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with monkeypatch.context() as mp:
+        stop_at_second_batch(mp)
+        code, _, err = run_cli(capsys, *TRAIN, "--data", tiny_imdb_tar, "--epochs", "3", "--quiet")
+    assert code == 130, err
+    run = next(p for p in (tmp_path / "runs").iterdir() if p.is_dir() and not p.is_symlink())
+    moved = tmp_path / "moved.tar.gz"
+    tiny_imdb_tar.rename(moved)
+    code, out, err = run_cli(capsys, "train", "--resume", run, "--data", moved, "--quiet")
+    assert code == 0, err
+
+
+def test_a_run_trained_on_a_relative_path_is_evaluated_from_another_folder(tmp_path, capsys, monkeypatch):
+    home = tmp_path / "project"
+    home.mkdir()
+    three_class_csv(home / "reviews.csv", n=90)
+    monkeypatch.chdir(home)
+    code, _, err = run_cli(capsys, *TRAIN, "--data", "reviews.csv", "--quiet")
+    assert code == 0, err
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "evaluate", "--run", home / "runs" / "latest", "--json")
+    assert code == 0, err
+    assert json.loads(out)["examples"] == 18  # the held-out fifth, not every row
+
+
+def test_lines_are_split_at_newlines_only(tmp_path, capsys):
+    """U+0085 (NEXT LINE), U+2028 and form feeds occur inside real reviews; they end no line."""
+    reviews = ["great film\x85truly", "awful\u2028boring", "a table\x0cby the river", "superb"]
+    file = tmp_path / "reviews.txt"
+    file.write_text("\n".join(reviews) + "\r\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "predict", "--file", file, "--run", FIXTURE_RUN, "--json")
+    assert code == 0, err
+    assert [r["text"] for r in jsonl(out)] == reviews
+
+    rows = [{"text": t, "label": lab} for t, lab in zip(reviews * 12, ["good", "bad", "meh", "good"] * 12, strict=True)]
+    data = tmp_path / "reviews.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    code, out, err = run_cli(capsys, "train", "--model", "linear", "--data", data, "--out", tmp_path, "--quiet")
+    assert code == 0, err
+    assert "not a JSON object" not in err
+
+
+def test_logs_get_epoch_lines_and_no_progress_bar_debris(tmp_path, capsys, monkeypatch):
+    three_class_csv(tmp_path / "reviews.csv", n=90)
+    monkeypatch.chdir(tmp_path)
+    for quiet in ([], ["--quiet"]):
+        code, out, err = run_cli(capsys, *TRAIN, "--data", "reviews.csv", "--epochs", "2", *quiet)
+        assert code == 0, err
+        assert "\r" not in out + err and "\x1b[" not in out + err
+        assert "epoch 1: train loss" in out and "epoch 2: train loss" in out
