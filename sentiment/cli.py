@@ -34,8 +34,20 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"sentiment {version('sentiment')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
     """Fine-tune pretrained representations on small classification tasks."""
 
 
@@ -44,13 +56,20 @@ def _root() -> None:
 
 def _shown_default(f: dataclasses.Field, cls) -> str:
     """The default `--help` shows: the declared one, or each family's where families differ."""
-    from sentiment.config import FAMILIES
+    from sentiment.config import FAMILIES, TEXT_MODELS
 
     if f.default is None or f.default is False or f.default is dataclasses.MISSING:
         return ""
-    per_family = {name: fam.defaults[f.name] for name, fam in FAMILIES.items() if f.name in fam.defaults}
-    if per_family and cls is not ImageConfig:
-        return ", ".join(f"{value} ({name})" for name, value in per_family.items())
+    families = TEXT_MODELS if cls is TextConfig else ()
+    if f.metadata["models"] is not None:
+        families = [name for name in families if name in f.metadata["models"]]
+    if f.metadata["loop"]:  # families fitted by their own solver have no loop settings
+        families = [name for name in families if not FAMILIES[name].solver]
+    by_value: dict[str, list[str]] = {}
+    for name in families:
+        by_value.setdefault(str(FAMILIES[name].defaults.get(f.name, f.default)), []).append(name)
+    if len(by_value) > 1:
+        return ", ".join(f"{value} ({', '.join(names)})" for value, names in by_value.items())
     return str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
 
 
@@ -143,7 +162,8 @@ def train_cmd(
         int | None, typer.Option("--nproc", help="train in N local processes (torchrun, DistributedDataParallel)")
     ] = None,
 ):
-    """Train a text classifier (TextCNN or BiRNN) from GloVe vectors into a run folder."""
+    """Train a text classifier into a run folder: TextCNN or BiRNN from GloVe vectors, a pretrained
+    transformer, or the linear TF-IDF baseline."""
     from sentiment import distributed, recipe
 
     if nproc is not None and nproc < 1:
@@ -244,9 +264,10 @@ def predict_cmd(
     lines = _read_texts(texts or [], file)
     clf = fast.open_classifier(Run.open(run, default_root="runs"), device, texts=len(lines))
     probs = clf.probabilities(lines, progress=len(lines) > 5000 and _bars())
+    known = clf.knows_a_word(lines)
     best = probs.argmax(1).tolist()
     rows = []
-    for text, p, b in zip(lines, probs.tolist(), best, strict=True):
+    for text, p, b, k in zip(lines, probs.tolist(), best, known, strict=True):
         if as_json:
             rows.append(
                 json.dumps(
@@ -255,6 +276,7 @@ def predict_cmd(
                         "label": clf.classes[b],
                         "probability": p[b],
                         "scores": dict(zip(clf.classes, p, strict=True)),
+                        "no_known_words": not k,
                     },
                     ensure_ascii=False,
                 )
@@ -262,6 +284,13 @@ def predict_cmd(
         else:
             rows.append(f"{clf.classes[b]} {p[b]:.2f}  {text}")
     typer.echo("\n".join(rows))
+    unknown = known.count(False)
+    if unknown:
+        which = "1 text has" if unknown == 1 else f"{unknown} of {len(lines)} texts have"
+        typer.echo(
+            f"note: {which} no word the model knows; such a label is only the model's prior, not a reading of the text",
+            err=True,
+        )
 
 
 @app.command("evaluate")
@@ -379,9 +408,30 @@ def image_finetune_cmd(
     )
 
 
+def _image_files(paths: list[str]) -> list[str]:
+    """The paths given, each folder replaced by the images in it and below it (sorted)."""
+    from sentiment.vision.folder import IMAGE_EXTENSIONS
+
+    out = []
+    for p in paths:
+        folder = Path(p)
+        if not folder.is_dir():
+            out.append(p)
+            continue
+        found = sorted(
+            str(f)
+            for f in folder.rglob("*")
+            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")
+        )
+        if not found:
+            raise SentimentError(f"{folder} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+        out += found
+    return out
+
+
 @app.command("image-predict")
 def image_predict_cmd(
-    images: Annotated[list[str], typer.Argument(help="image files")],
+    images: Annotated[list[str], typer.Argument(help="image files, or folders of them")],
     run: RunOpt = None,
     as_json: JsonOpt = False,
     device: Annotated[str, typer.Option("--device")] = "cpu",
@@ -390,6 +440,7 @@ def image_predict_cmd(
     from sentiment.runs import Run
     from sentiment.tasks import open_classifier
 
+    images = _image_files(images)
     clf = open_classifier(Run.open(run), device, kind="image", hint="; use sentiment predict")
     probs = clf.probabilities(images)
     for path, p in zip(images, probs.tolist(), strict=True):

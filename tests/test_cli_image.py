@@ -279,3 +279,14 @@ def test_without_data_the_hot_dog_photos_are_downloaded(photos, tmp_path, monkey
         assert (tmp_path / "data" / "hotdog.zip").read_bytes() == payload
         monkeypatch.setenv("SENTIMENT_HOTDOG", str(photos))
         assert pipeline.find_image_data(None) == photos
+
+
+def test_image_predict_takes_a_folder_of_photos(trained, photos, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "image-predict", photos / "test" / "red", "--run", trained, "--json")
+    assert code == 0, err
+    rows = jsonl(out)
+    assert len(rows) == len([p for p in (photos / "test" / "red").iterdir() if not p.name.startswith(".")])
+    assert sum(r["label"] == "red" for r in rows) >= len(rows) - 1
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "image-predict", tmp_path / "empty", "--run", trained)
+    assert_user_error(code, err, "holds no image files")

@@ -105,3 +105,29 @@ def test_logs_get_epoch_lines_and_no_progress_bar_debris(tmp_path, capsys, monke
         assert code == 0, err
         assert "\r" not in out + err and "\x1b[" not in out + err
         assert "epoch 1: train loss" in out and "epoch 2: train loss" in out
+
+
+def test_a_text_of_unknown_words_is_flagged(capsys):
+    code, out, err = run_cli(capsys, "predict", "zzzzqqq", "a great film", "--run", FIXTURE_RUN, "--json")
+    assert code == 0, err
+    assert [r["no_known_words"] for r in jsonl(out)] == [True, False]
+    assert err.startswith("note: 1 text has no word the model knows")
+
+
+def test_a_csv_named_txt_is_called_what_it_looks_like(tmp_path, capsys):
+    data = three_class_csv(tmp_path / "reviews.csv", n=30).rename(tmp_path / "reviews.txt")
+    code, _, err = run_cli(capsys, "train", "--data", data, "--out", tmp_path)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert "looks like CSV" in lines[0] and ".csv, .tsv or .jsonl" in lines[0]
+
+
+def test_version_and_help_show_defaults(capsys):
+    from importlib.metadata import version
+
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0 and out.strip() == f"sentiment {version('sentiment')}"
+    code, out, _ = run_cli(capsys, "train", "--help")
+    out = " ".join(out.split())  # --help wraps to the terminal's width
+    assert code == 0
+    assert "[default: 64 (textcnn, birnn), 16 (transformer)]" in out and "[default: auto]" in out and "--text-col" in out and "the text column" in out

@@ -93,6 +93,28 @@ def _read_tar(path: Path, splits: Iterable[str]) -> dict[str, list[Example]]:
     return out
 
 
+def _refuse_plain_text(path: Path) -> None:
+    """A text file given where an archive was expected (a CSV saved as .txt, say) gets an error that
+    says so, rather than the damaged-archive one."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head[:2] == b"\x1f\x8b" or head[257:262] == b"ustar":  # gzip, tar
+        return
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return  # binary: the archive reader says what is wrong with it
+    first = text.split("\n", 1)[0]
+    looks = (
+        "JSON Lines" if first.lstrip().startswith("{") else "TSV" if "\t" in first else "CSV" if "," in first else None
+    )
+    kind = f"looks like {looks}" if looks else "is plain text"
+    raise SentimentError(
+        f"{path} {kind}, not an IMDb archive: a labeled file must be named .csv, .tsv or .jsonl "
+        f"(rename it), and IMDb is an aclImdb/ folder or its .tar.gz archive"
+    )
+
+
 def read_imdb_splits(source: str | os.PathLike, splits: Iterable[str] = SPLITS) -> dict[str, list[Example]]:
     """Read several splits in one pass over the source (an archive is decompressed once)."""
     splits = list(splits)
@@ -102,6 +124,8 @@ def read_imdb_splits(source: str | os.PathLike, splits: Iterable[str] = SPLITS) 
     path = Path(source)
     if not path.exists():
         raise SentimentError(f"no IMDb data at {path}: give a path to aclImdb/ or aclImdb_v1.tar.gz")
+    if path.is_file():
+        _refuse_plain_text(path)
     out = _read_folder(path, splits) if path.is_dir() else _read_tar(path, splits)
     for split in splits:
         if not out[split]:

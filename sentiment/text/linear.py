@@ -179,6 +179,10 @@ class LinearClassifier:
         self.vectorizer.idf_ = state["idf"]
         self.weight, self.bias = state["linear.weight"], state["linear.bias"]
 
+    def knows_a_word(self, texts: Sequence[str]) -> list[bool]:
+        """Whether each text has an n-gram among the features."""
+        return (self.vectorizer.transform(list(texts)).getnnz(axis=1) > 0).tolist()
+
     def _logits(self, texts: Sequence[str]) -> np.ndarray:
         return _logits(self.vectorizer.transform(list(texts)), self.weight, self.bias)
 

@@ -10,7 +10,7 @@ from sentiment.errors import SentimentError
 from sentiment.runs import Run
 from sentiment.text.batching import Encoded, encode
 from sentiment.text.tokenize import get_tokenizer
-from sentiment.text.vocab import Vocab
+from sentiment.text.vocab import UNK_ID, Vocab
 
 MAX_TEXT_CHARS = 200_000  # a review longer than this is almost certainly the wrong input
 
@@ -48,6 +48,12 @@ class TextRunFolder:
                 f"{run.path}: vocab.json has {len(self.vocab):,} tokens but the model's embedding has "
                 f"{rows.shape[0]:,} rows; the run folder's files do not belong together"
             )
+
+    def knows_a_word(self, texts: Sequence[str]) -> list[bool]:
+        """Whether each text has a token in the vocabulary: without one, a prediction is only the
+        model's prior."""
+        enc = self.encode(texts)
+        return [bool((enc.ids[o : o + n] != UNK_ID).any()) for o, n in zip(enc.offsets, enc.lengths, strict=True)]
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         check_texts(texts)

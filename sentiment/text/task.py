@@ -23,7 +23,7 @@ from sentiment.text.corpus import Corpus
 from sentiment.text.models import build_model, load_pretrained_embeddings
 from sentiment.text.prepared import prepare_text
 from sentiment.text.saved_run import TextRunFolder
-from sentiment.text.vocab import PAD_ID, Vocab
+from sentiment.text.vocab import PAD_ID, UNK_ID, Vocab
 from sentiment.train import classification_report, evaluate, predict_logits
 
 # Batch widths are rounded up to a multiple of this: oneDNN builds and caches a kernel for every input
@@ -201,6 +201,7 @@ class EncodedTextClassifier:
     runtime: Runtime
     eval_batch_size: int
     pad: int = PAD_ID
+    unk: int | None = UNK_ID  # the unknown-token id; None where every text is made of known tokens
 
     def encode(self, texts: Sequence[str], *, check: bool = True) -> Encoded:
         """Ids of `texts`; with `check`, an empty or absurdly long text is a user error."""
@@ -209,6 +210,14 @@ class EncodedTextClassifier:
     def model_for(self, texts: int) -> torch.nn.Module:
         """The form of the model that predicts this many texts fastest."""
         return self.model
+
+    def knows_a_word(self, texts: Sequence[str]) -> list[bool]:
+        """Whether each text has a token the model knows (not only its unknown-token id)."""
+        unk = getattr(self, "unk", None)
+        if unk is None:
+            return [True] * len(texts)
+        enc = self.encode(texts)
+        return [bool((enc.ids[o : o + n] != unk).any()) for o, n in zip(enc.offsets, enc.lengths, strict=True)]
 
     def probabilities(self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
         enc = self.encode(texts)

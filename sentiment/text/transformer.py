@@ -309,6 +309,7 @@ class TransformerRunClassifier(EncodedTextClassifier):
         self.eval_batch_size = cfg.get("batch_size", 16)
         self.tokenizer = load_tokenizer(folder)
         self.pad = self.tokenizer.pad_token_id
+        self.unk = self.tokenizer.unk_token_id
         self.runtime = Runtime.resolve(device, cfg.get("precision", "auto"), cpu_bf16=TransformerTask.cpu_bf16)
         encoder = load_encoder(folder, pretrained=False)
         self.model = TransformerClassifier(encoder, len(self.classes), pooling=cfg["pooling"], dropout=cfg["dropout"])

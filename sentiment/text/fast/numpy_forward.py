@@ -112,6 +112,9 @@ class NumpyClassifier:
         self.classes = text_run.classes
         self._forward = forward
 
+    def knows_a_word(self, texts: Sequence[str]) -> list[bool]:
+        return self.text_run.knows_a_word(texts)
+
     def probabilities(self, texts: Sequence[str], **_) -> np.ndarray:
         enc = self.text_run.encode(texts)
         logits = np.stack([self._forward(enc.ids[o : o + n]) for o, n in zip(enc.offsets, enc.lengths, strict=True)])
