@@ -314,6 +314,15 @@ def evaluate_cmd(
     clf = open_classifier(Run.open(run), device, kind="text")
     meta = clf.run.read_json("config.json")
     cfg = meta["config"]
+    trained_on = meta.get("data_source")
+    same_file = data is not None and trained_on is not None and Path(data).resolve() == Path(trained_on)
+    if same_file and not meta.get("test_data_source"):  # the file it was trained on: its held-out part only
+        data = None
+        if not as_json:
+            typer.echo(
+                f"{trained_on} is the file this run was trained on: scoring its held-out "
+                f"{cfg.get('test_fraction', 0.2):.0%} (the rest was training data)"
+            )
     if data is not None and is_labeled_file(data):  # a user's file: every row is test data
         corpus = load_test_file(data, text_col=cfg.get("text_col"), label_col=cfg.get("label_col"))
     else:  # IMDb's test split, or the run's own held-out split, from where the run read it

@@ -149,6 +149,8 @@ class Run:
                     f"no run found at {link}: train one first (sentiment train) or name one with --run"
                 )
         path = Path(path)
+        if path.is_symlink():  # `latest`: name the run itself in everything that shows it
+            path = path.parent / os.readlink(path)
         if not path.is_dir():
             raise SentimentError(f"{path} is not a run folder (no such folder)")
         missing = [n for n in REQUIRED if not (path / n).is_file()]

@@ -132,3 +132,29 @@ def test_version_and_help_show_defaults(capsys):
     assert code == 0
     assert "[default: 64 (textcnn, birnn), 16 (transformer)]" in out and "[default: auto]" in out
     assert "--text-col" in out and "the text column" in out
+
+
+def test_evaluating_on_the_training_file_scores_its_held_out_part(tmp_path, capsys, monkeypatch):
+    data = three_class_csv(tmp_path / "reviews.csv", n=90)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *TRAIN, "--data", data, "--quiet")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "evaluate", "--data", data, "--json")
+    assert code == 0, err
+    assert json.loads(out)["examples"] == 18  # the held-out 20%, not all 90 rows
+    code, out, err = run_cli(capsys, "evaluate", "--data", data)
+    assert "the file this run was trained on" in out
+
+
+def test_evaluate_and_compare_name_the_run_not_latest(tmp_path, capsys, monkeypatch):
+    three_class_csv(tmp_path / "reviews.csv", n=90)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *TRAIN, "--data", "reviews.csv", "--quiet")
+    assert code == 0, err
+    name = next(p.name for p in (tmp_path / "runs").iterdir() if not p.is_symlink())
+    code, out, err = run_cli(capsys, "evaluate")
+    assert code == 0, err
+    assert name in out.splitlines()[0] and "latest" not in out
+    code, out, err = run_cli(capsys, "compare", "runs/latest", "--out", "c.png")
+    assert code == 0, err
+    assert name in out and "latest" not in out
