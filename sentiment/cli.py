@@ -168,15 +168,19 @@ def train_cmd(
 
     if nproc is not None and nproc < 1:
         raise SentimentError(f"--nproc must be at least 1, got {nproc}")
+    moved = {k: settings.pop(k, None) for k in ("data", "test_data")} if resume is not None else {}
+    given = [k for k, v in {**settings, "config": config_file}.items() if v is not None]
+    if resume is not None and given:
+        shown = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise SentimentError(f"--resume continues with the run's saved settings; drop {shown}")
     if nproc is not None and nproc > 1 and distributed.world_size() == 1:
-        flags = {**settings, "config": config_file, "resume": resume}
+        if resume is None:  # the settings' errors as one line here, not once per process
+            cfg = config.text_config(None, config_file, settings)
+            if config.FAMILIES[cfg.model].solver:
+                raise SentimentError(f"--model {cfg.model} is fitted in one process; drop --nproc")
+        flags = {**settings, **moved, "config": config_file, "resume": resume}
         return _torchrun(nproc, flags, quiet)
     if resume is not None:
-        moved = {k: settings.pop(k, None) for k in ("data", "test_data")}  # where the run's data is now
-        given = [k for k, v in {**settings, "config": config_file}.items() if v is not None]
-        if given:
-            shown = ", ".join("--" + k.replace("_", "-") for k in given)
-            raise SentimentError(f"--resume continues with the run's saved settings; drop {shown}")
         try:
             run = recipe.resume(resume, **moved, progress=_bars(quiet), echo=typer.echo)
         finally:
@@ -315,7 +319,12 @@ def evaluate_cmd(
     meta = clf.run.read_json("config.json")
     cfg = meta["config"]
     trained_on = meta.get("data_source")
-    same_file = data is not None and trained_on is not None and Path(data).resolve() == Path(trained_on)
+    same_file = (
+        data is not None
+        and trained_on is not None
+        and is_labeled_file(trained_on)
+        and Path(data).resolve() == Path(trained_on)
+    )
     if same_file and not meta.get("test_data_source"):  # the file it was trained on: its held-out part only
         data = None
         if not as_json:

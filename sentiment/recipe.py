@@ -140,6 +140,7 @@ def _training_setup(
 ):
     """Param groups, optimizer, schedule and the loop's settings for a gradient-trained family."""
     head = task.head if cfg.head_lr_mult != 1 else None
+    model = distributed.unwrap(model)  # the same parameters, under the names the family declares
     groups = param_groups(
         model,
         cfg.lr,
@@ -186,6 +187,8 @@ def _fit_with_solver(
 ) -> None:
     """A family with its own solver: one fit, recorded as one epoch (weights, metrics, curves, summary)."""
     metrics = task.fit(model, data, echo)
+    if not distributed.is_main():
+        return
     run.save_weights(model.state_dict(), {"epoch": 1})
     run.log_epoch(metrics)
     plot_runs([run], run.file("curves.png"), title=run.path.name)
@@ -214,7 +217,11 @@ def resume(
     if config_type is None:
         raise SentimentError(f"{run.path} is not a run this version can resume (kind {meta.get('kind')!r})")
     cfg = apply(config_type(), meta["config"], str(run.file("config.json")))
-    where = {"data": data or meta.get("data_source"), "test_data": test_data or meta.get("test_data_source")}
+    where = {
+        "data": data or meta.get("data_source"),
+        "test_data": test_data or meta.get("test_data_source"),
+        "encoder": meta.get("encoder_source"),
+    }
     cfg = apply(cfg, {k: v for k, v in where.items() if v is not None and hasattr(cfg, k)}, "--resume")
     state = run.load_checkpoint()
     if int(state["epoch"]) >= cfg.epochs and not state.get("position"):

@@ -290,3 +290,41 @@ def test_image_predict_takes_a_folder_of_photos(trained, photos, tmp_path, capsy
     (tmp_path / "empty").mkdir()
     code, _, err = run_cli(capsys, "image-predict", tmp_path / "empty", "--run", trained)
     assert_user_error(code, err, "holds no image files")
+
+
+def test_image_runs_resume_exactly(photos, torchvision_checkpoint, tmp_path, capsys, monkeypatch):
+    """Stopped mid-epoch by SIGINT, `sentiment train --resume` (the command the run prints) ends with
+    the weights of a run that was never stopped."""
+    import os
+    import signal
+
+    from safetensors.torch import load_file
+    from torch.utils.data import RandomSampler
+
+    from sentiment.vision.folder import SeededLoader
+
+    args = ["image-finetune", "--data", photos, "--weights", torchvision_checkpoint, "--seed", "3", *FAST]
+    args[args.index("--epochs") + 1] = "2"
+    code, _, err = run_cli(capsys, *args, "--out", tmp_path / "whole")
+    assert code == 0, err
+    real_iter, seen = SeededLoader.__iter__, [0]
+
+    def stop_at_batch_6(self):
+        for item in real_iter(self):
+            if isinstance(self.sampler, RandomSampler):  # training batches only
+                seen[0] += 1
+                if seen[0] == 6:  # batch 2 of epoch 2
+                    os.kill(os.getpid(), signal.SIGINT)
+            yield item
+
+    with monkeypatch.context() as mp:
+        mp.setattr(SeededLoader, "__iter__", stop_at_batch_6)
+        code, out, err = run_cli(capsys, *args, "--out", tmp_path / "parts")
+    assert code == 130, err
+    assert "continue with: sentiment train --resume" in out
+    part = next(p for p in (tmp_path / "parts").iterdir() if p.is_dir() and not p.is_symlink())
+    code, out, err = run_cli(capsys, "train", "--resume", part, "--quiet")
+    assert code == 0, err
+    whole = (tmp_path / "whole" / "latest").resolve()
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(part / "model.safetensors"))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)

@@ -37,3 +37,30 @@ def test_nproc_must_be_positive(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli(capsys, "train", "--nproc", "0")
     assert_user_error(code, err, "--nproc must be at least 1")
+
+
+def test_two_processes_fine_tune_a_transformer(tmp_path):
+    """Every encoder parameter the classifier uses gets a gradient on both ranks (DDP refuses unused
+    ones, such as a BERT pooler the classifier never reads)."""
+    from encoders import tiny_encoder
+
+    csv = three_class_csv(tmp_path / "three.csv", n=96)
+    encoder = tiny_encoder(tmp_path / "encoder")
+    args = ["train", "--model", "transformer", "--encoder", str(encoder), "--data", str(csv), "--epochs", "1"]
+    args += ["--max-len", "32", "--batch-size", "8", "--device", "cpu", "--quiet", "--out", str(tmp_path / "ddp")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sentiment", *args, "--nproc", "2"], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    digests = json.loads((tmp_path / "ddp" / "latest" / "summary.json").read_text())["rank_weight_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+
+
+def test_families_fitted_in_one_go_refuse_nproc(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv = three_class_csv(tmp_path / "three.csv", n=30)
+    code, _, err = run_cli(capsys, "train", "--model", "linear", "--data", csv, "--nproc", "2")
+    assert_user_error(code, err, "drop --nproc")
+    code, _, err = run_cli(capsys, "train", "--nproc", "2", "--epochs", "0")
+    assert_user_error(code, err, "epochs must be at least 1")

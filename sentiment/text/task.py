@@ -217,7 +217,8 @@ class EncodedTextClassifier:
         if unk is None:
             return [True] * len(texts)
         enc = self.encode(texts)
-        return [bool((enc.ids[o : o + n] != unk).any()) for o, n in zip(enc.offsets, enc.lengths, strict=True)]
+        words = ~np.isin(enc.ids, [unk, *getattr(self, "special", ())])  # [CLS], [SEP] ... are not words
+        return [bool(words[o : o + n].any()) for o, n in zip(enc.offsets, enc.lengths, strict=True)]
 
     def probabilities(self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
         enc = self.encode(texts)

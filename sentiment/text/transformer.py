@@ -47,7 +47,12 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spm.model", "sentencepiece.bp
 def _quiet_transformers() -> None:
     """No advisory warnings on the terminal, and no tokenizer threads that a fork would inherit."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging
+    try:
+        from transformers.utils import logging
+    except ImportError:
+        raise SentimentError(
+            "--model transformer needs the transformers package: pip install 'sentiment[transformer]'"
+        ) from None
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()
@@ -141,7 +146,7 @@ def load_encoder(folder: Path, *, pretrained: bool) -> nn.Module:
 
     try:
         if not pretrained:
-            return AutoModel.from_config(AutoConfig.from_pretrained(str(folder)))
+            return _without_pooler(AutoModel.from_config(AutoConfig.from_pretrained(str(folder))))
         encoder, info = AutoModel.from_pretrained(str(folder), output_loading_info=True)
     except Exception as e:  # noqa: BLE001 - a broken or foreign checkpoint; the message says which
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
@@ -155,6 +160,15 @@ def load_encoder(folder: Path, *, pretrained: bool) -> nn.Module:
             f"the weights in {folder} do not fit its config.json ({encoder.config.model_type}): {len(missing)} of "
             f"{total} tensors missing, e.g. {', '.join(sorted(missing)[:3])}; is it a checkpoint of another model?"
         )
+    return _without_pooler(encoder)
+
+
+def _without_pooler(encoder: nn.Module) -> nn.Module:
+    """BERT-style encoders carry a pooler (a dense layer over the first token) that the classifier
+    never reads: it would get no gradient, which DistributedDataParallel refuses, and it would only
+    take space in the run folder."""
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None
     return encoder
 
 
@@ -268,7 +282,10 @@ class TransformerTask:
         return model.to(runtime.device)
 
     def record(self, data: TaskData) -> dict:
+        packaged = self.cfg.encoder in PACKAGED_ENCODERS
         return {
+            # where the pretrained encoder was, for --resume from any folder (as data_source for the data)
+            "encoder_source": self.cfg.encoder if packaged else str(self.folder.resolve()),
             "encoder_type": self.encoder.config.model_type,
             "pad_id": self.tokenizer.pad_token_id,
             "encoder_folder": ENCODER_FOLDER,
@@ -310,6 +327,7 @@ class TransformerRunClassifier(EncodedTextClassifier):
         self.tokenizer = load_tokenizer(folder)
         self.pad = self.tokenizer.pad_token_id
         self.unk = self.tokenizer.unk_token_id
+        self.special = set(self.tokenizer.all_special_ids) - {self.unk}
         self.runtime = Runtime.resolve(device, cfg.get("precision", "auto"), cpu_bf16=TransformerTask.cpu_bf16)
         encoder = load_encoder(folder, pretrained=False)
         self.model = TransformerClassifier(encoder, len(self.classes), pooling=cfg["pooling"], dropout=cfg["dropout"])
