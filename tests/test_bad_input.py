@@ -133,7 +133,7 @@ CASES = [
     ("csv-one-class", lambda t, r: [*TRAIN, "--data", _csv(t, "text,label\n" + "a film,pos\n" * 20)], "class"),
     ("csv-no-text-column", lambda t, r: [*TRAIN, "--data", _csv(t, "body,label\nx,pos\n")], "text"),
     ("jsonl-garbage", lambda t, r: [*TRAIN, "--data", _csv(t, "{not json}\n", "d.jsonl")], "not a JSON object"),
-    ("unknown-file-type", lambda t, r: [*TRAIN, "--data", _csv(t, "x", "d.parquet2")], "not a readable tar archive"),
+    ("unknown-file-type", lambda t, r: [*TRAIN, "--data", _csv(t, "x", "d.parquet2")], "not an IMDb archive"),
     # word vectors
     (
         "vectors-ragged",

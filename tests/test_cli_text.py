@@ -81,7 +81,7 @@ def test_predict_plain_and_json(small_run, capsys):
     assert lines[0].endswith("  this movie is so great")
     code, out, _ = run_cli(capsys, "predict", "--run", small_run, "--json", "this movie is so great")
     (row,) = jsonl(out)
-    assert set(row) == {"text", "label", "probability", "scores"}
+    assert set(row) == {"text", "label", "probability", "scores", "no_known_words"}
     assert set(row["scores"]) == {"negative", "positive"}
     assert row["probability"] == pytest.approx(row["scores"][row["label"]])
     assert sum(row["scores"].values()) == pytest.approx(1.0, abs=1e-5)

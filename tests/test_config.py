@@ -21,7 +21,7 @@ def test_reference_defaults():
     assert text_config("birnn", None, {}).lr == 0.01
     cnn = text_config("textcnn", None, {})
     assert (cnn.lr, cnn.batch_size, cnn.epochs, cnn.max_len, cnn.min_freq) == (0.001, 64, 5, 500, 5)
-    assert set(MODEL_DEFAULTS) == {"textcnn", "birnn", "transformer"}
+    assert set(MODEL_DEFAULTS) == {"textcnn", "birnn", "transformer", "linear"}
 
 
 def test_flags_override_file_overrides_defaults(tmp_path):

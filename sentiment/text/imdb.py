@@ -98,7 +98,7 @@ def _refuse_plain_text(path: Path) -> None:
     says so, rather than the damaged-archive one."""
     with open(path, "rb") as f:
         head = f.read(4096)
-    if head[:2] == b"\x1f\x8b" or head[257:262] == b"ustar":  # gzip, tar
+    if not head or head[:2] == b"\x1f\x8b" or head[257:262] == b"ustar":  # gzip, tar
         return
     try:
         text = head.decode("utf-8")
