@@ -266,7 +266,7 @@ def predict_cmd(
     from sentiment.text import fast
 
     lines = _read_texts(texts or [], file)
-    clf = fast.open_classifier(Run.open(run, default_root="runs"), device, texts=len(lines))
+    clf = fast.open_classifier(Run.open(run, kind="text"), device, texts=len(lines))
     probs = clf.probabilities(lines, progress=len(lines) > 5000 and _bars())
     known = clf.knows_a_word(lines)
     best = probs.argmax(1).tolist()
@@ -315,7 +315,7 @@ def evaluate_cmd(
     from sentiment.text.corpus import balanced_subset, load_corpus, load_test_file
     from sentiment.text.labeled import is_labeled_file
 
-    clf = open_classifier(Run.open(run), device, kind="text")
+    clf = open_classifier(Run.open(run, kind="text"), device, kind="text")
     meta = clf.run.read_json("config.json")
     cfg = meta["config"]
     trained_on = meta.get("data_source")
@@ -459,7 +459,7 @@ def image_predict_cmd(
     from sentiment.tasks import open_classifier
 
     images = _image_files(images)
-    clf = open_classifier(Run.open(run), device, kind="image", hint="; use sentiment predict")
+    clf = open_classifier(Run.open(run, kind="image"), device, kind="image", hint="; use sentiment predict")
     probs = clf.probabilities(images)
     for path, p in zip(images, probs.tolist(), strict=True):
         best = max(range(len(p)), key=p.__getitem__)

@@ -121,7 +121,7 @@ def fine_tune(
     if setup is None:
         _fit_with_solver(run, task, model, data, summary, echo, after_epoch)
     else:
-        _fit_into(run, model, setup, summary, echo, after_epoch, state)
+        _fit_into(run, task.kind, model, setup, summary, echo, after_epoch, state)
     if processes > 1:  # a record that every process ended with the same weights
         digests = distributed.weight_digests(model)
         if main:
@@ -193,7 +193,7 @@ def _fit_with_solver(
     run.log_epoch(metrics)
     plot_runs([run], run.file("curves.png"), title=run.path.name)
     run.save_json("summary.json", summary("completed"))
-    run.mark_latest()
+    run.mark_latest(task.kind)
     if after_epoch is not None:
         after_epoch(metrics)
 
@@ -231,6 +231,7 @@ def resume(
 
 def _fit_into(
     run: Run,
+    kind: str,
     model: torch.nn.Module,
     setup: TrainingSetup,
     summary: Callable[[str], dict],
@@ -256,7 +257,7 @@ def _fit_into(
         if main and trained:
             plot_runs([run], run.file("curves.png"), title=run.path.name)
             run.save_json("summary.json", summary("running"))
-            run.mark_latest()
+            run.mark_latest(kind)
         if trained and after_epoch is not None:
             after_epoch(metrics)
 

@@ -119,10 +119,15 @@ class Run:
         self.metrics = metrics
         return state
 
-    def mark_latest(self) -> None:
-        """Point `<out>/latest` at this run (a relative symlink, swapped in atomically)."""
-        link = self.path.parent / LATEST
-        tmp = self.path.parent / f".{LATEST}.{os.getpid()}"
+    def mark_latest(self, kind: str | None = None) -> None:
+        """Point `<out>/latest`, and `<out>/latest-<kind>` (text, image) when given, at this run."""
+        for name in (LATEST, f"{LATEST}-{kind}") if kind else (LATEST,):
+            self._link(name)
+
+    def _link(self, name: str) -> None:
+        """A relative symlink `<out>/<name>` to this run, swapped in atomically."""
+        link = self.path.parent / name
+        tmp = self.path.parent / f".{name}.{os.getpid()}"
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         try:
@@ -136,10 +141,14 @@ class Run:
 
     # -- reading --------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike | None = None, *, default_root: str = "runs") -> Run:
-        """An existing run folder; `None` means `<default_root>/latest`."""
+    def open(cls, path: str | os.PathLike | None = None, *, default_root: str = "runs", kind: str | None = None) -> Run:
+        """An existing run folder; `None` means the newest: `<default_root>/latest-<kind>` when a kind
+        (text, image) is asked for and such a link exists, else `<default_root>/latest`."""
         if path is None:
             link = Path(default_root) / LATEST
+            of_kind = Path(default_root) / f"{LATEST}-{kind}"
+            if kind and (of_kind.is_dir() or of_kind.is_file()):
+                link = of_kind
             if link.is_file():
                 path = link.parent / link.read_text().strip()
             elif link.is_dir():
@@ -148,6 +157,9 @@ class Run:
                 raise SentimentError(
                     f"no run found at {link}: train one first (sentiment train) or name one with --run"
                 )
+            found = cls(path).read_json("config.json").get("kind") if kind and link.name == LATEST else kind
+            if found != kind:  # runs of this version have latest-<kind>; an older folder may not
+                raise SentimentError(f"the newest run in {default_root}/ is not a {kind} run; name one with --run")
         path = Path(path)
         if path.is_symlink():  # `latest`: name the run itself in everything that shows it
             path = path.parent / os.readlink(path)

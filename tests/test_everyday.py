@@ -158,3 +158,23 @@ def test_evaluate_and_compare_name_the_run_not_latest(tmp_path, capsys, monkeypa
     code, out, err = run_cli(capsys, "compare", "runs/latest", "--out", "c.png")
     assert code == 0, err
     assert name in out and "latest" not in out
+
+
+def test_each_kind_finds_its_own_latest_run(tmp_path, capsys, monkeypatch):
+    """After an image run, `predict` still finds the newest text run, and `image-predict` the image run."""
+    from test_cli_image import FAST, make_photos
+
+    three_class_csv(tmp_path / "reviews.csv", n=90)
+    photos = make_photos(tmp_path / "photos", n_train=4, n_test=2)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *TRAIN, "--data", "reviews.csv", "--quiet")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "image-finetune", "--data", photos, "--scratch", *FAST)
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "predict", "a great film")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "image-predict", photos / "test")
+    assert code == 0, err
+    (tmp_path / "runs" / "latest-text").unlink()  # as in a folder written before latest-<kind> existed
+    code, _, err = run_cli(capsys, "predict", "a great film")
+    assert code == 2 and "name one with --run" in err, err
