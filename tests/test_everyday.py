@@ -5,12 +5,25 @@ from __future__ import annotations
 import json
 import os
 import signal
-from pathlib import Path
+
+import pytest
 
 from cli_helpers import jsonl, run_cli, three_class_csv
 
-FIXTURE_RUN = Path(__file__).parent / "fixtures" / "runs" / "textcnn"
 TRAIN = ["train", "--min-freq", "1", "--epochs", "1", "--batch-size", "8", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    """A small TextCNN run over the words of `three_class_csv`."""
+    from sentiment.cli import main
+
+    root = tmp_path_factory.mktemp("everyday-run")
+    csv = three_class_csv(root / "reviews.csv", n=90)
+    with pytest.raises(SystemExit) as e:
+        main([*TRAIN, "--data", str(csv), "--out", str(root / "runs"), "--quiet"])
+    assert e.value.code == 0
+    return (root / "runs" / "latest").resolve()
 
 
 def test_evaluate_and_resume_find_the_data_without_the_environment_it_was_trained_in(
@@ -80,12 +93,12 @@ def test_a_run_trained_on_a_relative_path_is_evaluated_from_another_folder(tmp_p
     assert json.loads(out)["examples"] == 18  # the held-out fifth, not every row
 
 
-def test_lines_are_split_at_newlines_only(tmp_path, capsys):
+def test_lines_are_split_at_newlines_only(text_run, tmp_path, capsys):
     """U+0085 (NEXT LINE), U+2028 and form feeds occur inside real reviews; they end no line."""
     reviews = ["great film\x85truly", "awful\u2028boring", "a table\x0cby the river", "superb"]
     file = tmp_path / "reviews.txt"
     file.write_text("\n".join(reviews) + "\r\n", encoding="utf-8")
-    code, out, err = run_cli(capsys, "predict", "--file", file, "--run", FIXTURE_RUN, "--json")
+    code, out, err = run_cli(capsys, "predict", "--file", file, "--run", text_run, "--json")
     assert code == 0, err
     assert [r["text"] for r in jsonl(out)] == reviews
 
@@ -107,8 +120,8 @@ def test_logs_get_epoch_lines_and_no_progress_bar_debris(tmp_path, capsys, monke
         assert "epoch 1: train loss" in out and "epoch 2: train loss" in out
 
 
-def test_a_text_of_unknown_words_is_flagged(capsys):
-    code, out, err = run_cli(capsys, "predict", "zzzzqqq", "a great film", "--run", FIXTURE_RUN, "--json")
+def test_a_text_of_unknown_words_is_flagged(text_run, capsys):
+    code, out, err = run_cli(capsys, "predict", "zzzzqqq", "a great film", "--run", text_run, "--json")
     assert code == 0, err
     assert [r["no_known_words"] for r in jsonl(out)] == [True, False]
     assert err.startswith("note: 1 text has no word the model knows")
