@@ -69,7 +69,7 @@ def fine_tune(
     model = task.model(data, runtime, echo)
     trainable, total = count_parameters(model)
     setup = None
-    if not getattr(task, "solver", False):
+    if not task.solver:
         model = distributed.wrap(model, runtime.device)
         setup = _training_setup(task, cfg, model, data, runtime, progress, echo)
 

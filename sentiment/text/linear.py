@@ -85,6 +85,7 @@ class LinearTask:
         started = time.perf_counter()
         cfg = self.cfg
         corpus, train, test = load_subsets(cfg)
+        source, test_source = data_sources(cfg)
         self.vectorizer = _vectorizer(cfg.ngrams, cfg.min_df)
         self.train_x = self.vectorizer.fit_transform([ex.text for ex in train])
         self.test_x = self.vectorizer.transform([ex.text for ex in test])
@@ -101,8 +102,8 @@ class LinearTask:
             classes=list(corpus.classes),
             train_examples=len(train),
             test_examples=len(test),
-            source=data_sources(cfg)[0],
-            test_source=data_sources(cfg)[1],
+            source=source,
+            test_source=test_source,
         )
 
     def model(self, data: TaskData, runtime: Runtime, echo: Callable[[str], None]) -> nn.Module:

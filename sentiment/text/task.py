@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -115,6 +114,7 @@ class TextTask:
     allocator = "bounded"  # batch shapes change with every length bucket
     cpu_bf16 = True
     evaluate_before = False
+    solver = False
     head = "decoder"
 
     def __init__(self, cfg: TextConfig):
@@ -213,7 +213,7 @@ class EncodedTextClassifier:
 
     def knows_a_word(self, texts: Sequence[str]) -> list[bool]:
         """Whether each text has a token the model knows (not only its unknown-token id)."""
-        unk = getattr(self, "unk", None)
+        unk = self.unk
         if unk is None:
             return [True] * len(texts)
         enc = self.encode(texts)
@@ -272,7 +272,3 @@ class TextClassifier(EncodedTextClassifier):
         if self._many is None:
             self._many = fast.for_many_texts(self.model, texts, self.runtime.precision)
         return self._many
-
-
-def open_classifier(run: str | Path | None, device: str = "cpu", runs_root: str = "runs") -> TextClassifier:
-    return TextClassifier(Run.open(run, default_root=runs_root), device=device)

@@ -238,6 +238,7 @@ class TransformerTask:
     allocator = "bounded"  # batch shapes change with every length bucket
     cpu_bf16 = True
     evaluate_before = False
+    solver = False
     head = "head"
 
     def __init__(self, cfg: TextConfig):

@@ -59,6 +59,7 @@ class ImageTask:
     allocator = "keep_all"  # fixed-size batches
     cpu_bf16 = False  # bf16 on CUDA; on CPU only when asked, as the image recipes were measured in fp32
     evaluate_before = True
+    solver = False
 
     def __init__(self, cfg: ImageConfig):
         self.cfg = cfg
