@@ -79,6 +79,13 @@ class RunSettings:
     step_size: int = setting(1, "epochs between lr steps (step)", at_least=1, loop=True)
     gamma: float = setting(0.1, "lr factor at each step (step)", loop=True)
     grad_clip: float = setting(0.0, "clip the gradient norm; 0 = off", at_least=0, loop=True)
+    micro_batch: int | None = setting(
+        None,
+        "examples per forward/backward; a batch's parts add their gradients before its one step "
+        "(default: the whole batch; image runs: as many as fit the memory budget)",
+        above=0,
+        loop=True,
+    )
     seed: int = setting(0)
     device: str = setting("auto", "auto, cpu or cuda", choices=DEVICES)
     precision: str = setting("auto", "auto (bf16 where the hardware has it), bf16 or fp32", choices=PRECISIONS)

@@ -22,6 +22,7 @@ from sentiment.config import apply, family_of, to_dict
 from sentiment.curves import plot_runs
 from sentiment.errors import SentimentError
 from sentiment.finetune import count_parameters, layer_decay_scales, param_groups
+from sentiment.memory import default_budget, plan_micro_batch, saved_bytes_per_example
 from sentiment.runs import Run
 from sentiment.runtime import Runtime, tune_allocator
 from sentiment.tasks import Task, TaskData, task_for
@@ -33,6 +34,7 @@ from sentiment.train import (
     make_optimizer,
     make_scheduler,
     seed_everything,
+    split_batch,
 )
 
 
@@ -93,6 +95,7 @@ def fine_tune(
                 "device": str(runtime.device),
                 "precision": runtime.precision,
                 "processes": distributed.world_size(),
+                "micro_batch": setup.micro_batch if setup is not None else None,
             },
         )
         task.save(run, data)
@@ -151,6 +154,21 @@ def _training_setup(
         lr_scales=layer_decay_scales(model, cfg.layer_decay, head=task.head) if cfg.layer_decay != 1 else None,
     )
     optimizer = make_optimizer(cfg.optimizer, groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    micro_batch = cfg.micro_batch
+    if micro_batch is None and task.example_inputs is not None:
+        per_example = saved_bytes_per_example(model, task.example_inputs, runtime)
+        budget = default_budget(runtime.device)
+        micro_batch = plan_micro_batch(cfg.batch_size, per_example, budget)
+        parts = len(split_batch(cfg.batch_size, micro_batch))
+        echo(
+            f"memory: {per_example / 2**20:.0f} MB of activations per example; "
+            + (
+                f"each batch of {cfg.batch_size} in {parts} parts of at most {micro_batch} (gradient accumulation) "
+                if parts > 1
+                else f"batches of {cfg.batch_size} in one part "
+            )
+            + f"to stay within {budget / 2**30:.1f} GB (--micro-batch sets the part size)"
+        )
     return TrainingSetup(
         train_batches=data.train,
         test_batches=data.test,
@@ -173,6 +191,7 @@ def _training_setup(
         evaluate_before=task.evaluate_before,
         progress=progress,
         report=echo,
+        micro_batch=micro_batch,
     )
 
 
@@ -221,6 +240,8 @@ def resume(
         "data": data or meta.get("data_source"),
         "test_data": test_data or meta.get("test_data_source"),
         "encoder": meta.get("encoder_source"),
+        # the part size the run chose from memory, so the continued run splits its batches the same way
+        "micro_batch": cfg.micro_batch or meta.get("micro_batch"),
     }
     cfg = apply(cfg, {k: v for k, v in where.items() if v is not None and hasattr(cfg, k)}, "--resume")
     state = run.load_checkpoint()

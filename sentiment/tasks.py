@@ -41,6 +41,10 @@ class Task(Protocol):
     evaluate_before: bool  # an epoch-0 test line: how good the model is before any step
     head: str | None  # parameter prefix of the new head (trained at lr x head_lr_mult)
     solver: bool  # fitted by its own solver (`fit`) instead of the training loop
+    # Inputs for n examples at the largest size training sees: the recipe measures a step's memory
+    # with them and splits batches into micro-batches that fit (`--micro-batch` overrides). None:
+    # batches are split only when `--micro-batch` says so.
+    example_inputs: Callable[[int], tuple] | None
 
     def fit(self, model: torch.nn.Module, data: TaskData, echo: Callable[[str], None]) -> dict:
         """Only for `solver` families: fit `model` in place; return the metrics of its one "epoch"."""

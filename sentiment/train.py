@@ -8,6 +8,7 @@ progress bar with running loss, accuracy and examples/s, and evaluates after eve
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -152,6 +153,7 @@ def train_epoch(
     position: EpochPosition | None = None,
     stop: StopSignals | None = None,
     step_scheduler=None,
+    micro_batch: int | None = None,
 ) -> EpochResult:
     """One pass over `batches`. `loss_reduction="sum"` steps on the batch's summed loss, as the
     reference image recipe does (its learning rates assume it); the reported loss is always the mean.
@@ -160,6 +162,12 @@ def train_epoch(
     function of the seed and epoch) and its sums carried on. With `stop`, a stop request raises
     `StopRequested` after the batch in progress. In a distributed run the sums cover every process.
     `step_scheduler` is stepped after every optimizer step.
+
+    `micro_batch` splits every batch into parts of at most that many examples whose gradients add
+    up before the one optimizer step of the batch (gradient accumulation): the same steps, schedule
+    and resume points as the whole batch, with the activation memory of a part. Each part's loss is
+    weighted by its share of the batch, so the gradient is the whole batch's (to float rounding),
+    except that BatchNorm normalises each part with that part's own statistics.
     """
     from sentiment import distributed
 
@@ -184,24 +192,33 @@ def train_epoch(
         if step <= skip:
             continue
         inputs, (labels,) = runtime.to_device(inputs), runtime.to_device((labels,))
-        with runtime.autocast():
-            logits = model(*inputs)
-            loss = loss_fn(logits.float(), labels)
-        if not torch.isfinite(loss):
-            raise SentimentError(
-                f"the loss became {loss.item()} at step {step} of {desc}; lower the learning rate "
-                f"(--lr) or set grad_clip; the last good checkpoint is kept"
-            )
+        n = labels.shape[0]
+        parts = split_batch(n, micro_batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        for k, part in enumerate(parts):
+            last = k == len(parts) - 1
+            part_inputs = inputs if len(parts) == 1 else tuple(_rows(x, part, n) for x in inputs)
+            part_labels = labels if len(parts) == 1 else labels[part]
+            # Under DDP the gradients are averaged across processes once, with the batch's last part.
+            sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+            with sync:
+                with runtime.autocast():
+                    logits = model(*part_inputs)
+                    loss = loss_fn(logits.float(), part_labels)
+                if not torch.isfinite(loss):
+                    raise SentimentError(
+                        f"the loss became {loss.item()} at step {step} of {desc}; lower the learning rate "
+                        f"(--lr) or set grad_clip; the last good checkpoint is kept"
+                    )
+                share = part_labels.shape[0] / n if loss_reduction == "mean" else 1.0
+                (loss * share if share != 1.0 else loss).backward()
+            pos.loss_sum += loss.item() * (part_labels.shape[0] if loss_reduction == "mean" else 1)
+            pos.correct += int((logits.argmax(1) == part_labels).sum().item())
         if grad_clip > 0:
             nn.utils.clip_grad_norm_(trainable, grad_clip)
         optimizer.step()
         if step_scheduler is not None:
             step_scheduler.step()
-        n = labels.shape[0]
-        pos.loss_sum += loss.item() * (n if loss_reduction == "mean" else 1)
-        pos.correct += int((logits.argmax(1) == labels).sum().item())
         pos.seen += n
         pos.step = step
         if progress and (step % 10 == 0 or step == total):
@@ -220,6 +237,25 @@ def train_epoch(
     if seen == 0:
         raise SentimentError("there is nothing to train on: the training split is empty")
     return EpochResult(loss_sum / seen, correct / seen, int(seen), time.perf_counter() - start)
+
+
+def split_batch(n: int, micro_batch: int | None) -> list[slice]:
+    """`n` examples as parts of at most `micro_batch`, as even as possible (130 by 64: 44, 43, 43)."""
+    if not micro_batch or micro_batch >= n:
+        return [slice(0, n)]
+    parts = -(-n // micro_batch)
+    size, extra = divmod(n, parts)
+    bounds = [0]
+    for i in range(parts):
+        bounds.append(bounds[-1] + size + (1 if i < extra else 0))
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _rows(x, part: slice, n: int):
+    """The rows `part` of a batch input; what is not per example (no leading batch dimension) as is."""
+    if torch.is_tensor(x) and x.dim() > 0 and x.shape[0] == n:
+        return x[part]
+    return x
 
 
 @torch.inference_mode()
@@ -283,6 +319,7 @@ class TrainingSetup:
     evaluate_before: bool = False  # an "epoch 0" line: how good the model is before any step
     progress: bool = True  # progress bars (on a terminal)
     report: Callable[[str], None] | None = None  # where the per-epoch lines go, bars or not
+    micro_batch: int | None = None  # gradient accumulation: parts of at most this many examples
 
 
 def _test_metrics(model: nn.Module, loop: TrainingSetup) -> dict:
@@ -408,6 +445,7 @@ def fit(
                     position=position if epoch == start_epoch + 1 else None,
                     stop=stop,
                     step_scheduler=loop.scheduler if loop.scheduler_per_step else None,
+                    micro_batch=loop.micro_batch,
                 )
             except StopRequested as e:
                 if save_checkpoint is not None:

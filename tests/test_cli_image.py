@@ -328,3 +328,22 @@ def test_image_runs_resume_exactly(photos, torchvision_checkpoint, tmp_path, cap
     whole = (tmp_path / "whole" / "latest").resolve()
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(part / "model.safetensors"))
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+def test_batches_are_split_to_fit_memory_or_as_asked(photos, torchvision_checkpoint, tmp_path, capsys):
+    """By default the recipe measures a step's activations and says how it splits the batch; the run
+    records the part size, and `--micro-batch` sets it."""
+    base = ["image-finetune", "--data", photos, "--weights", torchvision_checkpoint, *FAST]
+    code, out, err = run_cli(capsys, *base, "--out", tmp_path / "auto")
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("memory: "))
+    assert "MB of activations per example" in line and "--micro-batch" in line
+    auto = Run.open(tmp_path / "auto" / "latest").read_json("config.json")
+    assert auto["micro_batch"] >= 1
+    code, out, err = run_cli(capsys, *base, "--micro-batch", "3", "--out", tmp_path / "three")
+    assert code == 0, err
+    assert "memory: " not in out
+    three = Run.open(tmp_path / "three" / "latest").read_json("config.json")
+    assert three["micro_batch"] == 3 and three["config"]["micro_batch"] == 3
+    code, _, err = run_cli(capsys, *base, "--micro-batch", "0", "--out", tmp_path / "zero")
+    assert code == 2 and "micro" in err

@@ -30,3 +30,97 @@ def _one_step(reduction: str) -> torch.Tensor:
 def test_summed_loss_steps_batch_size_times_further_than_the_mean():
     mean, summed = _one_step("mean"), _one_step("sum")
     torch.testing.assert_close(summed, 8 * mean)
+
+
+def _step_with_parts(model: nn.Module, micro_batch, reduction="mean", batch=10) -> dict:
+    """The parameters after one step on one batch of `batch` examples, split into parts of `micro_batch`."""
+    torch.manual_seed(1)
+    x, y = torch.randn(batch, 1, 8, 8), torch.randint(0, 3, (batch,))
+    loop = TrainingSetup(
+        train_batches=[(torch.arange(batch), (x,), y)],
+        test_batches=None,
+        test_labels=None,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9),
+        runtime=Runtime(torch.device("cpu")),
+        epochs=1,
+        loss_reduction=reduction,
+        grad_clip=1.0,
+        progress=False,
+        micro_batch=micro_batch,
+    )
+    history = fit(model, loop)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()} | {"loss": history[0]["train_loss"]}
+
+
+def _convnet(batchnorm: bool) -> nn.Module:
+    torch.manual_seed(0)
+    layers = [
+        nn.Conv2d(1, 4, 3),
+        *([nn.BatchNorm2d(4)] if batchnorm else []),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(144, 3),
+    ]
+    return nn.Sequential(*layers)
+
+
+def test_micro_batches_give_the_whole_batch_step_without_batchnorm():
+    """Gradient accumulation: parts of 4, 4, ... (and uneven parts, and the summed loss) end in the
+    weights one step on the whole batch gives, gradient clipping included."""
+    for reduction in ("mean", "sum"):
+        whole = _step_with_parts(_convnet(False), None, reduction)
+        for micro in (1, 3, 4, 9):
+            parts = _step_with_parts(_convnet(False), micro, reduction)
+            assert whole.keys() == parts.keys()
+            assert abs(parts.pop("loss") - whole["loss"]) < 1e-5
+            for k in whole.keys() - {"loss"}:
+                torch.testing.assert_close(parts[k], whole[k], rtol=1e-5, atol=1e-6, msg=f"{reduction} {micro} {k}")
+
+
+def test_micro_batches_change_batchnorm_statistics_only_by_the_parts_they_see():
+    """With BatchNorm the parts are normalised with their own statistics, so the step differs from
+    the whole batch's: the test pins that this is the only difference (whole batch = one part)."""
+    whole = _step_with_parts(_convnet(True), None)
+    same = _step_with_parts(_convnet(True), 10)
+    parts = _step_with_parts(_convnet(True), 5)
+    assert all(torch.equal(whole[k], same[k]) for k in whole if k != "loss")
+    assert not torch.allclose(whole["0.weight"], parts["0.weight"])
+    assert parts["1.num_batches_tracked"].item() == 2  # one update of the running statistics per part
+
+
+def test_split_batch_is_even_and_covers_the_batch():
+    from sentiment.train import split_batch
+
+    assert split_batch(128, None) == [slice(0, 128)]
+    assert split_batch(128, 200) == [slice(0, 128)]
+    assert [s.stop - s.start for s in split_batch(130, 64)] == [44, 43, 43]
+    assert [s.stop - s.start for s in split_batch(128, 13)] == [13] * 8 + [12] * 2
+    for n, m in ((7, 1), (100, 33), (5, 5)):
+        parts = split_batch(n, m)
+        assert parts[0].start == 0 and parts[-1].stop == n
+        assert all(a.stop == b.start for a, b in zip(parts[:-1], parts[1:], strict=True))
+        assert max(s.stop - s.start for s in parts) <= m
+
+
+def test_memory_probe_measures_activations_and_leaves_no_trace():
+    """The probe's bytes per example grow with the activation size and do not count the weights; it
+    leaves BatchNorm statistics, gradients and the random state as they were."""
+    from sentiment.memory import plan_micro_batch, saved_bytes_per_example
+
+    runtime = Runtime(torch.device("cpu"))
+    model = _convnet(True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    small = saved_bytes_per_example(model, lambda n: (torch.randn(n, 1, 8, 8),), runtime)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    # per image, fp32: the input (1x8x8) and the conv and ReLU outputs (4x6x6 each) at least, and
+    # nothing of the weights (Linear alone has 144x3 of them)
+    assert 4 * (64 + 2 * 144) <= small <= 4 * (64 + 3 * 144)
+    wide = nn.Sequential(nn.Conv2d(1, 64, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64 * 36, 3))
+    # the input and the ReLU output (which Linear saves too: counted once)
+    assert saved_bytes_per_example(wide, lambda n: (torch.randn(n, 1, 8, 8),), runtime) == 4 * (64 + 64 * 36)
+    assert plan_micro_batch(128, per_example=2**20, budget=30 * 2**20) == 20
+    assert plan_micro_batch(128, per_example=1.0, budget=2**30) == 128
+    assert plan_micro_batch(128, per_example=2**30, budget=2**20) == 1

@@ -567,3 +567,47 @@ def test_real_ants_and_bees(tmp_path, monkeypatch):
         assert x.shape == (3, 224, 224) and math.isfinite(x.sum().item()) and y in (0, 1)
     index, (images,), labels = next(iter(make_loader(val, batch_size=8, shuffle=True, seed=0)))
     assert images.shape == (8, 3, 224, 224) and labels.tolist() == [val.targets[i] for i in index]
+
+
+class _SeesParentState(torch.utils.data.Dataset):
+    """Reports whether the worker that loads it inherited the training process's memory."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        import sentiment.vision.folder as folder
+
+        return torch.tensor(float(hasattr(folder, "_set_in_the_parent_only"))), 0
+
+
+def test_data_workers_do_not_inherit_the_training_process(monkeypatch):
+    """Workers start from a small server process, not as forks of a process that may hold a model
+    and its activations: state made in the parent after start-up is not in them."""
+    import sentiment.vision.folder as folder
+
+    monkeypatch.setattr(folder, "_set_in_the_parent_only", torch.zeros(1000), raising=False)
+    in_process = make_loader(_SeesParentState(), batch_size=2, shuffle=False, seed=0, num_workers=0)
+    assert torch.cat([b[1][0] for b in in_process]).tolist() == [1.0] * 4
+    workers = make_loader(_SeesParentState(), batch_size=2, shuffle=False, seed=0, num_workers=2)
+    assert torch.cat([b[1][0] for b in workers]).tolist() == [0.0] * 4
+
+
+def test_data_workers_follow_the_cores_this_process_may_use(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from sentiment.config import image_config
+    from sentiment.runtime import Runtime
+    from sentiment.vision.task import ImageTask
+
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.new("RGB", (40, 40), (200, 10, 10) if name == "a" else (10, 10, 200)).save(
+                tmp_path / split / name / "x.png"
+            )
+    cfg = image_config(None, {"data": str(tmp_path), "num_workers": 4, "backbone": "resnet18"})
+    for cores, expected in (({0}, 0), ({0, 1, 2}, 3), (set(range(16)), 4)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, c=cores: c, raising=False)
+        data = ImageTask(cfg).data(Runtime(torch.device("cpu")), lambda _: None)
+        assert data.train.num_workers == expected and data.test.num_workers == expected

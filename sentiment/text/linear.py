@@ -77,6 +77,7 @@ class LinearTask:
     evaluate_before = False
     head = None
     solver = True
+    example_inputs = None
 
     def __init__(self, cfg: TextConfig):
         self.cfg = cfg

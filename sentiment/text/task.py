@@ -115,6 +115,7 @@ class TextTask:
     cpu_bf16 = True
     evaluate_before = False
     solver = False
+    example_inputs = None
     head = "decoder"
 
     def __init__(self, cfg: TextConfig):

@@ -239,6 +239,7 @@ class TransformerTask:
     cpu_bf16 = True
     evaluate_before = False
     solver = False
+    example_inputs = None
     head = "head"
 
     def __init__(self, cfg: TextConfig):

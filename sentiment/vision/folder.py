@@ -417,6 +417,17 @@ class SeededLoader(DataLoader):
         return super().__iter__()
 
 
+def _worker_context():
+    """Data workers start from a small server process that has imported torch and this package, not
+    as forks of the training process: a fork would start with the whole model and its activations
+    mapped (the footprint counted once more per worker) and is unsafe once threads run."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "sentiment.vision.folder", "sentiment.vision.transforms"])
+    return ctx
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -438,6 +449,7 @@ def make_loader(
     return SeededLoader(
         dataset,
         seed=seed,
+        multiprocessing_context=_worker_context() if num_workers > 0 else None,
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=num_workers,

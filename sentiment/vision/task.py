@@ -112,6 +112,10 @@ class ImageTask:
         # here, 1.2x (ResNet-18) to 1.8x (EfficientNet-Lite0's depthwise convolutions) per training step.
         return model.to(runtime.device, memory_format=torch.channels_last)
 
+    def example_inputs(self, n: int) -> tuple:
+        size = self.backbone.input_size
+        return (torch.zeros(n, 3, size, size).contiguous(memory_format=torch.channels_last),)
+
     def record(self, data: TaskData) -> dict:
         backbone = self.backbone
         return {
