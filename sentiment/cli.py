@@ -352,6 +352,11 @@ def evaluate_cmd(
         typer.echo(json.dumps(report))
         return
     typer.echo(f"run {clf.run.path} on {corpus.source}: {report['examples']:,} reviews")
+    _print_report(report)
+
+
+def _print_report(report: dict) -> None:
+    """`train.classification_report` as a terminal reads it."""
     typer.echo(f"accuracy {report['accuracy']:.4f}   macro F1 {report['f1']:.4f}")
     width = max(len(c) for c in report["classes"]) + 2
     typer.echo(f"{'':{width}}precision  recall  f1      support")
@@ -470,6 +475,96 @@ def image_predict_cmd(
             )
         else:
             typer.echo(f"{clf.classes[best]} {p[best]:.2f}  {path}")
+
+
+ImageRunOpt = Annotated[str | None, typer.Option("--run", help="an image run folder (default: runs/latest-image)")]
+
+
+@app.command("image-evaluate")
+def image_evaluate_cmd(
+    run: ImageRunOpt = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="photos: a folder (or archive) with test/ or val/, or one folder per class; "
+            "default: where the run was trained",
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="which split of --data: test (or val) or train")] = "test",
+    limit: Annotated[int | None, typer.Option("--limit", help="a balanced random subset", min=1)] = None,
+    mistakes: Annotated[
+        str | None, typer.Option("--mistakes", help="write a contact sheet (PNG) of the worst mistakes here")
+    ] = None,
+    top: Annotated[int, typer.Option("--top", help="how many mistakes the sheet and the list show", min=1)] = 16,
+    as_json: JsonOpt = False,
+    device: Annotated[str, typer.Option("--device")] = "cpu",
+):
+    """Accuracy, per-class precision/recall and the confusion matrix of an image run on a folder of
+    photos, the mistakes it was surest of, and optionally a contact sheet of them."""
+    from sentiment.runs import Run
+    from sentiment.tasks import open_classifier
+    from sentiment.vision.report import evaluate_folder, mistakes_sheet, worst_mistakes
+
+    clf = open_classifier(Run.open(run, kind="image"), device, kind="image", hint="; use sentiment evaluate")
+    meta = clf.run.read_json("config.json")
+    where = data or meta.get("data_source") or meta.get("data_root")
+    if where is None:
+        raise SentimentError(f"{clf.run.path} does not record its photos; give --data")
+    report, outcomes = evaluate_folder(clf, where, split=split, limit=limit, progress=not as_json and _bars())
+    worst = worst_mistakes(outcomes, top)
+    sheet = mistakes_sheet(worst, mistakes) if mistakes and worst else None
+    if as_json:
+        typer.echo(
+            json.dumps(
+                report | {"run": str(clf.run.path), "mistakes": worst, "mistakes_sheet": str(sheet) if sheet else None}
+            )
+        )
+        return
+    typer.echo(f"run {clf.run.path} on {report['data']}: {report['examples']:,} images")
+    _print_report(report)
+    wrong = sum(o["predicted"] != o["label"] for o in outcomes)
+    if wrong:
+        typer.echo(f"{wrong} mistake{'s' if wrong > 1 else ''}; the {len(worst)} surest:")
+        for m in worst:
+            typer.echo(f"  {m['predicted']} {m['probability']:.2f} (is {m['label']})  {m['image']}")
+    if sheet:
+        typer.echo(f"contact sheet: {sheet}")
+    elif mistakes:
+        typer.echo(f"no mistakes: {mistakes} not written")
+
+
+@app.command("image-augment")
+def image_augment_cmd(
+    data: Annotated[str | None, typer.Option("--data", help=config.help_of(ImageConfig, "data"))] = None,
+    out: Annotated[str, typer.Option("--out", help="the contact sheet (PNG) to write")] = "augment.png",
+    backbone: Annotated[
+        str, typer.Option("--backbone", help="whose input size and normalisation")
+    ] = ImageConfig.backbone,
+    color_jitter: Annotated[
+        float, typer.Option("--color-jitter", help=config.help_of(ImageConfig, "color_jitter"), min=0)
+    ] = 0.0,
+    images: Annotated[int, typer.Option("--images", help="training photos, one row each", min=1)] = 4,
+    versions: Annotated[int, typer.Option("--versions", help="augmented versions of each", min=1)] = 5,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+):
+    """A contact sheet of training photos as the augmentation turns them into model inputs."""
+    from sentiment.vision.backbones import get_backbone
+    from sentiment.vision.report import augmentation_sheet
+
+    b = get_backbone(backbone)
+    path = augmentation_sheet(
+        data,
+        out,
+        size=b.input_size,
+        mean=b.mean,
+        std=b.std,
+        color_jitter=color_jitter or None,
+        images=images,
+        versions=versions,
+        seed=seed,
+    )
+    typer.echo(f"wrote {path}: {images} training photos, {versions} model inputs each ({backbone}, {b.input_size} px)")
 
 
 def _one_line(message: str) -> str:

@@ -21,10 +21,28 @@ def plot_runs(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig = figure(runs, title=title, labels=labels)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return out
+
+
+def figure(runs: list[Run], *, title: str | None = None, labels: list[str] | None = None):
+    """The matplotlib figure `plot_runs` saves. The legend names each run by its colour and shows
+    the two line styles once, in black, long enough that the dashes read as dashes."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    handles = []
     for i, run in enumerate(runs):
         colour = f"C{i}"
         label = labels[i] if labels else (run.path.name if len(runs) > 1 else None)
+        if label:
+            handles.append(Line2D([], [], color=colour, linewidth=4, label=label))
         epochs = [m["epoch"] for m in run.metrics]
         for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
             for split, style in (("train", "--"), ("test", "-")):
@@ -35,21 +53,18 @@ def plot_runs(
                 ]
                 if points:
                     xs, ys = zip(*points, strict=True)
-                    name = f"{label}: {split}" if label else split
-                    ax.plot(xs, ys, style, color=colour if label else None, marker="o", markersize=3, label=name)
+                    ax.plot(xs, ys, style, color=colour, marker="o", markersize=3)
+    handles += [
+        Line2D([], [], color="black", linestyle="--", label="train"),
+        Line2D([], [], color="black", linestyle="-", label="test"),
+    ]
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    from matplotlib.ticker import MaxNLocator
-
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(handles=handles, fontsize=7, handlelength=4)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return out
+    return fig

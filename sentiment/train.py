@@ -268,18 +268,23 @@ def predict_logits(
     desc: str = "predict",
     progress: bool = True,
     total: int | None = None,
+    micro_batch: int | None = None,
 ) -> torch.Tensor:
-    """Logits `[size, classes]` in data order, whatever order the batches came in."""
+    """Logits `[size, classes]` in data order, whatever order the batches came in; with
+    `micro_batch`, each batch goes through the model in parts of at most that many examples."""
     model.eval()
     out: torch.Tensor | None = None
     bar = tqdm(batches, desc=desc, total=total, disable=not progress, unit="batch", leave=False, dynamic_ncols=True)
     for index, inputs, _ in bar:
         inputs = runtime.to_device(inputs)
-        with runtime.autocast():
-            logits = model(*inputs).float().cpu()
-        if out is None:
-            out = torch.empty(size, logits.shape[1])
-        out[torch.as_tensor(index)] = logits
+        index = torch.as_tensor(index)
+        n = len(index)
+        for part in split_batch(n, micro_batch):
+            with runtime.autocast():
+                logits = model(*(tuple(_rows(x, part, n) for x in inputs))).float().cpu()
+            if out is None:
+                out = torch.empty(size, logits.shape[1])
+            out[index[part]] = logits
     if out is None:
         raise SentimentError("there is nothing to predict: no examples")
     return out
@@ -294,9 +299,12 @@ def evaluate(
     desc: str = "test",
     progress: bool = True,
     total: int | None = None,
+    micro_batch: int | None = None,
 ) -> tuple[EpochResult, torch.Tensor]:
     start = time.perf_counter()
-    logits = predict_logits(model, batches, runtime, size=len(labels), desc=desc, progress=progress, total=total)
+    logits = predict_logits(
+        model, batches, runtime, size=len(labels), desc=desc, progress=progress, total=total, micro_batch=micro_batch
+    )
     loss = nn.functional.cross_entropy(logits, labels).item()
     acc = (logits.argmax(1) == labels).float().mean().item()
     return EpochResult(loss, acc, len(labels), time.perf_counter() - start), logits
@@ -332,6 +340,7 @@ def _test_metrics(model: nn.Module, loop: TrainingSetup) -> dict:
         loop.runtime,
         progress=loop.progress,
         total=len(loop.test_batches),
+        micro_batch=loop.micro_batch,  # what fits a training step fits an evaluation one
     )
     return {"test_loss": te.loss, "test_acc": te.acc, "test_s": round(te.seconds, 3)}
 

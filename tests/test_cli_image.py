@@ -347,3 +347,71 @@ def test_batches_are_split_to_fit_memory_or_as_asked(photos, torchvision_checkpo
     assert three["micro_batch"] == 3 and three["config"]["micro_batch"] == 3
     code, _, err = run_cli(capsys, *base, "--micro-batch", "0", "--out", tmp_path / "zero")
     assert code == 2 and "micro" in err
+
+
+def test_image_evaluate_prints_and_writes_the_report(trained, photos, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "image-evaluate", "--run", trained, "--data", photos, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["examples"] == 16 and report["classes"] == ["blue", "red"]
+    confusion = torch.tensor(report["confusion"])
+    assert confusion.sum(1).tolist() == [8, 8]  # rows: true classes
+    assert report["accuracy"] == pytest.approx(confusion.trace().item() / 16)
+    for name, m in report["per_class"].items():
+        i = report["classes"].index(name)
+        assert m["recall"] == pytest.approx(confusion[i, i].item() / 8)
+    wrong = report["mistakes"]
+    assert all(m["predicted"] != m["label"] for m in wrong)
+    assert len(wrong) == min(16, 16 - confusion.trace().item())
+    assert [m["probability"] for m in wrong] == sorted((m["probability"] for m in wrong), reverse=True)
+
+    # the split folder itself works too, and so does the text form
+    code, out, err = run_cli(capsys, "image-evaluate", "--run", trained, "--data", photos / "test")
+    assert code == 0, err
+    assert "accuracy" in out and "confusion (rows: true, columns: predicted)" in out and "16 images" in out
+
+
+def test_image_evaluate_draws_the_worst_mistakes(trained, photos, tmp_path, capsys):
+    """A run that knows nothing (a scrambled head) makes mistakes; the sheet shows the surest ones."""
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "bad"
+    import shutil
+
+    shutil.copytree(trained.resolve(), bad)
+    weights = load_file(str(bad / "model.safetensors"))
+    head = [k for k in weights if k.startswith("fc.")]
+    weights = {k: (-v if k in head else v) for k, v in weights.items()}  # swap what the head says
+    save_file(weights, str(bad / "model.safetensors"))
+    sheet = tmp_path / "mistakes.png"
+    code, out, err = run_cli(
+        capsys, "image-evaluate", "--run", bad, "--data", photos, "--mistakes", sheet, "--top", "3"
+    )
+    assert code == 0, err
+    assert "surest" in out and f"contact sheet: {sheet}" in out
+    img = Image.open(sheet)
+    assert img.size[0] >= 3 * 150 and img.size[1] > 150
+
+
+def test_image_evaluate_bad_inputs(trained, photos, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "image-evaluate", "--run", trained, "--data", tmp_path / "nothing")
+    assert_user_error(code, err)
+    other = tmp_path / "other" / "test"
+    for name in ("cat", "dog"):
+        (other / name).mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(other / name / "a.png")
+    code, _, err = run_cli(capsys, "image-evaluate", "--run", trained, "--data", tmp_path / "other")
+    assert_user_error(code, err, "classes")
+
+
+def test_image_augment_draws_training_inputs(photos, tmp_path, capsys):
+    out = tmp_path / "augment.png"
+    code, stdout, err = run_cli(
+        capsys, "image-augment", "--data", photos, "--out", out, "--images", "2", "--versions", "3"
+    )
+    assert code == 0, err
+    assert "2 training photos, 3 model inputs each" in stdout
+    sheet = Image.open(out)
+    columns, rows = 4, 2  # each photo as stored, then its 3 model inputs
+    tile = sheet.size[0] // columns
+    assert sheet.size[0] == columns * tile and sheet.size[1] > rows * tile

@@ -191,3 +191,27 @@ def test_each_kind_finds_its_own_latest_run(tmp_path, capsys, monkeypatch):
     (tmp_path / "runs" / "latest-text").unlink()  # as in a folder written before latest-<kind> existed
     code, _, err = run_cli(capsys, "predict", "a great film")
     assert code == 2 and "name one with --run" in err, err
+
+
+def test_compare_legend_tells_train_from_test_and_runs_apart(text_run):
+    """The legend shows train dashed and test solid, without markers hiding the dashes, and one
+    entry per run in its colour (item 12)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sentiment.curves import figure
+    from sentiment.runs import Run
+
+    run = Run.open(text_run)
+    fig = figure([run, run], labels=["first", "second"])
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        entries = {t.get_text(): h for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)}
+        assert list(entries) == ["first", "second", "train", "test"]
+        assert entries["train"].get_linestyle() == "--" and entries["test"].get_linestyle() == "-"
+        assert all(entries[k].get_marker() in ("None", None, "") for k in ("train", "test"))
+        assert entries["first"].get_color() != entries["second"].get_color()
+        assert legend.handlelength >= 3
+    plt.close(fig)
