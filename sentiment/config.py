@@ -86,6 +86,9 @@ class RunSettings:
         above=0,
         loop=True,
     )
+    threads: int | None = setting(
+        None, "CPU threads (default: the cores this process may use, shared with other trainings)", above=0, loop=True
+    )
     seed: int = setting(0)
     device: str = setting("auto", "auto, cpu or cuda", choices=DEVICES)
     precision: str = setting("auto", "auto (bf16 where the hardware has it), bf16 or fp32", choices=PRECISIONS)

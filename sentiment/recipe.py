@@ -24,7 +24,7 @@ from sentiment.errors import SentimentError
 from sentiment.finetune import count_parameters, layer_decay_scales, param_groups
 from sentiment.memory import default_budget, plan_micro_batch, saved_bytes_per_example
 from sentiment.runs import Run
-from sentiment.runtime import Runtime, tune_allocator
+from sentiment.runtime import Runtime, ThreadPlan, busy_cores, plan_threads, tune_allocator
 from sentiment.tasks import Task, TaskData, task_for
 from sentiment.train import (
     PER_STEP_SCHEDULES,
@@ -62,6 +62,7 @@ def fine_tune(
         progress, echo = False, _quiet
     runtime = Runtime.resolve(cfg.device, cfg.precision, cpu_bf16=task.cpu_bf16)
     runtime = dataclasses.replace(runtime, device=distributed.setup(runtime.device))
+    threads = None if task.solver else _size_threads(cfg, runtime, echo)
 
     seed_everything(cfg.seed)
     data = task.data(runtime, echo)
@@ -124,12 +125,40 @@ def fine_tune(
     if setup is None:
         _fit_with_solver(run, task, model, data, summary, echo, after_epoch)
     else:
-        _fit_into(run, task.kind, model, setup, summary, echo, after_epoch, state)
+        _fit_into(run, task.kind, model, setup, summary, echo, after_epoch, state, threads)
     if processes > 1:  # a record that every process ended with the same weights
         digests = distributed.weight_digests(model)
         if main:
             run.save_json("summary.json", {**run.read_json("summary.json"), "rank_weight_digests": digests})
     return run
+
+
+def _size_threads(cfg, runtime: Runtime, echo: Callable[[str], None]) -> ThreadPlan | None:
+    """Size torch's CPU thread pool (see `runtime.plan_threads`) and say so when it is not every core
+    or when the machine is already busy."""
+    if runtime.device.type != "cpu":
+        return None
+    plan = plan_threads(cfg.threads)
+    torch.set_num_threads(plan.threads)
+    if plan.reason == "cores" and plan.threads < plan.cores:
+        echo(plan.describe())
+    elif plan.reason == "cores" and (load := busy_cores()) >= plan.cores - 0.5:
+        echo(
+            f"note: this machine's load is {load:.1f} on {plan.cores} cores: other work is using them, so "
+            "training will be slower (--threads sets how many this run takes)"
+        )
+    return plan
+
+
+def _replan_threads(plan: ThreadPlan | None, echo: Callable[[str], None]) -> ThreadPlan | None:
+    """Between epochs: another training may have started or ended since the pool was sized."""
+    if plan is None or plan.reason != "cores":
+        return plan
+    new = plan_threads()
+    if new.threads != torch.get_num_threads():
+        torch.set_num_threads(new.threads)
+        echo(new.describe().replace("threads: ", "threads: now ", 1))
+    return new
 
 
 def _training_setup(
@@ -259,6 +288,7 @@ def _fit_into(
     echo: Callable[[str], None],
     after_epoch: Callable[[dict], None] | None,
     state: dict | None,
+    threads: ThreadPlan | None = None,
 ) -> None:
     """`fit` with the run folder as its record: after every trained epoch the weights, metrics,
     curves, summary, `latest` link and a resumable `checkpoint.pt` are updated, so an interrupt
@@ -281,6 +311,9 @@ def _fit_into(
             run.mark_latest(kind)
         if trained and after_epoch is not None:
             after_epoch(metrics)
+        if trained:
+            nonlocal threads
+            threads = _replan_threads(threads, echo)
 
     def save_checkpoint(training_state: dict) -> None:
         if main:

@@ -115,3 +115,91 @@ class Runtime:
     def to_device(self, tensors: tuple) -> tuple:
         non_blocking = self.device.type == "cuda"
         return tuple(x.to(self.device, non_blocking=non_blocking) for x in tensors)
+
+
+# --------------------------------------------------------------------------- CPU threads
+
+TRAINING_COMMANDS = ("train", "image-finetune")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), not every core of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _ancestors() -> set[int]:
+    """This process and the processes it runs under (a wrapper such as `time` or a shell)."""
+    out, pid = set(), os.getpid()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            pid = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return out
+
+
+def is_training_command(argv: list[str]) -> bool:
+    """Whether a command line is a `sentiment` training: `sentiment train`, `python -m sentiment
+    image-finetune`, ..."""
+    for word, following in zip(argv[:-1], argv[1:], strict=True):
+        if os.path.basename(word) == "sentiment" and following in TRAINING_COMMANDS:
+            return True
+    return False
+
+
+def other_trainings() -> int:
+    """How many other `sentiment` trainings are running on this machine (Linux; 0 elsewhere)."""
+    if not os.path.isdir("/proc"):
+        return 0
+    mine, found = _ancestors(), {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) in mine:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+            if is_training_command([a for a in argv if a]):
+                with open(f"/proc/{entry.name}/stat") as f:
+                    found[int(entry.name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    # A wrapper (`time sentiment train`, a shell) and the training it runs are one training.
+    return sum(1 for parent in found.values() if parent not in found)
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    threads: int
+    cores: int
+    others: int  # other trainings sharing the cores
+    reason: str  # why: "--threads", "OMP_NUM_THREADS", or "cores"
+
+    def describe(self) -> str:
+        others = f"{self.others} other training{'s' if self.others != 1 else ''} running"
+        return f"threads: {self.threads} of {self.cores} cores ({others}; --threads sets it)"
+
+
+def plan_threads(asked: int | None = None) -> ThreadPlan:
+    """CPU threads for this training: `--threads` if given, else $OMP_NUM_THREADS if set, else the
+    cores this process may use shared evenly with the other `sentiment` trainings running, so two
+    trainings at once do not each start a thread per core and slow each other down many times."""
+    cores = usable_cores()
+    if asked:
+        return ThreadPlan(asked, cores, 0, "--threads")
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return ThreadPlan(int(env), cores, 0, "OMP_NUM_THREADS")
+    others = other_trainings()
+    return ThreadPlan(max(1, cores // (others + 1)), cores, others, "cores")
+
+
+def busy_cores() -> float:
+    """The machine's load over the last minute (runnable processes), 0 where it is not known."""
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return 0.0

@@ -215,3 +215,59 @@ def test_compare_legend_tells_train_from_test_and_runs_apart(text_run):
         assert entries["first"].get_color() != entries["second"].get_color()
         assert legend.handlelength >= 3
     plt.close(fig)
+
+
+def test_two_trainings_share_the_cores_instead_of_each_taking_all(text_run, tmp_path, capsys, monkeypatch):
+    """Item 5: with another `sentiment train` running, a training takes its share of the cores this
+    process may use, says so, and `--threads` / OMP_NUM_THREADS still decide when given."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from sentiment import runtime
+
+    csv = tmp_path / "reviews.csv"
+    from cli_helpers import three_class_csv
+
+    three_class_csv(csv, n=60)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 4)
+    before = torch.get_num_threads()
+    args = [*TRAIN, "--data", csv, "--out", tmp_path / "runs", "--quiet"]
+    already = runtime.other_trainings()  # whatever else this machine runs
+    try:
+        code, out, err = run_cli(capsys, *args)
+        assert code == 0, err
+        assert torch.get_num_threads() == 4 // (already + 1)
+        # another training, as `ps` would show it
+        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "sentiment", "train"])
+        try:
+            others = already + 1
+            assert runtime.other_trainings() == others
+            code, out, err = run_cli(capsys, *args)
+            assert code == 0, err
+            n = 4 // (others + 1)
+            assert f"threads: {n} of 4 cores ({others} other training{'s' if others > 1 else ''} running;" in out
+            assert torch.get_num_threads() == n
+            code, out, err = run_cli(capsys, *args, "--threads", "3")
+            assert code == 0, err
+            assert "threads:" not in out and torch.get_num_threads() == 3
+            monkeypatch.setenv("OMP_NUM_THREADS", "1")
+            code, out, err = run_cli(capsys, *args)
+            assert code == 0, err
+            assert torch.get_num_threads() == 1
+        finally:
+            other.kill()
+            other.wait()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_training_command_lines_are_recognised():
+    from sentiment.runtime import is_training_command
+
+    assert is_training_command(["/x/.venv/bin/python", "/x/.venv/bin/sentiment", "train", "--model", "birnn"])
+    assert is_training_command(["python", "-m", "sentiment", "image-finetune"])
+    assert not is_training_command(["python", "-m", "sentiment", "predict", "train"])
+    assert not is_training_command(["vim", "sentiment/train.py"])
