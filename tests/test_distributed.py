@@ -41,13 +41,15 @@ def test_nproc_must_be_positive(tmp_path, capsys, monkeypatch):
 
 def test_two_processes_fine_tune_a_transformer(tmp_path):
     """Every encoder parameter the classifier uses gets a gradient on both ranks (DDP refuses unused
-    ones, such as a BERT pooler the classifier never reads)."""
+    ones, such as a BERT pooler the classifier never reads), also when each rank accumulates its
+    batch over micro-batches (the gradients are averaged across ranks once, with the last part)."""
     from encoders import tiny_encoder
 
     csv = three_class_csv(tmp_path / "three.csv", n=96)
     encoder = tiny_encoder(tmp_path / "encoder")
     args = ["train", "--model", "transformer", "--encoder", str(encoder), "--data", str(csv), "--epochs", "1"]
-    args += ["--max-len", "32", "--batch-size", "8", "--device", "cpu", "--quiet", "--out", str(tmp_path / "ddp")]
+    args += ["--max-len", "32", "--batch-size", "8", "--micro-batch", "3", "--device", "cpu", "--quiet"]
+    args += ["--out", str(tmp_path / "ddp")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "sentiment", *args, "--nproc", "2"], capture_output=True, text=True, env=env
@@ -55,6 +57,7 @@ def test_two_processes_fine_tune_a_transformer(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     digests = json.loads((tmp_path / "ddp" / "latest" / "summary.json").read_text())["rank_weight_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
+    assert json.loads((tmp_path / "ddp" / "latest" / "config.json").read_text())["micro_batch"] == 3
 
 
 def test_families_fitted_in_one_go_refuse_nproc(tmp_path, capsys, monkeypatch):
