@@ -4,8 +4,10 @@ A step's memory beyond the weights and optimizer state is mostly the activations
 the backward pass, and those grow linearly with the number of examples. `saved_bytes_per_example`
 measures that slope exactly: it runs the model's forward on 2 and on 4 examples with a hook on what
 autograd saves, counts each saved storage once (parameters excluded), and takes the difference, so
-fixed costs (bf16 copies of the weights, for example) cancel. The probe leaves no trace: random
-states and BatchNorm statistics are put back and no gradient is kept.
+fixed costs (bf16 copies of the weights, for example) cancel. Where little is trained (a frozen
+backbone), autograd keeps little, but the forward still holds a few activations at once: the
+estimate is never below three of the largest. The probe leaves no trace: random states and
+BatchNorm statistics are put back and no gradient is kept.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from sentiment.runtime import Runtime
 # pixels, 8 and 32 images a step), each example raised the step's peak resident memory by 1.1x
 # (EfficientNet-Lite0, 78 MB saved per image) and 1.5x (ResNet-18, 21 MB) what autograd saved.
 STEP_OVERHEAD = 1.5
+# Live tensors of the largest activation's size a forward holds at once when autograd keeps nothing.
+TRANSIENT_TENSORS = 3
 # The share of the memory this process may use that the activations of one step may take, and a
 # ceiling, so a machine with much free memory still trains at a size a laptop could run.
 BUDGET_SHARE = 0.25
@@ -70,14 +74,16 @@ def default_budget(device: torch.device | None = None) -> int:
 
 
 def saved_bytes_per_example(model: torch.nn.Module, example: Callable[[int], tuple], runtime: Runtime) -> float:
-    """Bytes autograd keeps for backward per example in a training forward of `model`;
-    `example(n)` makes the model's inputs for `n` examples."""
+    """Bytes per example a training step of `model` holds: what autograd keeps for backward, or,
+    where that is less (little is trained), what the forward holds at once; `example(n)` makes the
+    model's inputs for `n` examples."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     was_training = model.training
 
-    def measure(n: int) -> int:
+    def measure(n: int) -> tuple[int, int]:
         seen: dict[int, int] = {}
+        largest = [0]
 
         def pack(t: torch.Tensor):
             storage = t.untyped_storage()
@@ -86,22 +92,35 @@ def saved_bytes_per_example(model: torch.nn.Module, example: Callable[[int], tup
                 seen[ptr] = storage.nbytes()
             return t
 
-        inputs = runtime.to_device(example(n))
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), runtime.autocast():
-            out = model(*inputs)
-        del out
-        return sum(seen.values())
+        def output(module, args, out):
+            if torch.is_tensor(out):
+                largest[0] = max(largest[0], out.untyped_storage().nbytes())
+
+        hooks = [m.register_forward_hook(output) for m in model.modules() if not list(m.children())]
+        try:
+            inputs = runtime.to_device(example(n))
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), runtime.autocast():
+                out = model(*inputs)
+            del out
+        finally:
+            for h in hooks:
+                h.remove()
+        return sum(seen.values()), largest[0]
 
     model.train()
     try:
         with torch.random.fork_rng(devices=[runtime.device] if runtime.device.type == "cuda" else []):
-            two, four = measure(2), measure(4)
+            (saved2, big2), (saved4, big4) = measure(2), measure(4)
     finally:
         with torch.no_grad():
             for name, b in model.named_buffers():
                 b.copy_(buffers[name])
         model.train(was_training)
-    return max(four - two, 0) / 2
+    saved = max(saved4 - saved2, 0) / 2
+    # What a forward holds at once even when nothing is saved (a frozen backbone, evaluation): a
+    # layer's input, its output and a temporary, each at most the largest activation.
+    transient = TRANSIENT_TENSORS * max(big4 - big2, 0) / 2
+    return max(saved, transient)
 
 
 def plan_micro_batch(batch_size: int, per_example: float, budget: int) -> int:

@@ -115,12 +115,24 @@ def test_memory_probe_measures_activations_and_leaves_no_trace():
     assert torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
-    # per image, fp32: the input (1x8x8) and the conv and ReLU outputs (4x6x6 each) at least, and
-    # nothing of the weights (Linear alone has 144x3 of them)
-    assert 4 * (64 + 2 * 144) <= small <= 4 * (64 + 3 * 144)
-    wide = nn.Sequential(nn.Conv2d(1, 64, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64 * 36, 3))
-    # the input and the ReLU output (which Linear saves too: counted once)
-    assert saved_bytes_per_example(wide, lambda n: (torch.randn(n, 1, 8, 8),), runtime) == 4 * (64 + 64 * 36)
+    assert small > 0
+
+    def deep() -> nn.Module:
+        torch.manual_seed(0)
+        layers = [nn.Conv2d(1, 8, 3, padding=1), nn.ReLU()]
+        for _ in range(5):
+            layers += [nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()]
+        return nn.Sequential(*layers, nn.Flatten(), nn.Linear(8 * 64, 3))
+
+    def example(n):
+        return (torch.randn(n, 1, 8, 8),)
+
+    # Trained: what autograd keeps, each storage once and no weights: the input and six ReLU
+    # outputs (8x8x8 each; the next layer saves the same tensor), fp32.
+    assert saved_bytes_per_example(deep(), example, runtime) == 4 * (64 + 6 * 512)
+    # Frozen: autograd keeps nothing, and the forward still holds a few activations at once.
+    frozen = deep().requires_grad_(False)
+    assert saved_bytes_per_example(frozen, example, runtime) == 3 * 4 * 512
     assert plan_micro_batch(128, per_example=2**20, budget=30 * 2**20) == 20
     assert plan_micro_batch(128, per_example=1.0, budget=2**30) == 128
     assert plan_micro_batch(128, per_example=2**30, budget=2**20) == 1
