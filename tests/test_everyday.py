@@ -285,7 +285,6 @@ def test_auto_precision_keeps_birnn_in_fp32_on_a_bf16_cpu(tmp_path, capsys, monk
     """Item 8: on a CPU with native bfloat16, `auto` trains TextCNN in bf16 but BiRNN in fp32 (bf16
     cost BiRNN about a point on full IMDb, README "bf16 or fp32 on CPU"); asking for bf16 still works."""
     from cli_helpers import three_class_csv
-
     from sentiment import runtime
 
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
