@@ -107,18 +107,12 @@ def text_task_data(
     )
 
 
-# Whether `--precision auto` may run a family in bf16 on a CPU with native bfloat16. Measured on full
-# IMDb with 3 seeds (README, "bf16 or fp32 on CPU"; `make bench-precision`): TextCNN loses nothing
-# in bf16, BiRNN's LSTMs lose about a point, so BiRNN stays in fp32 on CPU unless asked.
-CPU_BF16 = {"textcnn": True, "birnn": False}
-
-
 class TextTask:
     """TextCNN or BiRNN over a GloVe-initialised vocabulary built from the training split."""
 
     kind = "text"
     allocator = "bounded"  # batch shapes change with every length bucket
-    cpu_bf16 = True  # per model: set from CPU_BF16 in __init__
+    cpu_bf16 = True
     evaluate_before = False
     solver = False
     example_inputs = None
@@ -126,7 +120,6 @@ class TextTask:
 
     def __init__(self, cfg: TextConfig):
         self.cfg = cfg
-        self.cpu_bf16 = CPU_BF16[cfg.model]
 
     def data(self, runtime: Runtime, echo: Callable[[str], None]) -> TaskData:
         from sentiment.text.vectors import load_vectors
@@ -255,7 +248,7 @@ class TextClassifier(EncodedTextClassifier):
         self.classes: list[str] = folder.classes
         self.vocab = folder.vocab
         self.eval_batch_size: int = cfg.get("batch_size", 64)
-        self.runtime = Runtime.resolve(device, cfg.get("precision", "auto"), cpu_bf16=CPU_BF16[cfg["model"]])
+        self.runtime = Runtime.resolve(device, cfg.get("precision", "auto"), cpu_bf16=TextTask.cpu_bf16)
         state = folder.state
         self.model = build_model(
             cfg["model"],
