@@ -129,14 +129,23 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def _parent(pid: int) -> int:
+    """The parent of process `pid`, from /proc (the field after the command name, which may hold spaces
+    and brackets, hence the split at the last ")"); OSError or ValueError once it is gone."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    if len(fields) < 2:
+        raise ValueError(f"unreadable /proc/{pid}/stat")
+    return int(fields[1])
+
+
 def _ancestors() -> set[int]:
     """This process and the processes it runs under (a wrapper such as `time` or a shell)."""
     out, pid = set(), os.getpid()
     while pid > 1 and pid not in out:
         out.add(pid)
         try:
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-            pid = int(fields[1])
+            pid = _parent(pid)
         except (OSError, IndexError, ValueError):
             break
     return out
@@ -163,8 +172,7 @@ def other_trainings() -> int:
             with open(f"/proc/{entry.name}/cmdline", "rb") as f:
                 argv = f.read().decode(errors="replace").split("\0")
             if is_training_command([a for a in argv if a]):
-                with open(f"/proc/{entry.name}/stat") as f:
-                    found[int(entry.name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+                found[int(entry.name)] = _parent(int(entry.name))
         except (OSError, IndexError, ValueError):
             continue
     # A wrapper (`time sentiment train`, a shell) and the training it runs are one training.

@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sentiment.errors import SentimentError
 from sentiment.hub import data_dir
+from sentiment.runtime import usable_cores
 from sentiment.vision.transforms import to_rgb, to_tensor
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -94,7 +95,7 @@ def check_image(path: str | os.PathLike) -> str | None:
 
 
 def _check_all(paths: Sequence[Path]) -> list[str | None]:
-    workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    workers = min(8, usable_cores())
     if workers <= 1 or len(paths) < 16:
         return [check_image(p) for p in paths]
     # Pillow releases the GIL while decoding, so threads use every core.

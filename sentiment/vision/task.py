@@ -17,7 +17,7 @@ from sentiment.config import ImageConfig, held_out_seed
 from sentiment.errors import SentimentError
 from sentiment.finetune import freeze
 from sentiment.runs import Run
-from sentiment.runtime import Runtime
+from sentiment.runtime import Runtime, usable_cores
 from sentiment.subsets import balanced_indices
 from sentiment.tasks import TaskData
 from sentiment.train import predict_logits
@@ -85,7 +85,7 @@ class ImageTask:
         test_set = _subset(test_ds, cfg.limit_test, held_out_seed(cfg.seed))
         test_labels = torch.tensor([test_ds.targets[i] for i in getattr(test_set, "indices", range(len(test_ds)))])
         echo(f"data: {root}: {len(train_set):,} train / {len(test_set):,} test images, classes {', '.join(classes)}")
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = usable_cores()
         workers = min(cfg.num_workers, cores) if cores > 1 else 0  # one core: decode in the main process
         loader = dict(seed=cfg.seed, num_workers=workers, pin_memory=runtime.pin_memory)
         return TaskData(
