@@ -433,7 +433,7 @@ def image_finetune_cmd(
 
 def _image_files(paths: list[str]) -> list[str]:
     """The paths given, each folder replaced by the images in it and below it (sorted)."""
-    from sentiment.vision.folder import IMAGE_EXTENSIONS
+    from sentiment.vision.folder import IMAGE_EXTENSIONS, list_images
 
     out = []
     for p in paths:
@@ -441,11 +441,7 @@ def _image_files(paths: list[str]) -> list[str]:
         if not folder.is_dir():
             out.append(p)
             continue
-        found = sorted(
-            str(f)
-            for f in folder.rglob("*")
-            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")
-        )
+        found = sorted(str(f) for f in list_images(folder))
         if not found:
             raise SentimentError(f"{folder} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
         out += found

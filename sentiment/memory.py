@@ -1,7 +1,7 @@
 """How much memory a training step needs, and how many examples of a batch fit a memory budget.
 
 A step's memory beyond the weights and optimizer state is mostly the activations autograd keeps for
-the backward pass, and those grow linearly with the number of examples. `saved_bytes_per_example`
+the backward pass, and those grow linearly with the number of examples. `step_bytes_per_example`
 measures that slope exactly: it runs the model's forward on 2 and on 4 examples with a hook on what
 autograd saves, counts each saved storage once (parameters excluded), and takes the difference, so
 fixed costs (bf16 copies of the weights, for example) cancel. Where little is trained (a frozen
@@ -73,7 +73,7 @@ def default_budget(device: torch.device | None = None) -> int:
     return int(min(BUDGET_SHARE * available_bytes(), BUDGET_CEILING))
 
 
-def saved_bytes_per_example(model: torch.nn.Module, example: Callable[[int], tuple], runtime: Runtime) -> float:
+def step_bytes_per_example(model: torch.nn.Module, example: Callable[[int], tuple], runtime: Runtime) -> float:
     """Bytes per example a training step of `model` holds: what autograd keeps for backward, or,
     where that is less (little is trained), what the forward holds at once; `example(n)` makes the
     model's inputs for `n` examples."""

@@ -22,7 +22,7 @@ from sentiment.config import apply, family_of, to_dict
 from sentiment.curves import plot_runs
 from sentiment.errors import SentimentError
 from sentiment.finetune import count_parameters, layer_decay_scales, param_groups
-from sentiment.memory import default_budget, plan_micro_batch, saved_bytes_per_example
+from sentiment.memory import default_budget, plan_micro_batch, step_bytes_per_example
 from sentiment.runs import Run
 from sentiment.runtime import Runtime, ThreadPlan, busy_cores, plan_threads, tune_allocator
 from sentiment.tasks import Task, TaskData, task_for
@@ -185,7 +185,7 @@ def _training_setup(
     optimizer = make_optimizer(cfg.optimizer, groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     micro_batch = cfg.micro_batch
     if micro_batch is None and task.example_inputs is not None:
-        per_example = saved_bytes_per_example(model, task.example_inputs, runtime)
+        per_example = step_bytes_per_example(model, task.example_inputs, runtime)
         budget = default_budget(runtime.device)
         micro_batch = plan_micro_batch(cfg.batch_size, per_example, budget)
         parts = len(split_batch(cfg.batch_size, micro_batch))

@@ -197,8 +197,7 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         for k, part in enumerate(parts):
             last = k == len(parts) - 1
-            part_inputs = inputs if len(parts) == 1 else tuple(_rows(x, part, n) for x in inputs)
-            part_labels = labels if len(parts) == 1 else labels[part]
+            part_inputs, part_labels = tuple(_rows(x, part, n) for x in inputs), labels[part]
             # Under DDP the gradients are averaged across processes once, with the batch's last part.
             sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
             with sync:
@@ -211,7 +210,7 @@ def train_epoch(
                         f"(--lr) or set grad_clip; the last good checkpoint is kept"
                     )
                 share = part_labels.shape[0] / n if loss_reduction == "mean" else 1.0
-                (loss * share if share != 1.0 else loss).backward()
+                (loss * share).backward()  # a whole batch's share is exactly 1
             pos.loss_sum += loss.item() * (part_labels.shape[0] if loss_reduction == "mean" else 1)
             pos.correct += int((logits.argmax(1) == part_labels).sum().item())
         if grad_clip > 0:

@@ -105,13 +105,13 @@ def test_split_batch_is_even_and_covers_the_batch():
 def test_memory_probe_measures_activations_and_leaves_no_trace():
     """The probe's bytes per example grow with the activation size and do not count the weights; it
     leaves BatchNorm statistics, gradients and the random state as they were."""
-    from sentiment.memory import plan_micro_batch, saved_bytes_per_example
+    from sentiment.memory import plan_micro_batch, step_bytes_per_example
 
     runtime = Runtime(torch.device("cpu"))
     model = _convnet(True)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
-    small = saved_bytes_per_example(model, lambda n: (torch.randn(n, 1, 8, 8),), runtime)
+    small = step_bytes_per_example(model, lambda n: (torch.randn(n, 1, 8, 8),), runtime)
     assert torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
@@ -129,10 +129,10 @@ def test_memory_probe_measures_activations_and_leaves_no_trace():
 
     # Trained: what autograd keeps, each storage once and no weights: the input and six ReLU
     # outputs (8x8x8 each; the next layer saves the same tensor), fp32.
-    assert saved_bytes_per_example(deep(), example, runtime) == 4 * (64 + 6 * 512)
+    assert step_bytes_per_example(deep(), example, runtime) == 4 * (64 + 6 * 512)
     # Frozen: autograd keeps nothing, and the forward still holds a few activations at once.
     frozen = deep().requires_grad_(False)
-    assert saved_bytes_per_example(frozen, example, runtime) == 3 * 4 * 512
+    assert step_bytes_per_example(frozen, example, runtime) == 3 * 4 * 512
     assert plan_micro_batch(128, per_example=2**20, budget=30 * 2**20) == 20
     assert plan_micro_batch(128, per_example=1.0, budget=2**30) == 128
     assert plan_micro_batch(128, per_example=2**30, budget=2**20) == 1

@@ -37,6 +37,12 @@ class Encoded:
     def row(self, i: int) -> np.ndarray:
         return self.ids[self.offsets[i] : self.offsets[i] + self.lengths[i]]
 
+    def has_other_than(self, ids) -> list[bool]:
+        """Whether each review holds a token outside `ids` (the unknown token, say): one that is
+        only unknown words tells a model nothing."""
+        other = ~np.isin(self.ids, list(ids))
+        return [bool(other[o : o + n].any()) for o, n in zip(self.offsets, self.lengths, strict=True)]
+
 
 class _UnknownIsUnk(dict):
     def __missing__(self, token: str) -> int:

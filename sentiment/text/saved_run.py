@@ -52,8 +52,7 @@ class TextRunFolder:
     def knows_a_word(self, texts: Sequence[str]) -> list[bool]:
         """Whether each text has a token in the vocabulary: without one, a prediction is only the
         model's prior."""
-        enc = self.encode(texts)
-        return [bool((enc.ids[o : o + n] != UNK_ID).any()) for o, n in zip(enc.offsets, enc.lengths, strict=True)]
+        return self.encode(texts).has_other_than([UNK_ID])
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         check_texts(texts)

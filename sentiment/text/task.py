@@ -217,9 +217,7 @@ class EncodedTextClassifier:
         unk = self.unk
         if unk is None:
             return [True] * len(texts)
-        enc = self.encode(texts)
-        words = ~np.isin(enc.ids, [unk, *getattr(self, "special", ())])  # [CLS], [SEP] ... are not words
-        return [bool(words[o : o + n].any()) for o, n in zip(enc.offsets, enc.lengths, strict=True)]
+        return self.encode(texts).has_other_than([unk, *getattr(self, "special", ())])  # [CLS], [SEP]: not words
 
     def probabilities(self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
         enc = self.encode(texts)

@@ -126,7 +126,8 @@ def find_split(root: str | os.PathLike, split: str) -> Path:
     )
 
 
-def _list_images(class_dir: Path) -> list[Path]:
+def list_images(class_dir: Path) -> list[Path]:
+    """The image files in a folder and below it, in torchvision's order; names starting with "." left out."""
     files = []
     # sorted(os.walk(...)) is torchvision's order: folders by path, files by name.
     for dirpath, _, filenames in sorted(os.walk(class_dir, followlinks=True)):
@@ -177,7 +178,7 @@ class ImageFolder(Dataset):
 
         per_class = []
         for name in self.classes:
-            files = _list_images(self.root / name)
+            files = list_images(self.root / name)
             if not files:
                 raise SentimentError(
                     f"class folder {self.root / name} has no images ({' '.join(IMAGE_EXTENSIONS)}); "
