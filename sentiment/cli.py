@@ -267,8 +267,7 @@ def predict_cmd(
 
     lines = _read_texts(texts or [], file)
     clf = fast.open_classifier(Run.open(run, kind="text"), device, texts=len(lines))
-    probs = clf.probabilities(lines, progress=len(lines) > 5000 and _bars())
-    known = clf.knows_a_word(lines)
+    probs, known = clf.scores(lines, progress=len(lines) > 5000 and _bars())
     best = probs.argmax(1).tolist()
     rows = []
     for text, p, b, k in zip(lines, probs.tolist(), best, known, strict=True):

@@ -189,8 +189,14 @@ class LinearClassifier:
         return _logits(self.vectorizer.transform(list(texts)), self.weight, self.bias)
 
     def probabilities(self, texts: Sequence[str], **_) -> torch.Tensor:
+        return self.scores(texts)[0]
+
+    def scores(self, texts: Sequence[str], **_) -> tuple[torch.Tensor, list[bool]]:
+        """`(probabilities, whether each text has an n-gram among the features)`, one transform."""
         check_texts(texts)
-        return torch.from_numpy(self._logits(texts)).softmax(dim=1)
+        features = self.vectorizer.transform(list(texts))
+        logits = _logits(features, self.weight, self.bias)
+        return torch.from_numpy(logits).softmax(dim=1), (features.getnnz(axis=1) > 0).tolist()
 
     def evaluate(self, corpus: Corpus, *, progress: bool = True) -> dict:
         from sentiment.text.task import corpus_labels

@@ -212,15 +212,24 @@ class EncodedTextClassifier:
         """The form of the model that predicts this many texts fastest."""
         return self.model
 
+    def known(self, enc: Encoded) -> list[bool]:
+        if self.unk is None:
+            return [True] * len(enc)
+        return enc.has_other_than([self.unk, *getattr(self, "special", ())])  # [CLS], [SEP]: not words
+
     def knows_a_word(self, texts: Sequence[str]) -> list[bool]:
         """Whether each text has a token the model knows (not only its unknown-token id)."""
-        unk = self.unk
-        if unk is None:
-            return [True] * len(texts)
-        return self.encode(texts).has_other_than([unk, *getattr(self, "special", ())])  # [CLS], [SEP]: not words
+        return self.known(self.encode(texts))
 
     def probabilities(self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+        return self._probabilities(self.encode(texts), batch_size, progress)
+
+    def scores(self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False):
+        """`(probabilities [n, classes], whether each text has a word the model knows)`, one encoding."""
         enc = self.encode(texts)
+        return self._probabilities(enc, batch_size, progress), self.known(enc)
+
+    def _probabilities(self, enc: Encoded, batch_size: int, progress: bool) -> torch.Tensor:
         batches = TextBatches(enc, None, batch_size, shuffle=False, pad=self.pad)
         model = self.model_for(len(enc))
         logits = predict_logits(model, batches, self.runtime, size=len(enc), progress=progress, total=len(batches))
@@ -259,6 +268,7 @@ class TextClassifier(EncodedTextClassifier):
         run.load_into(self.model, state)
         self.model.to(self.runtime.device).eval()
         self._many: torch.nn.Module | None = None  # the form for many texts, built when first needed
+        self.always_many = False
 
     def encode(self, texts: Sequence[str], *, check: bool = True) -> Encoded:
         if check:
@@ -266,8 +276,14 @@ class TextClassifier(EncodedTextClassifier):
         return encode((self.folder.tokenize(t) for t in texts), self.vocab, self.folder.max_len)
 
     def model_for(self, texts: int) -> torch.nn.Module:
-        if texts < fast.LOOKUP_MIN_TEXTS:
+        if texts < fast.LOOKUP_MIN_TEXTS and not self.always_many:
             return self.model
         if self._many is None:
-            self._many = fast.for_many_texts(self.model, texts, self.runtime.precision)
+            self._many = fast.for_many_texts(self.model, max(texts, fast.LOOKUP_MIN_TEXTS), self.runtime.precision)
         return self._many
+
+    def serve_many(self) -> None:
+        """Answer every batch, however small, in the form for many texts (built now), as a server
+        does: its answers are then those `predict` gives for a file of reviews."""
+        self.always_many = True
+        self.model_for(fast.LOOKUP_MIN_TEXTS)

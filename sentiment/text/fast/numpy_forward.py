@@ -16,6 +16,7 @@ import numpy as np
 
 from sentiment.runs import Run
 from sentiment.text.saved_run import TextRunFolder
+from sentiment.text.vocab import UNK_ID
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -116,11 +117,16 @@ class NumpyClassifier:
         return self.text_run.knows_a_word(texts)
 
     def probabilities(self, texts: Sequence[str], **_) -> np.ndarray:
+        return self.scores(texts)[0]
+
+    def scores(self, texts: Sequence[str], **_) -> tuple[np.ndarray, list[bool]]:
+        """`(probabilities, whether each text has a word in the vocabulary)`, one encoding."""
         enc = self.text_run.encode(texts)
+        known = enc.has_other_than([UNK_ID])
         logits = np.stack([self._forward(enc.ids[o : o + n]) for o, n in zip(enc.offsets, enc.lengths, strict=True)])
         logits = logits - logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
-        return e / e.sum(axis=1, keepdims=True)
+        return e / e.sum(axis=1, keepdims=True), known
 
 
 def open_numpy_classifier(run: Run) -> NumpyClassifier | None:
