@@ -296,6 +296,81 @@ def predict_cmd(
         )
 
 
+@app.command("explain")
+def explain_cmd(
+    text: Annotated[str, typer.Argument(help="the review to explain")],
+    run: RunOpt = None,
+    as_json: JsonOpt = False,
+    html_out: Annotated[str | None, typer.Option("--html", help="also write a page showing it to this file")] = None,
+    top: Annotated[int, typer.Option("--top", help="how many of the strongest tokens to list", min=1)] = 8,
+):
+    """The label and how much every token pushed towards it (TextCNN and linear: exact; BiRNN and
+    transformer: integrated gradients)."""
+    import os
+
+    from sentiment import explain_view
+    from sentiment.explain import open_explainer
+    from sentiment.runs import Run
+
+    the_run = Run.open(run, kind="text")
+    expl = open_explainer(the_run).explain(text)
+    if html_out:
+        from sentiment.fsutil import atomic_write_text
+
+        atomic_write_text(Path(html_out), explain_view.page(expl, the_run.path.name))
+    if as_json:
+        typer.echo(json.dumps(expl.to_json(), ensure_ascii=False))
+        return
+    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    typer.echo(explain_view.terminal(expl, colour=colour, top=top), color=colour)
+    if html_out:
+        typer.echo(f"wrote {html_out}")
+
+
+@app.command("serve")
+def serve_cmd(
+    run: RunOpt = None,
+    host: Annotated[str, typer.Option("--host", help="the address to listen on; 0.0.0.0 opens it to the network")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option("--workers", help="server processes, each with the model", min=1)] = 1,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="most texts answered in one batch", min=1)] = 64,
+    wait_ms: Annotated[
+        float, typer.Option("--wait-ms", help="how long a batch waits for more requests to join it", min=0)
+    ] = 2.0,
+    threads: Annotated[int | None, typer.Option("--threads", help="torch threads (default: the usable cores)")] = None,
+    access_log: Annotated[bool, typer.Option("--access-log", help="log every request")] = False,
+):
+    """Serve a text run over HTTP: POST /predict and /explain, GET /health, /docs and a page at /."""
+    import os
+
+    import torch
+    import uvicorn
+
+    from sentiment.runs import Run
+    from sentiment.runtime import usable_cores
+    from sentiment.serve import RUN_ENV, THREADS_ENV, ServedModel, create_app
+
+    the_run = Run.open(run, kind="text")
+    threads = threads or max(1, usable_cores() // workers)
+    torch.set_num_threads(threads)
+    where = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    settings = dict(host=host, port=port, access_log=access_log, log_level="info", timeout_graceful_shutdown=5)
+    if workers > 1:  # each worker process builds its own app from the run named in the environment
+        os.environ[RUN_ENV] = str(the_run.path.resolve())
+        os.environ[THREADS_ENV] = str(threads)
+        typer.echo(f"serving {the_run.path} at {where} with {workers} workers (docs at {where}/docs); Ctrl-C stops")
+        uvicorn.run("sentiment.serve:create_app_from_env", factory=True, workers=workers, **settings)
+        return
+    model = ServedModel(the_run)
+    typer.echo(
+        f"serving {the_run.path} ({model.family}; {', '.join(model.classes)}) at {where} "
+        f"(docs at {where}/docs); Ctrl-C stops"
+    )
+    uvicorn.run(create_app(model, max_batch=max_batch, wait_ms=wait_ms), **settings)
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     run: RunOpt = None,

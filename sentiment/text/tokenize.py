@@ -45,6 +45,36 @@ def words(text: str) -> list[str]:
 
 TOKENIZERS: dict[str, Tokenizer] = {"basic": basic, "words": words}
 
+# Where each token lies in the original text (for `explain`): the tokenizers above, token for token.
+Span = tuple[str, int, int]  # token, start, end (character offsets into the text)
+
+
+def basic_spans(text: str) -> list[Span]:
+    """`basic`'s tokens with their places: dropping newlines never joins or splits pieces between spaces."""
+    spans, start = [], 0
+    for piece in text.split(" "):
+        spans.append((piece.replace("\n", "").lower(), start, start + len(piece)))
+        start += len(piece) + 1
+    return spans
+
+
+_WORD_ANY_CASE = re.compile(_WORD.pattern, re.VERBOSE | re.IGNORECASE)
+
+
+def words_spans(text: str) -> list[Span]:
+    """`words`' tokens with their places. Matching ignores case instead of lower-casing first, and
+    `<br />` tags become spaces of their own length, so offsets stay those of `text`."""
+    same_length = _BREAK.sub(lambda m: " " * len(m.group()), text).translate(_APOSTROPHES)
+    return [(m.group().lower(), m.start(), m.end()) for m in _WORD_ANY_CASE.finditer(same_length)]
+
+
+SPANS: dict[str, Callable[[str], list[Span]]] = {"basic": basic_spans, "words": words_spans}
+
+
+def get_spans(name: str) -> Callable[[str], list[Span]]:
+    get_tokenizer(name)  # the same error for an unknown name
+    return SPANS[name]
+
 
 def get_tokenizer(name: str) -> Tokenizer:
     try:

@@ -184,15 +184,34 @@ def encode_texts(tokenizer, texts: Sequence[str], max_len: int, head_tokens: int
     pieces = tokenizer(list(texts), truncation=False, return_attention_mask=False, return_token_type_ids=False)
     rows, cut = [], 0
     for ids in pieces["input_ids"]:
-        text = ids[before : len(ids) - after]
-        if len(text) > body:
-            text = text[:head] + text[len(text) - (body - head) :]
-            cut += 1
-        rows.append(ids[:before] + text + ids[len(ids) - after :])
+        kept = _kept(len(ids), before, after, body, head)
+        cut += len(kept) < len(ids)
+        rows.append([ids[i] for i in kept])
     lengths = np.array([len(r) for r in rows], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(rows) else lengths
     ids = np.fromiter((i for r in rows for i in r), dtype=np.int32, count=int(lengths.sum()))
     return Encoded(ids=ids, offsets=offsets, lengths=lengths), cut
+
+
+def _kept(n: int, before: int, after: int, body: int, head: int) -> list[int]:
+    """Positions kept of `n` ids (`before` + text + `after` special tokens): all if the text fits in
+    `body`, else its first `head` tokens and its last `body - head`."""
+    if n - before - after <= body:
+        return list(range(n))
+    return [*range(before + head), *range(n - after - (body - head), n)]
+
+
+def encode_with_spans(tokenizer, text: str, max_len: int, head_tokens: int) -> tuple[list, list, list, bool]:
+    """One text as `encode_texts` reads it, with each text token's place: (ids, positions of the text's
+    tokens among the ids, their (token, start, end) spans, whether the text was cut)."""
+    before, after = _special_tokens_around(tokenizer)
+    body = max_len - before - after
+    piece = tokenizer(text, truncation=False, return_offsets_mapping=True, return_attention_mask=False)
+    ids, places = piece["input_ids"], piece["offset_mapping"]
+    kept = _kept(len(ids), before, after, body, min(head_tokens, body))
+    positions = [p for p, i in enumerate(kept) if before <= i < len(ids) - after]
+    spans = [(tokenizer.convert_ids_to_tokens(ids[kept[p]]), *places[kept[p]]) for p in positions]
+    return [ids[i] for i in kept], positions, spans, len(kept) < len(ids)
 
 
 def _special_tokens_around(tokenizer) -> tuple[int, int]:

@@ -1,0 +1,313 @@
+"""`sentiment serve`: a trained text run behind HTTP (FastAPI + uvicorn).
+
+    POST /predict  {"texts": [...]}  -> {"predictions": [{"label", "probability", "scores"}]}
+    POST /explain  {"text": "..."}   -> the label and every token's contribution (sentiment.explain)
+    GET  /health                     -> the run's name, model and classes
+    GET  /docs                       -> the OpenAPI page
+    GET  /                           -> a page to try it: a text box, the label, the words highlighted
+
+The model loads once. Texts of concurrent requests are gathered into one batch (`Batcher`: what is
+queued when the model is free, plus what arrives within a short wait, up to a maximum batch), so
+throughput grows with load while a lone request waits only the window. The model runs in one
+worker thread with torch's threads sized to the cores this process may use; the event loop keeps
+reading requests meanwhile. A bad request gets a 4xx with `{"error": "..."}` and the server goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from sentiment.errors import SentimentError
+from sentiment.runs import Run
+from sentiment.text.saved_run import MAX_TEXT_CHARS, check_texts
+
+MAX_TEXTS = 1000  # per request: more is a batch job for `sentiment predict --file`
+MAX_BODY = 4 << 20  # bytes: room for MAX_TEXTS reviews of IMDb's longest
+RUN_ENV = "SENTIMENT_SERVE_RUN"  # the run for `create_app_from_env` (several uvicorn workers)
+THREADS_ENV = "SENTIMENT_SERVE_THREADS"  # and each worker's torch threads
+
+
+class ServedModel:
+    """One text run, loaded once: batched `predict` and `explain`, each run in the caller's thread."""
+
+    def __init__(self, run: Run, device: str = "cpu"):
+        from sentiment.tasks import open_classifier
+
+        meta = run.read_meta("text")
+        self.run = run
+        self.family: str = meta["config"].get("model", "?")
+        self.clf = open_classifier(run, device, kind="text")
+        if hasattr(self.clf, "serve_many"):  # TextCNN: the look-up form, as `predict` uses for a file
+            self.clf.serve_many()
+        self.classes: list[str] = self.clf.classes
+        self._explainer = None
+        self._lock = threading.Lock()
+
+    def health(self) -> dict:
+        return {"status": "ok", "run": self.run.path.name, "model": self.family, "classes": self.classes}
+
+    def predict(self, texts: Sequence[str]) -> list[dict | None]:
+        """One prediction per text; None for a text with no word the model knows."""
+        with self._lock:
+            probs, known = self.clf.scores(texts)
+        out = []
+        for p, k in zip(probs.tolist(), known, strict=True):
+            best = max(range(len(p)), key=p.__getitem__)
+            out.append(
+                {"label": self.classes[best], "probability": p[best], "scores": dict(zip(self.classes, p, strict=True))}
+                if k
+                else None
+            )
+        return out
+
+    def explain(self, text: str) -> dict:
+        from sentiment.explain import open_explainer
+
+        with self._lock:
+            if self._explainer is None:
+                self._explainer = open_explainer(self.run)
+            return self._explainer.explain(text).to_json()
+
+
+class Batcher:
+    """Gathers the texts of concurrent requests into batches for `fn` (texts -> one result each)."""
+
+    def __init__(self, fn: Callable[[list[str]], list], executor, *, max_batch: int = 64, wait_s: float = 0.002):
+        self.fn, self.executor = fn, executor
+        self.max_batch, self.wait_s = max_batch, wait_s
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.batches = 0  # how many batches ran, and with how many texts: for /health and the tests
+        self.texts = 0
+
+    async def submit(self, texts: list[str]) -> list:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((texts, future))
+        return await future
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await self.queue.get()]
+            size = len(items[0][0])
+            deadline = loop.time() + self.wait_s
+            while size < self.max_batch:
+                try:
+                    left = deadline - loop.time()
+                    item = self.queue.get_nowait() if left <= 0 else await asyncio.wait_for(self.queue.get(), left)
+                except (asyncio.QueueEmpty, TimeoutError):
+                    break
+                items.append(item)
+                size += len(item[0])
+            texts = [t for chunk, _ in items for t in chunk]
+            try:
+                results = await loop.run_in_executor(self.executor, self.fn, texts)
+            except Exception as e:  # the requests get the error; the batcher goes on
+                for _, future in items:
+                    if not future.done():
+                        future.set_exception(e)
+                continue
+            self.batches += 1
+            self.texts += len(texts)
+            at = 0
+            for chunk, future in items:
+                if not future.done():  # a client that went away leaves a cancelled future
+                    future.set_result(results[at : at + len(chunk)])
+                at += len(chunk)
+
+
+class PredictRequest(BaseModel):
+    texts: list[str] = Field(description=f"1 to {MAX_TEXTS} texts to classify", examples=[["this movie is so great"]])
+
+
+class Prediction(BaseModel):
+    label: str
+    probability: float
+    scores: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+class ExplainRequest(BaseModel):
+    text: str = Field(description="one text to explain", examples=["this movie is so great"])
+
+
+class Token(BaseModel):
+    token: str
+    start: int
+    end: int
+    contribution: float
+
+
+class ExplainResponse(BaseModel):
+    text: str
+    label: str
+    probability: float
+    scores: dict[str, float]
+    tokens: list[Token]
+    method: str
+    bias: float
+    margin: float
+    completeness_gap: float | None
+    cut: bool
+
+
+def _json(obj, status: int = 200) -> Response:
+    return Response(json.dumps(obj, ensure_ascii=False).encode(), status_code=status, media_type="application/json")
+
+
+def _error(status: int, message: str) -> Response:
+    return _json({"error": message}, status)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413 before it is read in full."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        too_big = _error(413, f"the request body is over {self.limit:,} bytes")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await too_big(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooBig
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooBig:
+            await too_big(scope, receive, send)
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return 400, "the body is not valid JSON"
+    first = errors[0] if errors else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    return 422, f"{where}: {first.get('msg', 'invalid request')}"
+
+
+def create_app(model: ServedModel, *, max_batch: int = 64, wait_ms: float = 2.0) -> FastAPI:
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+    batcher = Batcher(model.predict, executor, max_batch=max_batch, wait_s=wait_ms / 1000)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        task = asyncio.create_task(batcher.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="sentiment",
+        summary=f"run {model.run.path.name}: {model.family}, classes {', '.join(model.classes)}",
+        lifespan=lifespan,
+    )
+    app.state.model, app.state.batcher = model, batcher
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        return _error(*_validation_message(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception):
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    def checked(texts: list[str]) -> Response | None:
+        if not texts:
+            return _error(422, "texts: give at least one text")
+        if len(texts) > MAX_TEXTS:
+            return _error(413, f"texts: {len(texts):,} texts; at most {MAX_TEXTS:,} per request")
+        try:
+            check_texts(texts)
+        except SentimentError as e:
+            return _error(422, str(e))
+        return None
+
+    def unknown(results: list, texts: list[str]) -> Response | None:
+        missing = [i + 1 for i, r in enumerate(results) if r is None]
+        if not missing:
+            return None
+        which = f"text {missing[0]} has" if len(missing) == 1 else f"texts {', '.join(map(str, missing[:10]))} have"
+        return _error(422, f"{which} no word the model knows; its label would be only the model's prior")
+
+    @app.post("/predict", responses={200: {"model": PredictResponse}})
+    async def predict(body: PredictRequest) -> Response:
+        """Classify texts: the label, its probability and every class's probability, one per text."""
+        bad = checked(body.texts)
+        if bad is not None:
+            return bad
+        results = await batcher.submit(body.texts)
+        return unknown(results, body.texts) or _json({"predictions": results})
+
+    @app.post("/explain", responses={200: {"model": ExplainResponse}})
+    async def explain(body: ExplainRequest) -> Response:
+        """The label and, for every token, how much it pushed towards it (character offsets into the text)."""
+        bad = checked([body.text])
+        if bad is not None:
+            return bad
+        loop = asyncio.get_running_loop()
+        result = (await batcher.submit([body.text]))[0]
+        if result is None:
+            return unknown([None], [body.text])
+        return _json(await loop.run_in_executor(executor, model.explain, body.text))
+
+    @app.get("/health")
+    async def health() -> dict:
+        """The run this server answers with: its name, model family and classes."""
+        return model.health() | {"batches": batcher.batches, "texts": batcher.texts}
+
+    page = resources.files("sentiment").joinpath("page.html").read_text()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page.replace("{{RUN}}", model.run.path.name).replace("{{MAX_CHARS}}", str(MAX_TEXT_CHARS)))
+
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    return app
+
+
+def create_app_from_env():
+    """The app for the run named by $SENTIMENT_SERVE_RUN: uvicorn's factory for several workers."""
+    if os.environ.get(THREADS_ENV):
+        import torch
+
+        torch.set_num_threads(int(os.environ[THREADS_ENV]))
+    model = ServedModel(Run.open(os.environ.get(RUN_ENV), kind="text"))
+    return create_app(model)
