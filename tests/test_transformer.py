@@ -181,3 +181,27 @@ def test_minilm_from_its_wheel_learns_imdb_sentiment(real_imdb, tmp_path, capsys
     code, out, err = run_cli(capsys, "predict", "a wonderful, moving film", "dull and far too long", "--run", run)
     assert code == 0, err
     assert out.splitlines()[0].startswith("pos") and out.splitlines()[1].startswith("neg")
+
+
+@pytest.mark.parametrize("pooling, act", [("mean", "gelu"), ("cls", "relu")])
+def test_predicting_a_few_texts_without_transformers_gives_its_answers(pooling, act, csv, tmp_path, capsys):
+    """`predict` of up to 16 texts with a BERT run reads tokenizer.json with `tokenizers` and runs BERT's
+    forward in plain torch; it must give what the `transformers` path gives."""
+    from sentiment.runs import Run
+    from sentiment.text.fast import open_classifier
+    from sentiment.text.fast.bert import QuickBertClassifier
+    from sentiment.text.transformer import TransformerRunClassifier
+
+    encoder = tiny_encoder(tmp_path / "encoder")
+    config = json.loads((encoder / "config.json").read_text())
+    (encoder / "config.json").write_text(json.dumps(config | {"hidden_act": act}))
+    run, _ = _train(capsys, csv, encoder, tmp_path / "runs", "--epochs", "1", "--pooling", pooling,
+                    "--max-len", "12", "--head-tokens", "5", "--precision", "fp32")  # fmt: skip
+    texts = ["superb wonderful great", "awful, terrible! worst film of the table and chair by the river", "zzz qq"]
+    quick = open_classifier(Run.open(run), "cpu", texts=len(texts))
+    assert isinstance(quick, QuickBertClassifier)
+    slow = TransformerRunClassifier(Run.open(run))
+    p_quick, known_quick = quick.scores(texts)
+    p_slow, known_slow = slow.scores(texts)
+    assert torch.allclose(p_quick, p_slow, atol=1e-5), (p_quick, p_slow)
+    assert known_quick == known_slow == [True, True, False]

@@ -5,6 +5,7 @@ them to it) and keeps its parameter names, so weights move freely between forms.
 | form             | used for                              | what it does                                     |
 |------------------|---------------------------------------|--------------------------------------------------|
 | `numpy`          | predicting a few texts on the CPU     | the forward pass in numpy: no 2 s torch import   |
+| `bert`           | a few texts, BERT transformer runs    | BERT's forward in torch: no `transformers` import|
 | `lookup`         | TextCNN predicting many texts         | convolutions as look-ups of per-word products    |
 | `textcnn-cpu`    | TextCNN training and testing on CPU   | a backward that reads only each winning window   |
 | `textcnn-cuda`   | TextCNN on CUDA                       | cuDNN's backward; both: one bf16 cast, in-place  |
@@ -38,7 +39,14 @@ def choose(model: str, device: str, *, texts: int | None = None, numpy: bool = T
 def open_classifier(run, device: str = "cpu", *, texts: int):
     """The trained text `run` (a `runs.Run`) as the classifier that answers `texts` texts fastest on
     `device`: the numpy forward, or the run's torch classifier."""
-    model = run.read_meta("text")["config"].get("model")
+    meta = run.read_meta("text")
+    model = meta["config"].get("model")
+    if model == "transformer" and device == "cpu" and texts <= NUMPY_MAX_TEXTS:
+        from sentiment.text.fast.bert import open_quick_bert
+
+        clf = open_quick_bert(run, meta)
+        if clf is not None:
+            return clf
     if choose(model, device, texts=texts) == "numpy":
         from sentiment.text.fast.numpy_forward import open_numpy_classifier
 
