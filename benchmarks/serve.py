@@ -147,7 +147,7 @@ def screenshot(port: int, review: str, out: Path) -> None:
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=900,620",
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=900,860",
                  "--disable-background-networking", "--disable-component-update", "--no-first-run"):  # fmt: skip
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options)
@@ -159,6 +159,16 @@ def screenshot(port: int, review: str, out: Path) -> None:
         driver.save_screenshot(str(out))
     finally:
         driver.quit()
+
+
+def health(port: int) -> dict:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/health")
+    body = json.loads(conn.getresponse().read())
+    conn.close()
+    return body
 
 
 def explain_times(port: int, texts: list[str]) -> dict:
@@ -185,17 +195,13 @@ def explain_times(port: int, texts: list[str]) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    rows = [
-        "| run | model | clients | seconds | requests/s | p50 ms | p90 ms | p99 ms | errors | differ from predict "
-        "| explain median / max ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    columns = "run | model | precision | clients | seconds | requests/s | p50 ms | p90 ms | p99 ms | errors"
+    rows = [f"| {columns} | differ from predict | explain median / max ms |", "|---" * 12 + "|"]
     for r in results:
-        rows.append(
-            f"| {r['run']} | {r['model']} | {r['clients']} | {r['seconds']:.0f} | {r['requests_per_s']:.0f} | "
-            f"{r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['errors']} | {r['differ_from_predict']} | "
-            f"{r['explain_median_ms']:.0f} / {r['explain_max_ms']:.0f} |"
-        )
+        cells = [r["run"], r["model"], r.get("precision", "?"), r["clients"], f"{r['seconds']:.0f}"]
+        cells += [f"{r['requests_per_s']:.0f}", r["p50_ms"], r["p90_ms"], r["p99_ms"], r["errors"]]
+        cells += [r["differ_from_predict"], f"{r['explain_median_ms']:.0f} / {r['explain_max_ms']:.0f}"]
+        rows.append("| " + " | ".join(map(str, cells)) + " |")
     machines = sorted({f"{r['cpu']}, {r['cores']} cores for server and clients, {r['date']}" for r in results})
     rows += [
         "",
@@ -232,6 +238,7 @@ def main() -> None:
                 screenshot(port, SCREENSHOT_REVIEW, Path(a.screenshot))
             asyncio.run(load(port, texts[:50], want[:50], 2, 3))  # warm-up
             result = asyncio.run(load(port, texts, want, a.clients, a.seconds))
+            result["precision"] = health(port)["precision"]
             result |= explain_times(port, texts[: a.explain])
         finally:
             server.terminate()

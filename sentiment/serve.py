@@ -57,7 +57,14 @@ class ServedModel:
         self._lock = threading.Lock()
 
     def health(self) -> dict:
-        return {"status": "ok", "run": self.run.path.name, "model": self.family, "classes": self.classes}
+        runtime = getattr(self.clf, "runtime", None)  # the linear model has none: numpy float32
+        return {
+            "status": "ok",
+            "run": self.run.path.name,
+            "model": self.family,
+            "classes": self.classes,
+            "precision": runtime.precision if runtime is not None else "fp32",
+        }
 
     def predict(self, texts: Sequence[str]) -> list[dict | None]:
         """One prediction per text; None for a text with no word the model knows."""
