@@ -46,8 +46,8 @@ def reviews(data: str, n: int, seed: int = 0) -> list[str]:
     return texts[:n]
 
 
-def expected(run: str, texts: list[str]) -> list[dict]:
-    """What `sentiment predict --json` says of each text."""
+def predict_file(run: str, texts: list[str]) -> list[dict]:
+    """What `sentiment predict --file --json` says of each text (one per line)."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write("\n".join(texts))
     try:
@@ -229,7 +229,7 @@ def main() -> None:
     previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
     fresh = []
     for run in a.run:
-        want = expected(run, texts)
+        want = predict_file(run, texts)
         meta = json.loads((Path(run) / "config.json").read_text())
         port = free_port()
         server = start_server(run, port, a.serve_args.split())

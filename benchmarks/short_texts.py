@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 from benchmarks.accuracy import cpu_model
 from benchmarks.readme import replace_section
-from sentiment.fsutil import atomic_write_json, split_lines
+from benchmarks.serve import predict_file
+from sentiment.fsutil import atomic_write_json
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "short_reviews.csv"
@@ -35,16 +33,7 @@ def rows() -> list[dict]:
 
 
 def score(run: str, data: list[dict]) -> dict:
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
-        f.write("\n".join(r["text"] for r in data) + "\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "sentiment", "predict", "--run", run, "--file", f.name, "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    Path(f.name).unlink()
-    got = [json.loads(line)["label"] for line in split_lines(out)]
+    got = [p["label"] for p in predict_file(run, [r["text"] for r in data])]
     right = [g == r["label"] for g, r in zip(got, data, strict=True)]
     meta = json.loads((Path(run) / "config.json").read_text())
     summary = json.loads((Path(run) / "summary.json").read_text())
