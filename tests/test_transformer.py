@@ -59,6 +59,11 @@ def test_long_reviews_keep_their_head_and_tail(tmp_path):
     ids = tokenizer.convert_ids_to_tokens(enc.ids[: enc.lengths[0]].tolist())
     assert ids == ["[CLS]", "great", "awful", "boring", "chair", "paper", "street", "[SEP]"]
     assert cut == 1 and enc.lengths.tolist() == [8, 4]
+    texts = [" ".join(words[: 1 + i % 10]) for i in range(25)]  # tokenized a few at a time: the same ids
+    whole, cut_whole = encode_texts(tokenizer, texts, max_len=8, head_tokens=2)
+    parts, cut_parts = encode_texts(tokenizer, texts, max_len=8, head_tokens=2, chunk=4)
+    assert cut_whole == cut_parts and whole.ids.tolist() == parts.ids.tolist()
+    assert whole.lengths.tolist() == parts.lengths.tolist() and whole.offsets.tolist() == parts.offsets.tolist()
 
 
 def test_layer_wise_decay_lowers_the_rate_block_by_block(tmp_path):

@@ -172,24 +172,35 @@ def _without_pooler(encoder: nn.Module) -> nn.Module:
     return encoder
 
 
-def encode_texts(tokenizer, texts: Sequence[str], max_len: int, head_tokens: int) -> tuple[Encoded, int]:
+ENCODE_CHUNK = 1000  # texts tokenized at a time: the tokenizer's Python lists of ids stay small
+
+
+def encode_texts(
+    tokenizer, texts: Sequence[str], max_len: int, head_tokens: int, *, chunk: int = ENCODE_CHUNK
+) -> tuple[Encoded, int]:
     """Token ids with the encoder's special tokens, at most `max_len` long: a longer text keeps its
     first `head_tokens` tokens and its last ones (the start and the end of a review say the most).
-    Returns the ids and how many texts were cut."""
+    Returns the ids and how many texts were cut. Tokenizes `chunk` texts at a time and keeps only
+    int32 arrays of what was kept: the whole of IMDb as Python lists of ints would take gigabytes."""
     before, after = _special_tokens_around(tokenizer)
     body = max_len - before - after
     if body < 1:
         raise SentimentError(f"--max-len {max_len} leaves no room for text beside {before + after} special tokens")
     head = min(head_tokens, body)
-    pieces = tokenizer(list(texts), truncation=False, return_attention_mask=False, return_token_type_ids=False)
-    rows, cut = [], 0
-    for ids in pieces["input_ids"]:
-        kept = _kept(len(ids), before, after, body, head)
-        cut += len(kept) < len(ids)
-        rows.append([ids[i] for i in kept])
-    lengths = np.array([len(r) for r in rows], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(rows) else lengths
-    ids = np.fromiter((i for r in rows for i in r), dtype=np.int32, count=int(lengths.sum()))
+    texts = list(texts)
+    parts, lengths, cut = [], [], 0
+    for start in range(0, len(texts), chunk):
+        pieces = tokenizer(
+            texts[start : start + chunk], truncation=False, return_attention_mask=False, return_token_type_ids=False
+        )
+        for ids in pieces["input_ids"]:
+            kept = _kept(len(ids), before, after, body, head)
+            cut += len(kept) < len(ids)
+            parts.append(np.array(ids, dtype=np.int32)[kept] if len(kept) < len(ids) else np.array(ids, np.int32))
+            lengths.append(len(kept))
+    lengths = np.array(lengths, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
+    ids = np.concatenate(parts) if parts else np.zeros(0, np.int32)
     return Encoded(ids=ids, offsets=offsets, lengths=lengths), cut
 
 
