@@ -350,9 +350,10 @@ def serve_cmd(
 
     from sentiment.runs import Run
     from sentiment.runtime import usable_cores
-    from sentiment.serve import RUN_ENV, THREADS_ENV, ServedModel, create_app
+    from sentiment.serve import RUN_ENV, THREADS_ENV, ServedModel, check_address, create_app
 
     the_run = Run.open(run, kind="text")
+    check_address(host, port)
     threads = threads or max(1, usable_cores() // workers)
     torch.set_num_threads(threads)
     where = f"http://{'[' + host + ']' if ':' in host else host}:{port}"

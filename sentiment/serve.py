@@ -310,6 +310,23 @@ def create_app(model: ServedModel, *, max_batch: int = 64, wait_ms: float = 2.0)
     return app
 
 
+def check_address(host: str, port: int) -> None:
+    """A one-line error before the model loads if the server could not listen there."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except socket.gaierror:
+        raise SentimentError(f"--host {host}: no such address on this machine") from None
+    except OSError as e:
+        if e.errno == 98:  # EADDRINUSE
+            raise SentimentError(f"port {port} on {host} is in use; pick another with --port") from None
+        raise SentimentError(f"cannot listen on {host}:{port} ({e.strerror})") from None
+
+
 def create_app_from_env():
     """The app for the run named by $SENTIMENT_SERVE_RUN: uvicorn's factory for several workers."""
     if os.environ.get(THREADS_ENV):

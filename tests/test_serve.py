@@ -169,6 +169,15 @@ def test_docs_page_and_loopback_only(server):
     assert f"0100007F:{port:04X}" in local  # 127.0.0.1, not 0.0.0.0
 
 
+def test_a_port_in_use_or_a_bad_host_is_one_line(server, run, capsys):
+    from cli_helpers import assert_user_error
+
+    code, _, err = run_cli(capsys, "serve", "--run", run, "--port", server[0])
+    assert_user_error(code, err, f"port {server[0]}", "in use")
+    code, _, err = run_cli(capsys, "serve", "--run", run, "--host", "no-such-host.invalid")
+    assert_user_error(code, err, "no such address")
+
+
 def _browser():
     """Headless Chromium through Selenium, or a skip saying what is missing (a failure where CI
     promised them: SENTIMENT_BROWSER_TESTS=1)."""
