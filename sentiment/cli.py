@@ -346,11 +346,15 @@ def serve_cmd(
     import os
 
     import torch
-    import uvicorn
 
+    try:
+        import uvicorn
+
+        from sentiment.serve import BATCH_ENV, RUN_ENV, THREADS_ENV, ServedModel, check_address, create_app
+    except ImportError as e:
+        raise SentimentError(f"serve needs {e.name}: pip install 'sentiment[serve]'") from None
     from sentiment.runs import Run
     from sentiment.runtime import usable_cores
-    from sentiment.serve import RUN_ENV, THREADS_ENV, ServedModel, check_address, create_app
 
     the_run = Run.open(run, kind="text")
     check_address(host, port)
@@ -361,6 +365,7 @@ def serve_cmd(
     if workers > 1:  # each worker process builds its own app from the run named in the environment
         os.environ[RUN_ENV] = str(the_run.path.resolve())
         os.environ[THREADS_ENV] = str(threads)
+        os.environ[BATCH_ENV] = f"{max_batch},{wait_ms}"
         typer.echo(f"serving {the_run.path} at {where} with {workers} workers (docs at {where}/docs); Ctrl-C stops")
         uvicorn.run("sentiment.serve:create_app_from_env", factory=True, workers=workers, **settings)
         return

@@ -40,6 +40,7 @@ from sentiment.text.saved_run import check_texts
 from sentiment.text.vocab import UNK_ID
 
 IG_STEPS = 50  # integration steps; the completeness gap says whether they were enough
+IG_BATCH = 25  # of them in one forward and backward: bounds the memory of a long text in a large encoder
 
 
 @dataclass
@@ -226,6 +227,7 @@ class GradientExplainer:
             self.layer = model.embedding
             self.spans = get_spans(self.clf.folder.config["tokenizer"])
             self.keep = set()
+        self.time_first = family == "birnn"  # BiRNN embeds ids.T: its embedding output is [T, B, E]
         self.model = model.float().eval()
 
     def _tokens(self, text: str) -> tuple[list, list, list, bool]:
@@ -242,7 +244,12 @@ class GradientExplainer:
         return ids, list(range(len(spans))), spans, cut
 
     def explain(self, text: str) -> Explanation:
-        from captum.attr import IntegratedGradients
+        try:
+            from captum.attr import IntegratedGradients
+        except ImportError:
+            raise SentimentError(
+                f"explaining a {self.family} run needs Captum: pip install 'sentiment[serve]'"
+            ) from None
 
         torch = self.torch
         check_texts([text])
@@ -258,8 +265,8 @@ class GradientExplainer:
         def margin(points: torch.Tensor) -> torch.Tensor:  # [B, T, E] token embeddings -> [B] margins
             n = points.shape[0]
 
-            def swap(module, inputs, output):  # the embedding layer's output, [B, T, E] or [T, B, E]
-                return points if output.shape[0] == n else points.transpose(0, 1)
+            def swap(module, inputs, output):  # the embedding layer's output: BiRNN's is [T, B, E]
+                return points.transpose(0, 1) if self.time_first else points
 
             handle = self.layer.register_forward_hook(swap)
             try:
@@ -272,7 +279,7 @@ class GradientExplainer:
                 embedded,
                 baselines=embedded_baseline,
                 n_steps=IG_STEPS,
-                internal_batch_size=IG_STEPS,
+                internal_batch_size=IG_BATCH,
                 return_convergence_delta=True,
             )
         with torch.no_grad(), torch.autocast("cpu", enabled=False):

@@ -35,9 +35,10 @@ from sentiment.runs import Run
 from sentiment.text.saved_run import MAX_TEXT_CHARS, check_texts
 
 MAX_TEXTS = 1000  # per request: more is a batch job for `sentiment predict --file`
-MAX_BODY = 4 << 20  # bytes: room for MAX_TEXTS reviews of IMDb's longest
+MAX_BODY = 4 << 20  # bytes: MAX_TEXTS reviews of three times IMDb's mean length; more is for predict --file
 RUN_ENV = "SENTIMENT_SERVE_RUN"  # the run for `create_app_from_env` (several uvicorn workers)
 THREADS_ENV = "SENTIMENT_SERVE_THREADS"  # and each worker's torch threads
+BATCH_ENV = "SENTIMENT_SERVE_BATCH"  # and its "max_batch,wait_ms"
 
 
 class ServedModel:
@@ -54,7 +55,8 @@ class ServedModel:
             self.clf.serve_many()
         self.classes: list[str] = self.clf.classes
         self._explainer = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one batch at a time through the model
+        self._explain_lock = threading.Lock()  # and one explanation at a time through the explainer's own
 
     def health(self) -> dict:
         runtime = getattr(self.clf, "runtime", None)  # the linear model has none: numpy float32
@@ -83,7 +85,7 @@ class ServedModel:
     def explain(self, text: str) -> dict:
         from sentiment.explain import open_explainer
 
-        with self._lock:
+        with self._explain_lock:
             if self._explainer is None:
                 self._explainer = open_explainer(self.run)
             return self._explainer.explain(text).to_json()
@@ -182,7 +184,9 @@ def _error(status: int, message: str) -> Response:
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes gets 413 before it is read in full."""
+    """ASGI middleware: a request body over `limit` bytes gets 413 before it is read in full, whether
+    its Content-Length says so or it comes in chunks (then the app sees the client leave, and what it
+    would answer is dropped)."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -195,24 +199,24 @@ class BodyLimit:
         too_big = _error(413, f"the request body is over {self.limit:,} bytes")
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await too_big(scope, receive, send)
-        seen = 0
+        seen, answered = 0, False
 
         async def counted():
-            nonlocal seen
+            nonlocal seen, answered
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooBig
+            if message["type"] == "http.request" and not answered:
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    answered = True
+                    await too_big(scope, receive, send)
+                    return {"type": "http.disconnect"}
             return message
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooBig:
-            await too_big(scope, receive, send)
+        async def unless_answered(message):
+            if not answered:
+                await send(message)
 
-
-class _TooBig(Exception):
-    pass
+        await self.app(scope, counted, unless_answered)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
@@ -226,6 +230,9 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
 
 def create_app(model: ServedModel, *, max_batch: int = 64, wait_ms: float = 2.0) -> FastAPI:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+    # explanations (integrated gradients can take seconds) use models of their own, in a thread of
+    # their own, so predictions do not queue behind them
+    explainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
     batcher = Batcher(model.predict, executor, max_batch=max_batch, wait_s=wait_ms / 1000)
 
     @asynccontextmanager
@@ -236,6 +243,7 @@ def create_app(model: ServedModel, *, max_batch: int = 64, wait_ms: float = 2.0)
         finally:
             task.cancel()
             executor.shutdown(wait=False, cancel_futures=True)
+            explainer.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="sentiment",
@@ -254,7 +262,8 @@ def create_app(model: ServedModel, *, max_batch: int = 64, wait_ms: float = 2.0)
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception):
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        return _error(500, f"internal error: {type(exc).__name__}: {first}")
 
     def checked(texts: list[str]) -> Response | None:
         if not texts:
@@ -293,7 +302,7 @@ def create_app(model: ServedModel, *, max_batch: int = 64, wait_ms: float = 2.0)
         result = (await batcher.submit([body.text]))[0]
         if result is None:
             return unknown([None], [body.text])
-        return _json(await loop.run_in_executor(executor, model.explain, body.text))
+        return _json(await loop.run_in_executor(explainer, model.explain, body.text))
 
     @app.get("/health")
     async def health() -> dict:
@@ -312,6 +321,7 @@ def create_app(model: ServedModel, *, max_batch: int = 64, wait_ms: float = 2.0)
 
 def check_address(host: str, port: int) -> None:
     """A one-line error before the model loads if the server could not listen there."""
+    import errno
     import socket
 
     try:
@@ -322,7 +332,7 @@ def check_address(host: str, port: int) -> None:
     except socket.gaierror:
         raise SentimentError(f"--host {host}: no such address on this machine") from None
     except OSError as e:
-        if e.errno == 98:  # EADDRINUSE
+        if e.errno == errno.EADDRINUSE:
             raise SentimentError(f"port {port} on {host} is in use; pick another with --port") from None
         raise SentimentError(f"cannot listen on {host}:{port} ({e.strerror})") from None
 
@@ -334,4 +344,5 @@ def create_app_from_env():
 
         torch.set_num_threads(int(os.environ[THREADS_ENV]))
     model = ServedModel(Run.open(os.environ.get(RUN_ENV), kind="text"))
-    return create_app(model)
+    max_batch, wait_ms = os.environ.get(BATCH_ENV, "64,2").split(",")
+    return create_app(model, max_batch=int(max_batch), wait_ms=float(wait_ms))

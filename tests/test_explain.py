@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cli_helpers import assert_user_error, run_cli, three_class_csv
-from sentiment.explain import margin_weights, open_explainer
+from sentiment.explain import IG_BATCH, margin_weights, open_explainer
 from sentiment.runs import Run
 from sentiment.tasks import open_classifier
 from sentiment.text.tokenize import basic, basic_spans, words, words_spans
@@ -81,9 +81,13 @@ def test_textcnn_tokens_point_into_the_text_and_the_strong_words_lead(runs):
     assert top["token"] in {"superb", "wonderful", "great"}
 
 
+# as many tokens as integration points in one forward: [T, B, E] and [B, T, E] look alike
+AS_MANY = " ".join((["superb", "film", "and", "the", "chair"] * IG_BATCH)[:IG_BATCH])
+
+
 @pytest.mark.parametrize("model", ["birnn"])
 def test_integrated_gradients_are_complete_to_their_reported_gap(runs, model):
-    for text in TEXTS:
+    for text in [*TEXTS, AS_MANY]:
         expl = open_explainer(runs[model]).explain(text)
         assert expl.method == "integrated gradients"
         total = sum(t["contribution"] for t in expl.tokens)
