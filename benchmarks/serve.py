@@ -4,7 +4,8 @@ time (`POST /predict` with one text) for a fixed time, against a server started 
     python -m benchmarks.serve --run RUN [--run RUN ...] [--clients 16] [--seconds 30] [--readme]
 
 Reports requests/s, latency percentiles and how many answers differ from `sentiment predict --json`
-of the same reviews (label, and probability to 1e-6). The clients are one asyncio process speaking
+of the same reviews (label, and probability to 1e-6; how many labels differ and by how much the
+probabilities do). The clients are one asyncio process speaking
 HTTP/1.1 over kept-alive connections with no HTTP library, so they take little of the CPU they share
 with the server. Writes benchmarks/results/serve.json and, with `--readme`, the table between the
 README's `bench-serve` markers (rows of other runs are kept).
@@ -96,11 +97,11 @@ async def _request(reader, writer, body: bytes) -> tuple[int, bytes]:
 async def load(port: int, texts: list[str], want: list[dict], clients: int, seconds: float) -> dict:
     bodies = [json.dumps({"texts": [t]}).encode() for t in texts]
     latencies: list[float] = []
-    wrong, errors = [], 0
+    wrong, errors, labels_differ, largest = [], 0, 0, 0.0
     stop = time.perf_counter() + seconds
 
     async def client(k: int) -> None:
-        nonlocal errors
+        nonlocal errors, labels_differ, largest
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         i = k
         while time.perf_counter() < stop:
@@ -112,7 +113,10 @@ async def load(port: int, texts: list[str], want: list[dict], clients: int, seco
                 errors += 1
             else:
                 got = json.loads(body)["predictions"][0]
-                if got["label"] != want[j]["label"] or abs(got["probability"] - want[j]["probability"]) > 1e-6:
+                gap = abs(got["scores"][want[j]["label"]] - want[j]["probability"])
+                largest = max(largest, gap)
+                labels_differ += got["label"] != want[j]["label"]
+                if got["label"] != want[j]["label"] or gap > 1e-6:
                     wrong.append((j, got, want[j]))
             i += clients
         writer.close()
@@ -134,6 +138,8 @@ async def load(port: int, texts: list[str], want: list[dict], clients: int, seco
         "max_ms": round(1000 * latencies[-1], 1),
         "errors": errors,
         "differ_from_predict": len(wrong),
+        "labels_differ": labels_differ,
+        "largest_probability_difference": largest,
         "first_difference": wrong[0] if wrong else None,
     }
 
@@ -200,12 +206,15 @@ def table(results: list[dict]) -> str:
     for r in results:
         cells = [r["run"], r["model"], r.get("precision", "?"), r["clients"], f"{r['seconds']:.0f}"]
         cells += [f"{r['requests_per_s']:.0f}", r["p50_ms"], r["p90_ms"], r["p99_ms"], r["errors"]]
-        cells += [r["differ_from_predict"], f"{r['explain_median_ms']:.0f} / {r['explain_max_ms']:.0f}"]
+        explain = f"{r['explain_median_ms']:.0f} / {r['explain_max_ms']:.0f} ({r['explain_reviews']} reviews)"
+        differ = f"{r['differ_from_predict']} (labels {r['labels_differ']}, "
+        differ += f"by at most {r['largest_probability_difference']:.0e})"
+        cells += [differ if r["differ_from_predict"] else "0", explain]
         rows.append("| " + " | ".join(map(str, cells)) + " |")
     machines = sorted({f"{r['cpu']}, {r['cores']} cores for server and clients, {r['date']}" for r in results})
     rows += [
         "",
-        f"One IMDb test review per request; explain: {results[0]['explain_reviews']} reviews one after another; "
+        f"One IMDb test review per request; explain: POST /explain of reviews one after another; "
         f"{'; '.join(machines)}. Re-run: `make bench-serve RUNS=...`.",
     ]
     return "\n".join(rows)

@@ -95,13 +95,14 @@ def main() -> None:
     a = ap.parse_args()
     if not a.data:
         raise SystemExit("name the IMDb archive with --data or $SENTIMENT_IMDB")
-    previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
     with tempfile.TemporaryDirectory() as tmp:
         fresh = []
         for model in [m for m in a.models.split(",") if m]:
             print(f"== {model}", flush=True)
             fresh.append(run_one(model, a.data, a.limit_train, a.limit_test, Path(a.out or tmp)))
             print(json.dumps(fresh[-1]), flush=True)
+    # read now, not before the runs: another run of this command may have added rows meanwhile
+    previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
     key = lambda r: (r["model"], r["train"], r["test"])  # noqa: E731
     replaced = {key(r) for r in fresh}
     results = [r for r in previous if key(r) not in replaced] + fresh
