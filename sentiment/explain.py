@@ -37,7 +37,6 @@ import numpy as np
 from sentiment.errors import SentimentError
 from sentiment.runs import Run
 from sentiment.text.saved_run import check_texts
-from sentiment.text.vocab import UNK_ID
 
 IG_STEPS = 50  # integration steps; the completeness gap says whether they were enough
 IG_BATCH = 25  # of them in one forward and backward: bounds the memory of a long text in a large encoder
@@ -97,12 +96,10 @@ class TextCNNExplainer:
 
     def __init__(self, run: Run):
         from sentiment.text.saved_run import TextRunFolder
-        from sentiment.text.tokenize import get_spans
 
         folder = TextRunFolder(run, framework="numpy")
         self.folder = folder
         self.classes = folder.classes
-        self.spans = get_spans(folder.config["tokenizer"])
         w = {k: v.astype(np.float64) for k, v in folder.state.items()}
         convs = sum(1 for k in w if k.startswith("convs.") and k.endswith(".weight"))
         if not convs:
@@ -110,39 +107,27 @@ class TextCNNExplainer:
         self.w = w
         self.convs = [(w[f"convs.{i}.weight"], w[f"convs.{i}.bias"]) for i in range(convs)]
 
-    def ids(self, text: str) -> tuple[list, np.ndarray, bool]:
-        check_texts([text])
-        spans = self.spans(text)
-        stoi, unk = self.folder.vocab.stoi, UNK_ID
-        cut = len(spans) > self.folder.max_len
-        spans = spans[: self.folder.max_len]
-        ids = np.array([stoi.get(tok, unk) for tok, _, _ in spans] or [unk], dtype=np.int64)
-        return spans, ids, cut
-
     def contributions(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(logits, per-token contributions to the margin of the predicted class, that margin's bias)."""
+        """(logits, per-token contributions to the margin of the predicted class, that margin's bias),
+        from the numpy forward's own pieces (`textcnn_input`, `window_terms`, `real_windows`)."""
+        from sentiment.text.fast.numpy_forward import real_windows, textcnn_input, window_terms
+
         w = self.w
         n = len(ids)
-        x = np.concatenate([w["embedding.weight"][ids], w["constant_embedding.weight"][ids]], axis=1)
-        widest = max(weight.shape[2] for weight, _ in self.convs)
-        if n < widest:  # the zero columns a short review is padded with
-            x = np.concatenate([x, np.zeros((widest - n, x.shape[1]))])
-        per_channel = []  # (window start, per-offset token terms [k, C], bias [C], active [C])
+        x = textcnn_input(w, ids, len(self.convs))
+        per_channel = []  # (best window's start [C], its token terms [k, C], bias [C], active [C])
         pooled = []
         for weight, bias in self.convs:
-            k = weight.shape[2]
-            windows = x.shape[0] - k + 1
-            terms = np.stack([x[j : j + windows] @ weight[:, :, j].T for j in range(k)])  # [k, windows, C]
+            terms = window_terms(x, weight)  # [k, windows, C]
             h = bias + terms.sum(0)  # [windows, C]
-            real = max(n - k + 1, 1)  # windows that start inside the review
-            best = h[:real].argmax(0)  # [C]
+            best = h[: real_windows(n, weight.shape[2])].argmax(0)  # [C]
             value = h[best, np.arange(h.shape[1])]
             pooled.append(np.maximum(value, 0.0))
             per_channel.append((best, terms[:, best, np.arange(h.shape[1])], bias, value > 0))
         logits = w["decoder.weight"] @ np.concatenate(pooled) + w["decoder.bias"]
         m = margin_weights(len(logits), int(logits.argmax()))
         channel_weight = m @ w["decoder.weight"]  # [all channels]
-        out = np.zeros(max(n, widest))
+        out = np.zeros(len(x))
         first = 0
         for best, terms, bias, active in per_channel:
             k, c = terms.shape
@@ -154,14 +139,11 @@ class TextCNNExplainer:
         return logits, out[:n], m @ w["decoder.bias"]
 
     def explain(self, text: str) -> Explanation:
-        spans, ids, cut = self.ids(text)
-        logits, contrib, bias = self.contributions(ids)
+        spans, enc, cut = self.folder.encode_spans(text)
+        logits, contrib, bias = self.contributions(enc.ids.astype(np.int64))
         if not spans:  # nothing but spaces and newlines: one <unk> was read
             contrib = contrib[:0]
         return _explanation(text, self.classes, logits, spans, contrib, "exact", bias=float(bias), cut=cut)
-
-
-_SKLEARN_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token pattern
 
 
 class LinearExplainer:
@@ -172,8 +154,11 @@ class LinearExplainer:
 
         self.clf = LinearClassifier(run)
         self.classes = self.clf.classes
-        self.ngrams = self.clf.vectorizer.ngram_range[1]
-        self.vocabulary = self.clf.vectorizer.vocabulary_
+        vectorizer = self.clf.vectorizer
+        self.ngrams = vectorizer.ngram_range[1]
+        self.vocabulary = vectorizer.vocabulary_
+        self.token = re.compile(vectorizer.token_pattern)  # the vectorizer's own words, found with places
+        self.words_in = {i: term.count(" ") + 1 for term, i in self.vocabulary.items()}  # feature -> n of n-gram
 
     def explain(self, text: str) -> Explanation:
         check_texts([text])
@@ -183,7 +168,7 @@ class LinearExplainer:
         m = margin_weights(len(logits), int(logits.argmax()))
         feature_weight = m @ weight  # [features]
         value = dict(zip(features.indices.tolist(), features.data.tolist(), strict=True))
-        spans = [(t.group().lower(), t.start(), t.end()) for t in _SKLEARN_TOKEN.finditer(text)]
+        spans = [(t.group().lower(), t.start(), t.end()) for t in self.token.finditer(text)]
         words = [s[0] for s in spans]
         places: dict[int, list[int]] = {}  # feature -> start token of each occurrence
         for n in range(1, self.ngrams + 1):
@@ -193,16 +178,11 @@ class LinearExplainer:
                     places.setdefault(f, []).append(i)
         contrib = np.zeros(len(spans))
         for f, starts in places.items():
-            n = self._length(f)
+            n = self.words_in[f]
             share = value.get(f, 0.0) * feature_weight[f] / (len(starts) * n)
             for i in starts:
                 contrib[i : i + n] += share
         return _explanation(text, self.classes, logits, spans, contrib, "exact", bias=float(m @ bias))
-
-    def _length(self, feature: int) -> int:
-        if not hasattr(self, "_terms"):
-            self._terms = {i: t for t, i in self.vocabulary.items()}
-        return self._terms[feature].count(" ") + 1
 
 
 class GradientExplainer:
@@ -222,10 +202,7 @@ class GradientExplainer:
             self.layer = model.encoder.get_input_embeddings()
             self.keep = set(self.clf.tokenizer.all_special_ids) - {self.clf.unk}  # [CLS], [SEP] stay
         else:
-            from sentiment.text.tokenize import get_spans
-
             self.layer = model.embedding
-            self.spans = get_spans(self.clf.folder.config["tokenizer"])
             self.keep = set()
         self.time_first = family == "birnn"  # BiRNN embeds ids.T: its embedding output is [T, B, E]
         self.model = model.float().eval()
@@ -236,12 +213,8 @@ class GradientExplainer:
             from sentiment.text.transformer import encode_with_spans
 
             return encode_with_spans(self.clf.tokenizer, text, self.clf.max_len, self.clf.head_tokens)
-        spans = self.spans(text)
-        stoi, unk = self.clf.vocab.stoi, self.clf.unk
-        cut = len(spans) > self.clf.folder.max_len
-        spans = spans[: self.clf.folder.max_len]
-        ids = [stoi.get(tok, unk) for tok, _, _ in spans] or [unk]
-        return ids, list(range(len(spans))), spans, cut
+        spans, enc, cut = self.clf.folder.encode_spans(text)
+        return enc.ids.tolist(), list(range(len(spans))), spans, cut
 
     def explain(self, text: str) -> Explanation:
         try:
@@ -259,7 +232,7 @@ class GradientExplainer:
         baseline = torch.tensor([[i if i in self.keep else self.clf.pad for i in ids]])
         with torch.no_grad(), torch.autocast("cpu", enabled=False):
             logits = self.model(x, lengths)[0].double().numpy()
-            embedded, embedded_baseline = self._embedded(x), self._embedded(baseline)
+            embedded, embedded_baseline = self.layer(x), self.layer(baseline)  # [1, T, E] each
         m = torch.tensor(margin_weights(len(logits), int(logits.argmax())), dtype=torch.float32)
 
         def margin(points: torch.Tensor) -> torch.Tensor:  # [B, T, E] token embeddings -> [B] margins
@@ -297,10 +270,6 @@ class GradientExplainer:
             completeness_gap=float(delta[0]),
             cut=cut,
         )
-
-    def _embedded(self, ids):
-        """`[1, T, E]`: what the embedding layer gives for one row of ids."""
-        return self.layer(ids)
 
 
 def open_explainer(run: Run):

@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from sentiment.errors import SentimentError
 from sentiment.runs import Run
 from sentiment.text.batching import Encoded, encode
-from sentiment.text.tokenize import get_tokenizer
-from sentiment.text.vocab import UNK_ID, Vocab
+from sentiment.text.tokenize import Span, get_spans, get_tokenizer
+from sentiment.text.vocab import Vocab
 
 MAX_TEXT_CHARS = 200_000  # a review longer than this is almost certainly the wrong input
 
@@ -49,11 +49,14 @@ class TextRunFolder:
                 f"{rows.shape[0]:,} rows; the run folder's files do not belong together"
             )
 
-    def knows_a_word(self, texts: Sequence[str]) -> list[bool]:
-        """Whether each text has a token in the vocabulary: without one, a prediction is only the
-        model's prior."""
-        return self.encode(texts).has_other_than([UNK_ID])
-
     def encode(self, texts: Sequence[str]) -> Encoded:
         check_texts(texts)
         return encode((self.tokenize(t) for t in texts), self.vocab, self.max_len)
+
+    def encode_spans(self, text: str) -> tuple[list[Span], Encoded, bool]:
+        """One text's tokens with their places in it (those the model reads: at most `max_len`), its
+        ids as `encode` gives them, and whether it was cut."""
+        check_texts([text])
+        spans = get_spans(self.config["tokenizer"])(text)
+        enc = encode([[token for token, _, _ in spans]], self.vocab, self.max_len)
+        return spans[: self.max_len], enc, len(spans) > self.max_len

@@ -23,20 +23,36 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow for large |x|
 
 
-def _textcnn_logits(w: dict[str, np.ndarray], ids: np.ndarray, convs: int) -> np.ndarray:
+def textcnn_input(w: dict[str, np.ndarray], ids: np.ndarray, convs: int) -> np.ndarray:
+    """`[max(n, widest kernel), 2E]`: both embeddings of one review side by side, with the zero rows a
+    review shorter than the widest kernel is padded with."""
     x = np.concatenate([w["embedding.weight"][ids], w["constant_embedding.weight"][ids]], axis=1)  # [n, 2E]
     widest = max(w[f"convs.{i}.weight"].shape[2] for i in range(convs))
-    n = len(ids)
-    if n < widest:  # the zero columns a short batch is padded with
-        x = np.concatenate([x, np.zeros((widest - n, x.shape[1]), x.dtype)])
+    if len(ids) < widest:
+        x = np.concatenate([x, np.zeros((widest - len(ids), x.shape[1]), x.dtype)])
+    return x
+
+
+def window_terms(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """`[k, windows, C]`: each window's dot products with a `[C, 2E, k]` kernel, one per offset in the
+    window: a window's pre-activation is the convolution's bias plus their sum."""
+    k = weight.shape[2]
+    windows = x.shape[0] - k + 1
+    return np.stack([x[j : j + windows] @ weight[:, :, j].T for j in range(k)])
+
+
+def real_windows(n: int, k: int) -> int:
+    """How many width-`k` windows start inside a review of `n` tokens (a short one keeps window 0)."""
+    return max(n - k + 1, 1)
+
+
+def _textcnn_logits(w: dict[str, np.ndarray], ids: np.ndarray, convs: int) -> np.ndarray:
+    x = textcnn_input(w, ids, convs)
     pooled = []
     for i in range(convs):
         weight, bias = w[f"convs.{i}.weight"], w[f"convs.{i}.bias"]  # [C, 2E, k], [C]
-        k = weight.shape[2]
-        windows = x.shape[0] - k + 1
-        h = bias + sum(x[j : j + windows] @ weight[:, :, j].T for j in range(k))  # [windows, C]
-        real = max(n - k + 1, 1)  # windows that start inside the review
-        pooled.append(np.maximum(h[:real], 0.0).max(axis=0))
+        h = bias + window_terms(x, weight).sum(0)  # [windows, C]
+        pooled.append(np.maximum(h[: real_windows(len(ids), weight.shape[2])], 0.0).max(axis=0))
     return w["decoder.weight"] @ np.concatenate(pooled) + w["decoder.bias"]
 
 
@@ -112,9 +128,6 @@ class NumpyClassifier:
         self.text_run = text_run
         self.classes = text_run.classes
         self._forward = forward
-
-    def knows_a_word(self, texts: Sequence[str]) -> list[bool]:
-        return self.text_run.knows_a_word(texts)
 
     def probabilities(self, texts: Sequence[str], **_) -> np.ndarray:
         return self.scores(texts)[0]
