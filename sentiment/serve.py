@@ -82,9 +82,13 @@ class ServedModel:
             )
         return out
 
-    def explain(self, text: str) -> dict:
+    def explain(self, text: str) -> dict | None:
+        """The explanation of one text; None for a text with no word the model knows (found by
+        encoding it, without the model)."""
         from sentiment.explain import open_explainer
 
+        if not self.clf.knows_a_word([text])[0]:
+            return None
         with self._explain_lock:
             if self._explainer is None:
                 self._explainer = open_explainer(self.run)
@@ -276,7 +280,7 @@ def create_app(model: ServedModel, *, max_batch: int = 64, wait_ms: float = 2.0)
             return _error(422, str(e))
         return None
 
-    def unknown(results: list, texts: list[str]) -> Response | None:
+    def unknown(results: list) -> Response | None:
         missing = [i + 1 for i, r in enumerate(results) if r is None]
         if not missing:
             return None
@@ -290,7 +294,7 @@ def create_app(model: ServedModel, *, max_batch: int = 64, wait_ms: float = 2.0)
         if bad is not None:
             return bad
         results = await batcher.submit(body.texts)
-        return unknown(results, body.texts) or _json({"predictions": results})
+        return unknown(results) or _json({"predictions": results})
 
     @app.post("/explain", responses={200: {"model": ExplainResponse}})
     async def explain(body: ExplainRequest) -> Response:
@@ -298,11 +302,8 @@ def create_app(model: ServedModel, *, max_batch: int = 64, wait_ms: float = 2.0)
         bad = checked([body.text])
         if bad is not None:
             return bad
-        loop = asyncio.get_running_loop()
-        result = (await batcher.submit([body.text]))[0]
-        if result is None:
-            return unknown([None], [body.text])
-        return _json(await loop.run_in_executor(explainer, model.explain, body.text))
+        result = await asyncio.get_running_loop().run_in_executor(explainer, model.explain, body.text)
+        return unknown([result]) or _json(result)
 
     @app.get("/health")
     async def health() -> dict:
@@ -310,10 +311,11 @@ def create_app(model: ServedModel, *, max_batch: int = 64, wait_ms: float = 2.0)
         return model.health() | {"batches": batcher.batches, "texts": batcher.texts}
 
     page = resources.files("sentiment").joinpath("page.html").read_text()
+    page = page.replace("{{RUN}}", model.run.path.name).replace("{{MAX_CHARS}}", str(MAX_TEXT_CHARS))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
-        return HTMLResponse(page.replace("{{RUN}}", model.run.path.name).replace("{{MAX_CHARS}}", str(MAX_TEXT_CHARS)))
+        return HTMLResponse(page)
 
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     return app

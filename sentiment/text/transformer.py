@@ -196,7 +196,7 @@ def encode_texts(
         for ids in pieces["input_ids"]:
             kept = _kept(len(ids), before, after, body, head)
             cut += len(kept) < len(ids)
-            parts.append(np.array(ids, dtype=np.int32)[kept] if len(kept) < len(ids) else np.array(ids, np.int32))
+            parts.append(np.array(ids, dtype=np.int32)[kept])
             lengths.append(len(kept))
     lengths = np.array(lengths, dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
@@ -227,10 +227,14 @@ def encode_with_spans(tokenizer, text: str, max_len: int, head_tokens: int) -> t
 
 def _special_tokens_around(tokenizer) -> tuple[int, int]:
     """How many special tokens the tokenizer puts before and after a text ([CLS] ... [SEP]: 1, 1)."""
-    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
-    wrapped = tokenizer("a")["input_ids"]
+    return special_tokens_around(tokenizer("a", add_special_tokens=False)["input_ids"], tokenizer("a")["input_ids"])
+
+
+def special_tokens_around(bare: Sequence[int], wrapped: Sequence[int]) -> tuple[int, int]:
+    """How many ids come before and after a text's own ids `bare` in `wrapped` (the same text with
+    the tokenizer's special tokens); any tokenizer library's ids."""
     for start in range(len(wrapped) - len(bare) + 1):
-        if wrapped[start : start + len(bare)] == bare:
+        if list(wrapped[start : start + len(bare)]) == list(bare):
             return start, len(wrapped) - start - len(bare)
     return 0, 0
 

@@ -19,6 +19,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from sentiment.text.transformer import ENCODER_FOLDER, _kept, special_tokens_around
+
 _ACTIVATIONS = {"gelu", "relu", "gelu_new", "gelu_pytorch_tanh"}
 
 
@@ -37,10 +39,7 @@ class QuickBertClassifier:
         import torch
         from tokenizers import Tokenizer
 
-        from sentiment.text.transformer import _kept
-
         self.torch = torch
-        self.kept = _kept
         cfg = meta["config"]
         self.run = run
         self.classes: list[str] = meta["classes"]
@@ -51,15 +50,14 @@ class QuickBertClassifier:
         self.config = config
         self.w = run.load_weights("pt")
         self.unk = self.tokenizer.token_to_id(json.loads((folder / "tokenizer.json").read_text())["model"]["unk_token"])
-        bare = self.tokenizer.encode("a", add_special_tokens=False).ids
-        wrapped = self.tokenizer.encode("a").ids
-        start = next(i for i in range(len(wrapped)) if wrapped[i : i + len(bare)] == bare)
-        self.before, self.after = start, len(wrapped) - start - len(bare)
+        self.before, self.after = special_tokens_around(
+            self.tokenizer.encode("a", add_special_tokens=False).ids, self.tokenizer.encode("a").ids
+        )
 
     def _ids(self, text: str) -> list[int]:
         ids = self.tokenizer.encode(text).ids
         body = self.max_len - self.before - self.after
-        return [ids[i] for i in self.kept(len(ids), self.before, self.after, body, min(self.head_tokens, body))]
+        return [ids[i] for i in _kept(len(ids), self.before, self.after, body, min(self.head_tokens, body))]
 
     def _logits(self, ids: list[int]):
         torch, F, w, c = self.torch, self.torch.nn.functional, self.w, self.config
@@ -110,14 +108,9 @@ class QuickBertClassifier:
     def probabilities(self, texts: Sequence[str], **_):
         return self.scores(texts)[0]
 
-    def knows_a_word(self, texts: Sequence[str]) -> list[bool]:
-        return self.scores(texts)[1]
-
 
 def open_quick_bert(run, meta: dict):
     """The run as a QuickBertClassifier, or None where only the `transformers` path can run it."""
-    from sentiment.text.transformer import ENCODER_FOLDER
-
     folder = run.file(meta.get("encoder_folder", ENCODER_FOLDER))
     try:
         config = json.loads((folder / "config.json").read_text())
