@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from benchmarks.accuracy import cpu_model
-from benchmarks.readme import replace_section
-from sentiment.fsutil import atomic_write_json, split_lines
+from benchmarks.readme import merge_results, replace_section
+from sentiment.fsutil import split_lines
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve.json"
 SCREENSHOT_REVIEW = "The plot was thin and the ending predictable, but the acting is superb and I loved every minute."
@@ -235,7 +235,6 @@ def main() -> None:
     if not a.data:
         raise SystemExit("name the IMDb archive with --data or $SENTIMENT_IMDB")
     texts = reviews(a.data, a.reviews)
-    previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
     fresh = []
     for run in a.run:
         want = predict_file(run, texts)
@@ -264,9 +263,7 @@ def main() -> None:
         }
         print(json.dumps(result), flush=True)
         fresh.append(result)
-    names = {r["run"] for r in fresh}
-    results = [r for r in previous if r["run"] not in names] + fresh
-    atomic_write_json(RESULTS, results)
+    results = merge_results(RESULTS, fresh, key=lambda r: r["run"])
     print(table(results))
     if a.readme:
         replace_section("bench-serve", table(results))

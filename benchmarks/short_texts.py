@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 from benchmarks.accuracy import cpu_model
-from benchmarks.readme import replace_section
+from benchmarks.readme import merge_results, replace_section
 from benchmarks.serve import predict_file
-from sentiment.fsutil import atomic_write_json
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "short_reviews.csv"
@@ -64,10 +63,11 @@ def table(results: list[dict]) -> str:
             f"{r['accuracy']:.3f}",
         ]
         lines.append("| " + " | ".join(cells + [f"{r[d]:.3f}" for d in DOMAINS]) + " |")
-    n = {d: sum(1 for r in rows() if r["domain"] == d) for d in DOMAINS}
+    data = rows()
+    n = {d: sum(1 for r in data if r["domain"] == d) for d in DOMAINS}
     lines += [
         "",
-        f"{len(rows())} sentences ({', '.join(f'{d} {k}' for d, k in n.items())}), half positive; measured "
+        f"{len(data)} sentences ({', '.join(f'{d} {k}' for d, k in n.items())}), half positive; measured "
         f"{', '.join(sorted({r['date'] for r in results}))}. Re-run: `python -m benchmarks.short_texts --run RUN ...`.",
     ]
     return "\n".join(lines)
@@ -79,15 +79,12 @@ def main() -> None:
     ap.add_argument("--readme", action="store_true")
     a = ap.parse_args()
     data = rows()
-    previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
     fresh = []
     for run in a.run:
         fresh.append(score(run, data))
         print(json.dumps(fresh[-1]), flush=True)
-    names = {r["run"] for r in fresh}
     order = ["linear", "textcnn", "birnn", "transformer"]
-    results = sorted([r for r in previous if r["run"] not in names] + fresh, key=lambda r: order.index(r["model"]))
-    atomic_write_json(RESULTS, results)
+    results = sorted(merge_results(RESULTS, fresh, key=lambda r: r["run"]), key=lambda r: order.index(r["model"]))
     print(table(results))
     if a.readme:
         replace_section("bench-short-texts", table(results))

@@ -27,8 +27,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.accuracy import cpu_model
-from benchmarks.readme import replace_section
-from sentiment.fsutil import atomic_write_json
+from benchmarks.readme import merge_results, replace_section
 
 RESULTS = Path(__file__).resolve().parent / "results" / "text_models.json"
 EXTRA = {"textcnn": ["--tokenizer", "words"], "birnn": ["--tokenizer", "words"]}
@@ -101,14 +100,9 @@ def main() -> None:
             print(f"== {model}", flush=True)
             fresh.append(run_one(model, a.data, a.limit_train, a.limit_test, Path(a.out or tmp)))
             print(json.dumps(fresh[-1]), flush=True)
-    # read now, not before the runs: another run of this command may have added rows meanwhile
-    previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
-    key = lambda r: (r["model"], r["train"], r["test"])  # noqa: E731
-    replaced = {key(r) for r in fresh}
-    results = [r for r in previous if key(r) not in replaced] + fresh
+    results = merge_results(RESULTS, fresh, key=lambda r: (r["model"], r["train"], r["test"]))
     order = ["linear", "textcnn", "birnn", "transformer"]
     results.sort(key=lambda r: (-r["train"], order.index(r["model"]) if r["model"] in order else 99))
-    atomic_write_json(RESULTS, results)
     print(table(results))
     if a.readme:
         replace_section("bench-text-models", table(results))

@@ -163,6 +163,7 @@ def test_a_chunked_body_over_the_limit_gets_413(server):
     conn.putheader("Content-Type", "application/json")
     conn.putheader("Transfer-Encoding", "chunked")
     conn.endheaders()
+
     def chunked(data: bytes) -> bytes:
         return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
