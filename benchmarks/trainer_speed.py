@@ -7,12 +7,15 @@ process, one after the other.
     python -m benchmarks.trainer_speed [--examples 512] [--max-len 256] [--batch-size 16] [--readme]
 
 `Trainer` gets what a user would write: the reviews as a torch Dataset of token-id lists, padding
-per batch (DataCollatorWithPadding), `AutoModelForSequenceClassification`; and a second time with
-`train_sampling_strategy="group_by_length"` (its own length grouping). `sentiment` is `sentiment train --model
-transformer`. Reported: training examples/s of the epoch as each side measures it (`Trainer`:
-train_samples_per_second; `sentiment`: the epoch's examples over its time), and the ratio. Needs
-`accelerate` (`pip install accelerate`), which `Trainer` requires. Writes
-benchmarks/results/trainer_speed.json and, with `--readme`, the README's `bench-trainer` table.
+per batch (DataCollatorWithPadding), `AutoModelForSequenceClassification` with the encoder's config
+as `sentiment` sets it (no dropout on attention weights); a second time with
+`train_sampling_strategy="group_by_length"` (its own length grouping); and a third time with the
+encoder's config as it ships (attention dropout 0.1), which is what `from_pretrained` gives a user.
+`sentiment` is `sentiment train --model transformer`. Reported: training examples/s of the epoch as
+each side measures it (`Trainer`: train_samples_per_second; `sentiment`: the epoch's examples over
+its time), the ratio, and each process's peak resident memory. Needs `accelerate` (`pip install
+accelerate`), which `Trainer` requires. Writes benchmarks/results/trainer_speed.json and, with
+`--readme`, the README's `bench-trainer` table.
 """
 
 from __future__ import annotations
@@ -44,9 +47,16 @@ def _reviews(data: str, n: int, seed: int):
 def trainer_side(a) -> dict:
     """One epoch under transformers' Trainer (runs in its own process)."""
     import torch
-    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
 
-    from sentiment.text.transformer import encode_texts, find_encoder, load_tokenizer
+    from sentiment.config import TextConfig
+    from sentiment.text.transformer import ATTENTION_DROPOUT_KEYS, encode_texts, find_encoder, load_tokenizer
 
     torch.set_num_threads(a.threads)
     folder = find_encoder("all-MiniLM-L6-v2")
@@ -62,7 +72,12 @@ def trainer_side(a) -> dict:
         def __getitem__(self, i):
             return rows[i]
 
-    model = AutoModelForSequenceClassification.from_pretrained(str(folder), num_labels=2)
+    config = AutoConfig.from_pretrained(str(folder), num_labels=2)
+    if a.side != "trainer-shipped":  # the attention dropout sentiment trains with
+        for key in ATTENTION_DROPOUT_KEYS:
+            if hasattr(config, key):
+                setattr(config, key, TextConfig().attention_dropout)
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder), config=config)
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
             output_dir=out,
@@ -95,59 +110,50 @@ def trainer_side(a) -> dict:
     }
 
 
+def measured(argv: list[str]) -> tuple[int, str, str, int]:
+    """Runs `argv`; returns its exit code, stdout, stderr and peak resident memory (MB), this child's own
+    (os.wait4 gives the rusage of the one process, where RUSAGE_CHILDREN is the largest of all so far)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen(argv, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        return child.returncode, out.read(), err.read(), round(usage.ru_maxrss / 1024)
+
+
 def sentiment_side(a) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "sentiment",
-                "train",
-                "--model",
-                "transformer",
-                "--data",
-                a.data,
-                "--limit-train",
-                str(a.examples),
-                "--limit-test",
-                "16",
-                "--epochs",
-                "1",
-                "--max-len",
-                str(a.max_len),
-                "--batch-size",
-                str(a.batch_size),
-                "--precision",
-                a.precision,
-                "--threads",
-                str(a.threads),
-                "--seed",
-                str(a.seed),
-                "--out",
-                out,
-                "--quiet",
-            ],  # fmt: skip
-            check=True,
-            capture_output=True,
-        )
+        argv = [sys.executable, "-m", "sentiment", "train", "--model", "transformer", "--data", a.data]
+        argv += ["--limit-train", str(a.examples), "--limit-test", "16", "--epochs", "1"]
+        argv += ["--max-len", str(a.max_len), "--batch-size", str(a.batch_size), "--precision", a.precision]
+        argv += ["--threads", str(a.threads), "--seed", str(a.seed), "--out", out, "--quiet"]
+        code, _, err, peak_mb = measured(argv)
+        if code != 0:
+            raise SystemExit(f"sentiment: {err.strip()[-2000:]}")
         summary = json.loads((Path(out) / "latest" / "summary.json").read_text())
-    return {"examples_per_s": summary["train_examples_per_s"], "train_s": round(summary["epoch_s"], 1)}
+    return {
+        "examples_per_s": summary["train_examples_per_s"],
+        "train_s": round(summary["epoch_s"], 1),
+        "peak_rss_mb": peak_mb,
+    }
 
 
 def table(r: dict) -> str:
     ours = r["sides"]["sentiment"]["examples_per_s"]
     lines = [
-        "| trainer | train examples/s | epoch s | sentiment is faster by |",
-        "|---|---|---|---|",
+        "| trainer | train examples/s | epoch s | sentiment is faster by | peak RSS MB |",
+        "|---|---|---|---|---|",
     ]
     names = {
         "sentiment": "`sentiment train --model transformer`",
         "trainer": "Hugging Face `Trainer` (padding per batch)",
         "trainer-grouped": "Hugging Face `Trainer`, grouped by length",
+        "trainer-shipped": "Hugging Face `Trainer`, the encoder's attention dropout (0.1)",
     }
     for side, m in r["sides"].items():
         ratio = "" if side == "sentiment" else f"{ours / m['examples_per_s']:.2f}x"
-        lines.append(f"| {names[side]} | {m['examples_per_s']:.1f} | {m['train_s']:.0f} | {ratio} |")
+        peak = f"{m['peak_rss_mb']:,}" if "peak_rss_mb" in m else ""
+        lines.append(f"| {names[side]} | {m['examples_per_s']:.1f} | {m['train_s']:.0f} | {ratio} | {peak} |")
     lines += [
         "",
         f"all-MiniLM-L6-v2, {r['examples']} IMDb training reviews, max length {r['max_len']}, batch {r['batch_size']}, "
@@ -179,7 +185,7 @@ def main() -> None:
         print(json.dumps(trainer_side(a)))
         return
     sides = {}
-    for side in ("sentiment", "trainer", "trainer-grouped"):
+    for side in ("sentiment", "trainer", "trainer-grouped", "trainer-shipped"):
         print(f"== {side}", flush=True)
         if side == "sentiment":
             sides[side] = sentiment_side(a)
@@ -187,10 +193,10 @@ def main() -> None:
             argv = [sys.executable, "-m", "benchmarks.trainer_speed", "--side", side, "--data", a.data]
             argv += ["--examples", str(a.examples), "--max-len", str(a.max_len), "--batch-size", str(a.batch_size)]
             argv += ["--threads", str(a.threads), "--precision", a.precision, "--seed", str(a.seed)]
-            done = subprocess.run(argv, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise SystemExit(f"{side}: {done.stderr.strip()[-2000:]}")
-            sides[side] = json.loads(done.stdout.strip().splitlines()[-1])
+            code, stdout, err, peak_mb = measured(argv)
+            if code != 0:
+                raise SystemExit(f"{side}: {err.strip()[-2000:]}")
+            sides[side] = {**json.loads(stdout.strip().splitlines()[-1]), "peak_rss_mb": peak_mb}
         print(json.dumps(sides[side]), flush=True)
     result = {
         "sides": sides,

@@ -23,6 +23,7 @@ def tiny_encoder(folder: Path, architecture: str = "bert", *, seed: int = 0, voc
     of `cli_helpers.three_class_csv`."""
     import transformers as tf
 
+    tf.utils.logging.disable_progress_bar()  # saving draws one on stderr, which the CLI tests read
     vocab = vocabulary()
     size = dict(vocab_size=vocab_size or len(vocab), max_position_embeddings=64, pad_token_id=0)
     if architecture == "distilbert":

@@ -15,6 +15,8 @@ from cli_helpers import assert_user_error, jsonl, run_cli, three_class_csv
 
 pytest.importorskip("transformers")
 
+from sentiment.text.transformer import ATTENTION_DROPOUT_KEYS  # noqa: E402 - after the skip
+
 TRAIN = ["--max-len", "32", "--batch-size", "8", "--lr", "1e-3", "--device", "cpu", "--quiet"]
 
 
@@ -39,6 +41,11 @@ def test_every_encoder_family_trains_and_its_run_folder_alone_predicts(architect
     assert summary["test_acc"] >= 0.8, summary
     assert "config: " in out and "vectors=" not in out  # settings of other families are not listed
     assert (run / "encoder" / "config.json").is_file() and (run / "encoder" / "tokenizer.json").is_file()
+    # trained without dropout on attention weights (the tiny encoders ship 0.1), as the run folder says
+    shipped = json.loads((encoder / "config.json").read_text())
+    saved = json.loads((run / "encoder" / "config.json").read_text())
+    keys = [k for k in ATTENTION_DROPOUT_KEYS if k in shipped]
+    assert keys and all(shipped[k] == 0.1 and saved[k] == 0.0 for k in keys), (shipped, saved)
 
     shutil.rmtree(encoder)  # the run folder must be enough
     texts = ["superb wonderful great", "awful terrible worst"]

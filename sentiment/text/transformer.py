@@ -139,15 +139,26 @@ def load_tokenizer(folder: Path):
     return tokenizer
 
 
-def load_encoder(folder: Path, *, pretrained: bool) -> nn.Module:
-    """The encoder of `folder`: its pretrained weights, or (`pretrained=False`) its architecture only."""
+# What BERT-family configs call the dropout on attention weights (BERT, RoBERTa, ELECTRA, DeBERTa;
+# DistilBERT and most later ones)
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
+
+
+def load_encoder(folder: Path, *, pretrained: bool, attention_dropout: float | None = None) -> nn.Module:
+    """The encoder of `folder`: its pretrained weights, or (`pretrained=False`) its architecture only.
+    `attention_dropout` replaces its config's dropout on attention weights (None: keep it)."""
     _quiet_transformers()
     from transformers import AutoConfig, AutoModel
 
     try:
+        config = AutoConfig.from_pretrained(str(folder))
+        if attention_dropout is not None:
+            for key in ATTENTION_DROPOUT_KEYS:
+                if hasattr(config, key):
+                    setattr(config, key, attention_dropout)
         if not pretrained:
-            return _without_pooler(AutoModel.from_config(AutoConfig.from_pretrained(str(folder))))
-        encoder, info = AutoModel.from_pretrained(str(folder), output_loading_info=True)
+            return _without_pooler(AutoModel.from_config(config))
+        encoder, info = AutoModel.from_pretrained(str(folder), config=config, output_loading_info=True)
     except Exception as e:  # noqa: BLE001 - a broken or foreign checkpoint; the message says which
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise SentimentError(f"the encoder in {folder} cannot be loaded ({first})") from None
@@ -308,7 +319,7 @@ class TransformerTask:
 
     def model(self, data: TaskData, runtime: Runtime, echo: Callable[[str], None]) -> nn.Module:
         cfg = self.cfg
-        self.encoder = load_encoder(self.folder, pretrained=True)
+        self.encoder = load_encoder(self.folder, pretrained=True, attention_dropout=cfg.attention_dropout)
         if self.encoder.config.vocab_size < len(self.tokenizer):
             raise SentimentError(
                 f"the tokenizer in {self.folder} has {len(self.tokenizer):,} tokens but the encoder only "
