@@ -139,7 +139,7 @@ class TextConfig(RunSettings):
     min_df: int = setting(2, "keep n-grams seen in at least this many reviews", at_least=1, models=("linear",))
     c: float = setting(4.0, "inverse strength of the logistic regression's L2 penalty", above=0, models=("linear",))
     head_tokens: int = setting(
-        128,
+        64,
         "a review longer than --max-len keeps this many tokens from its start, the rest from its end",
         at_least=0,
         models=("transformer",),
