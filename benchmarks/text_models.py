@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +25,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.accuracy import cpu_model
+from benchmarks.child import run_measured
 from benchmarks.readme import merge_results, replace_section
 
 RESULTS = Path(__file__).resolve().parent / "results" / "text_models.json"
@@ -42,11 +41,9 @@ def run_one(model: str, data: str, limit_train: int, limit_test: int, out: Path)
     args += [*EXTRA.get(model, []), *(FULL_EXTRA.get(model, []) if not limit_train else [])]
     args += ["--out", str(out / model), "--quiet"]
     started = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True)
-    # the largest resident set of any child so far: each model runs alone, after the smaller ones
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    if done.returncode != 0:
-        raise SystemExit(f"{model}: {done.stderr.strip().splitlines()[-1]}")
+    code, _, err, peak_mb = run_measured(args)
+    if code != 0:
+        raise SystemExit(f"{model}: {err.strip().splitlines()[-1]}")
     run = (out / model / "latest").resolve()
     summary = json.loads((run / "summary.json").read_text())
     config = json.loads((run / "config.json").read_text())["config"]
@@ -60,7 +57,7 @@ def run_one(model: str, data: str, limit_train: int, limit_test: int, out: Path)
         "train": summary["train_examples"],
         "test": summary["test_examples"],
         "precision": summary.get("precision", "fp32"),
-        "peak_rss_mb": round(peak_mb),
+        "peak_rss_mb": peak_mb,
         "max_len": config.get("max_len"),
         "cpu": cpu_model(),
         "threads": torch.get_num_threads(),
@@ -70,13 +67,15 @@ def run_one(model: str, data: str, limit_train: int, limit_test: int, out: Path)
 
 def table(results: list[dict]) -> str:
     rows = [
-        "| model | data (train / test) | test acc | epochs | train s | whole run s | train examples/s | precision |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | data (train / test) | test acc | epochs | train s | whole run s | train examples/s | precision "
+        "| peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         rows.append(
             f"| {r['model']} | {r['train']:,} / {r['test']:,} | {r['test_acc']:.4f} | {r['epochs']} | "
-            f"{r['train_s']:.0f} | {r['wall_s']:.0f} | {r['train_examples_per_s']:.0f} | {r['precision']} |"
+            f"{r['train_s']:.0f} | {r['wall_s']:.0f} | {r['train_examples_per_s']:.0f} | {r['precision']} | "
+            f"{format(r['peak_rss_mb'], ',') if r.get('peak_rss_mb') else ''} |"
         )
     machines = sorted({f"{r['cpu']}, {r['threads']} threads, measured {r['date']}" for r in results})
     rows += ["", f"Each family's defaults, seed 0; {'; '.join(machines)}. Re-run: `make bench-text-models`."]

@@ -23,13 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks.accuracy import cpu_model
+from benchmarks.child import run_measured
 from benchmarks.readme import replace_section
 from sentiment.fsutil import atomic_write_json
 
@@ -110,24 +110,13 @@ def trainer_side(a) -> dict:
     }
 
 
-def measured(argv: list[str]) -> tuple[int, str, str, int]:
-    """Runs `argv`; returns its exit code, stdout, stderr and peak resident memory (MB), this child's own
-    (os.wait4 gives the rusage of the one process, where RUSAGE_CHILDREN is the largest of all so far)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        child = subprocess.Popen(argv, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
-        return child.returncode, out.read(), err.read(), round(usage.ru_maxrss / 1024)
-
-
 def sentiment_side(a) -> dict:
     with tempfile.TemporaryDirectory() as out:
         argv = [sys.executable, "-m", "sentiment", "train", "--model", "transformer", "--data", a.data]
         argv += ["--limit-train", str(a.examples), "--limit-test", "16", "--epochs", "1"]
         argv += ["--max-len", str(a.max_len), "--batch-size", str(a.batch_size), "--precision", a.precision]
         argv += ["--threads", str(a.threads), "--seed", str(a.seed), "--out", out, "--quiet"]
-        code, _, err, peak_mb = measured(argv)
+        code, _, err, peak_mb = run_measured(argv)
         if code != 0:
             raise SystemExit(f"sentiment: {err.strip()[-2000:]}")
         summary = json.loads((Path(out) / "latest" / "summary.json").read_text())
@@ -193,7 +182,7 @@ def main() -> None:
             argv = [sys.executable, "-m", "benchmarks.trainer_speed", "--side", side, "--data", a.data]
             argv += ["--examples", str(a.examples), "--max-len", str(a.max_len), "--batch-size", str(a.batch_size)]
             argv += ["--threads", str(a.threads), "--precision", a.precision, "--seed", str(a.seed)]
-            code, stdout, err, peak_mb = measured(argv)
+            code, stdout, err, peak_mb = run_measured(argv)
             if code != 0:
                 raise SystemExit(f"{side}: {err.strip()[-2000:]}")
             sides[side] = {**json.loads(stdout.strip().splitlines()[-1]), "peak_rss_mb": peak_mb}
