@@ -56,7 +56,7 @@ def trainer_side(a) -> dict:
     )
 
     from sentiment.config import TextConfig
-    from sentiment.text.transformer import ATTENTION_DROPOUT_KEYS, encode_texts, find_encoder, load_tokenizer
+    from sentiment.text.transformer import encode_texts, find_encoder, load_tokenizer, set_attention_dropout
 
     torch.set_num_threads(a.threads)
     folder = find_encoder("all-MiniLM-L6-v2")
@@ -74,9 +74,7 @@ def trainer_side(a) -> dict:
 
     config = AutoConfig.from_pretrained(str(folder), num_labels=2)
     if a.side != "trainer-shipped":  # the attention dropout sentiment trains with
-        for key in ATTENTION_DROPOUT_KEYS:
-            if hasattr(config, key):
-                setattr(config, key, TextConfig().attention_dropout)
+        set_attention_dropout(config, TextConfig().attention_dropout)
     model = AutoModelForSequenceClassification.from_pretrained(str(folder), config=config)
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(

@@ -144,6 +144,14 @@ def load_tokenizer(folder: Path):
 ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
 
 
+def set_attention_dropout(config, p: float) -> None:
+    """Sets the dropout on attention weights of a `transformers` config, under whichever name its
+    architecture uses."""
+    for key in ATTENTION_DROPOUT_KEYS:
+        if hasattr(config, key):
+            setattr(config, key, p)
+
+
 def load_encoder(folder: Path, *, pretrained: bool, attention_dropout: float | None = None) -> nn.Module:
     """The encoder of `folder`: its pretrained weights, or (`pretrained=False`) its architecture only.
     `attention_dropout` replaces its config's dropout on attention weights (None: keep it)."""
@@ -153,9 +161,7 @@ def load_encoder(folder: Path, *, pretrained: bool, attention_dropout: float | N
     try:
         config = AutoConfig.from_pretrained(str(folder))
         if attention_dropout is not None:
-            for key in ATTENTION_DROPOUT_KEYS:
-                if hasattr(config, key):
-                    setattr(config, key, attention_dropout)
+            set_attention_dropout(config, attention_dropout)
         if not pretrained:
             return _without_pooler(AutoModel.from_config(config))
         encoder, info = AutoModel.from_pretrained(str(folder), config=config, output_loading_info=True)
