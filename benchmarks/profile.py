@@ -19,12 +19,9 @@ from torch.profiler import ProfilerActivity, profile
 
 from sentiment.config import text_config
 from sentiment.finetune import param_groups
+from sentiment.registry import task_for
 from sentiment.runtime import Runtime, tune_allocator
-from sentiment.text import fast
-from sentiment.text.models import build_model, load_pretrained_embeddings
-from sentiment.text.prepared import prepare_text
-from sentiment.text.task import TextBatches, model_hyper
-from sentiment.text.vectors import load_vectors
+from sentiment.text.batching import TextBatches
 from sentiment.train import make_optimizer
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -32,21 +29,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def profile_model(model_name: str, data_path: str, steps: int, precision: str) -> str:
     tune_allocator(keep_all=False)
-    cfg = text_config(model_name, None, {"data": data_path, "precision": precision})
-    data = prepare_text(cfg)
-    vectors = load_vectors(cfg.vectors)
-    torch.manual_seed(0)
-    model = build_model(
-        model_name,
-        vocab_size=len(data.vocab),
-        embed_size=vectors.dim,
-        num_classes=2,
-        cls=fast.model_class(model_name, "cpu"),  # the form training runs on the CPU
-        **model_hyper(cfg),
-    )
-    load_pretrained_embeddings(model, vectors.embedding_for(data.vocab), freeze=cfg.freeze_embedding)
-    optimizer = make_optimizer(cfg.optimizer, param_groups(model, cfg.lr), lr=cfg.lr)
+    cfg = text_config(model_name, None, {"data": data_path, "precision": precision, "device": "cpu"})
+    task = task_for(cfg)  # the family's own data and model, in the form training runs on the CPU
     runtime = Runtime.resolve("cpu", cfg.precision)
+    task.data(runtime, lambda _: None)
+    data = task.prepared
+    torch.manual_seed(0)
+    model = task.network("cpu", vocab_size=len(data.vocab), embed_size=task.vectors.dim, num_classes=2, **task.hyper())
+    task.start_from(model, task.vectors.embedding_for(data.vocab))
+    optimizer = make_optimizer(cfg.optimizer, param_groups(model, cfg.lr), lr=cfg.lr)
     prec = runtime.precision
     batches = TextBatches(data.train, data.train_labels, cfg.batch_size, shuffle=True, seed=0)
     loss_fn = torch.nn.CrossEntropyLoss()

@@ -55,8 +55,8 @@ def trainer_side(a) -> dict:
         TrainingArguments,
     )
 
-    from sentiment.config import TextConfig
-    from sentiment.text.transformer import encode_texts, find_encoder, load_tokenizer, set_attention_dropout
+    from sentiment.families.transformer import encode_texts, find_encoder, load_tokenizer, set_attention_dropout
+    from sentiment.registry import get
 
     torch.set_num_threads(a.threads)
     folder = find_encoder("all-MiniLM-L6-v2")
@@ -74,7 +74,7 @@ def trainer_side(a) -> dict:
 
     config = AutoConfig.from_pretrained(str(folder), num_labels=2)
     if a.side != "trainer-shipped":  # the attention dropout sentiment trains with
-        set_attention_dropout(config, TextConfig().attention_dropout)
+        set_attention_dropout(config, get("transformer").settings().attention_dropout)
     model = AutoModelForSequenceClassification.from_pretrained(str(folder), config=config)
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(

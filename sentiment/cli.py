@@ -15,8 +15,8 @@ from typing import Annotated
 
 import typer
 
-from sentiment import config
-from sentiment.config import ImageConfig, TextConfig
+from sentiment import api, config, registry
+from sentiment.config import TextData
 from sentiment.errors import SentimentError
 from sentiment.fsutil import split_lines
 
@@ -54,53 +54,66 @@ def _root(
 # -- options from the declared settings (config.py) ------------------------------------------------
 
 
-def _shown_default(f: dataclasses.Field, cls) -> str:
-    """The default `--help` shows: the declared one, or each family's where families differ."""
-    from sentiment.config import FAMILIES, TEXT_MODELS
+def _declarations(kind: str) -> dict[str, tuple[dataclasses.Field, type]]:
+    """Every setting of the families of `kind`, by name: its declaration and a class declaring it."""
+    out: dict[str, tuple[dataclasses.Field, type]] = {}
+    for family in registry.families(kind):
+        for f in config.declared(family.settings):
+            out.setdefault(f.name, (f, family.settings))
+    return out
 
-    if f.default is None or f.default is False or f.default is dataclasses.MISSING:
-        return ""
-    families = TEXT_MODELS if cls is TextConfig else ()
-    if f.metadata["models"] is not None:
-        families = [name for name in families if name in f.metadata["models"]]
-    if f.metadata["loop"]:  # families fitted by their own solver have no loop settings
-        families = [name for name in families if not FAMILIES[name].solver]
+
+def _shown_default(name: str, kind: str) -> str:
+    """The default `--help` shows: the families' one, or each family's where they differ."""
     by_value: dict[str, list[str]] = {}
-    for name in families:
-        by_value.setdefault(str(FAMILIES[name].defaults.get(f.name, f.default)), []).append(name)
+    for family in registry.families(kind):
+        f = family.settings.__dataclass_fields__.get(name)
+        if f is None:
+            continue
+        value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if value is None or value is False or value is dataclasses.MISSING:
+            continue
+        shown = str(value).lower() if isinstance(value, bool) else str(value)
+        by_value.setdefault(shown, []).append(family.name)
     if len(by_value) > 1:
         return ", ".join(f"{value} ({', '.join(names)})" for value, names in by_value.items())
-    return str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
+    return next(iter(by_value), "")
 
 
-def _setting_option(f: dataclasses.Field, cls, hints: dict) -> inspect.Parameter:
-    kind = hints[f.name]
-    base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)  # X | None -> X
+def _setting_option(f: dataclasses.Field, cls, kind: str) -> inspect.Parameter:
+    kind_ = config.hints(cls)[f.name]
+    base = next((a for a in typing.get_args(kind_) if a is not type(None)), kind_)  # X | None -> X
     flag = "--" + f.name.replace("_", "-")
     names = [flag] if base is not bool or not f.default else [f"{flag}/--no-{flag[2:]}"]
-    default = _shown_default(f, cls)
-    shown = " ".join(filter(None, [f.metadata["help"], f"[default: {default}]" if default else ""]))
+    default = _shown_default(f.name, kind)
+    helptext = f.metadata["help"]
+    if f.name == "model":
+        helptext = ", ".join(registry.names(kind))
+    shown = " ".join(filter(None, [helptext, f"[default: {default}]" if default else ""]))
     option = typer.Option(*names, help=shown or None, show_default=False)
     return inspect.Parameter(
         f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[base | None, option]
     )
 
 
-def with_settings(cls, *, only: tuple[str, ...] | None = None):
-    """Give a command one option per declared setting of `cls` (those with `flag`, or those in
-    `only`). The command receives them as `settings`, a dict of the ones given (None = not given),
-    after its own first parameter; its other parameters follow the settings in `--help`."""
+def with_settings(kind: str, *, only: tuple[str, ...] | None = None):
+    """Give a command one option per declared setting of the families of `kind` (those with `flag`,
+    or those in `only`). The command receives them as `settings`, a dict of the ones given (None =
+    not given), after its own first parameter; its other parameters follow the settings in `--help`."""
 
     def decorate(fn):
-        hints = config.hints(cls)
         own = list(inspect.signature(fn, eval_str=True).parameters.values())
-        fields = [f for f in config.declared(cls) if (f.name in only if only else f.metadata["flag"])]
-        # the task's own settings first, then those every run has
-        fields.sort(key=lambda f: f.name in {g.name for g in dataclasses.fields(config.RunSettings)})
-        names = {f.name for f in fields}
+        declared = _declarations(kind)
+        fields = [(f, cls) for f, cls in declared.values() if (f.name in only if only else f.metadata["flag"])]
+        # the families' own settings first, then those every run has
+        every = {g.name for g in dataclasses.fields(config.RunSettings)} | {
+            g.name for g in dataclasses.fields(config.LoopSettings)
+        }
+        fields.sort(key=lambda fc: fc[0].name in every)
+        names = {f.name for f, _ in fields}
         keyword = inspect.Parameter.KEYWORD_ONLY
         params = [p.replace(kind=keyword) for p in own[:1]]
-        params += [_setting_option(f, cls, hints) for f in fields] + [p.replace(kind=keyword) for p in own[2:]]
+        params += [_setting_option(f, cls, kind) for f, cls in fields] + [p.replace(kind=keyword) for p in own[2:]]
 
         def command(**kwargs):
             settings = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
@@ -116,7 +129,7 @@ def with_settings(cls, *, only: tuple[str, ...] | None = None):
 
 @app.command("data-stats")
 @with_settings(
-    TextConfig, only=("data", "tokenizer", "min_freq", "max_len", "vectors", "text_col", "label_col", "test_data")
+    "text", only=("data", "tokenizer", "min_freq", "max_len", "vectors", "text_col", "label_col", "test_data")
 )
 def data_stats_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object instead of a table")] = False,
@@ -128,15 +141,15 @@ def data_stats_cmd(
     from sentiment.text.tokenize import get_tokenizer
     from sentiment.text.vectors import load_vectors
 
-    get_tokenizer(settings.get("tokenizer") or TextConfig.tokenizer)  # fail on a bad name before reading anything
-    cfg = config.text_config(None, None, settings)
+    cfg = config.text_config("textcnn", None, settings)  # the word-vector families' data settings
+    get_tokenizer(cfg.tokenizer)
     vecs = load_vectors(cfg.vectors)
     corpus = load_corpus(cfg.data, test_data=cfg.test_data, text_col=cfg.text_col, label_col=cfg.label_col)
     stats = data_stats(corpus, tokenizer=cfg.tokenizer, min_freq=cfg.min_freq, vectors=vecs, max_len=cfg.max_len)
     typer.echo(json.dumps(stats) if as_json else format_stats(stats))
 
 
-DataOpt = Annotated[str | None, typer.Option("--data", help=config.help_of(TextConfig, "data"))]
+DataOpt = Annotated[str | None, typer.Option("--data", help=config.help_of(TextData, "data"))]
 RunOpt = Annotated[str | None, typer.Option("--run", help="a run folder (default: runs/latest)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output")]
 QuietOpt = Annotated[
@@ -150,7 +163,7 @@ def _bars(quiet: bool = False) -> bool:
 
 
 @app.command("train")
-@with_settings(TextConfig)
+@with_settings("text")
 def train_cmd(
     config_file: Annotated[str | None, typer.Option("--config", help="a TOML file of settings (see configs/)")] = None,
     settings: dict | None = None,
@@ -162,9 +175,8 @@ def train_cmd(
         int | None, typer.Option("--nproc", help="train in N local processes (torchrun, DistributedDataParallel)")
     ] = None,
 ):
-    """Train a text classifier into a run folder: TextCNN or BiRNN from GloVe vectors, a pretrained
-    transformer, or the linear TF-IDF baseline."""
-    from sentiment import distributed, recipe
+    """Train a text classifier into a run folder (see --model for the families)."""
+    from sentiment import distributed
 
     if nproc is not None and nproc < 1:
         raise SentimentError(f"--nproc must be at least 1, got {nproc}")
@@ -176,30 +188,20 @@ def train_cmd(
     if nproc is not None and nproc > 1 and distributed.world_size() == 1:
         if resume is None:  # the settings' errors as one line here, not once per process
             cfg = config.text_config(None, config_file, settings)
-            if config.FAMILIES[cfg.model].solver:
+            if registry.get(cfg.model).task.solver:
                 raise SentimentError(f"--model {cfg.model} is fitted in one process; drop --nproc")
         flags = {**settings, **moved, "config": config_file, "resume": resume}
         return _torchrun(nproc, flags, quiet)
-    if resume is not None:
-        try:
-            run = recipe.resume(resume, **moved, progress=_bars(quiet), echo=typer.echo)
-        finally:
-            distributed.cleanup()
-    else:
-        cfg = config.text_config(None, config_file, settings)
-        if distributed.is_main():
-            shown = ", ".join(f"{k}={v}" for k, v in config.applicable(cfg).items() if v is not None)
-            typer.echo(f"config: {shown}")
-        try:
-            run = recipe.fine_tune(cfg, progress=_bars(quiet), echo=typer.echo)
-        finally:
-            distributed.cleanup()
+    given = {k: v for k, v in {**settings, **moved}.items() if v is not None}
+    if resume is None:
+        given["model"] = config.text_config(None, config_file, settings).model  # a text family, whatever the file says
+    path = api.train(config_file=config_file, resume=resume, progress=_bars(quiet), echo=typer.echo, **given)
     if not distributed.is_main():
         return
-    summary = run.read_json("summary.json")
+    summary = json.loads((path / "summary.json").read_text())
     typer.echo(
         f"done: test accuracy {summary['test_acc']:.4f} after {_count(summary['epochs'], 'epoch')}, "
-        f"{summary['train_examples_per_s']:.0f} train examples/s, {summary['wall_s']:.0f} s; run folder {run.path}"
+        f"{summary['train_examples_per_s']:.0f} train examples/s, {summary['wall_s']:.0f} s; run folder {path}"
     )
 
 
@@ -262,11 +264,8 @@ def predict_cmd(
     device: Annotated[str, typer.Option("--device")] = "cpu",
 ):
     """Classify texts with a trained run: label, probability and the text, one line each."""
-    from sentiment.runs import Run
-    from sentiment.text import fast
-
     lines = _read_texts(texts or [], file)
-    clf = fast.open_classifier(Run.open(run, kind="text"), device, texts=len(lines))
+    clf = api.load(run, device=device, kind="text", texts=len(lines))
     probs, known = clf.scores(lines, progress=len(lines) > 5000 and _bars())
     best = probs.argmax(1).tolist()
     rows = []
@@ -309,11 +308,10 @@ def explain_cmd(
     import os
 
     from sentiment import explain_view
-    from sentiment.explain import open_explainer
-    from sentiment.runs import Run
 
-    the_run = Run.open(run, kind="text")
-    expl = open_explainer(the_run).explain(text)
+    clf = api.load(run, kind="text", texts=1)
+    the_run = clf.run
+    expl = clf.explain(text)
     if html_out:
         from sentiment.fsutil import atomic_write_text
 
@@ -387,51 +385,16 @@ def evaluate_cmd(
     device: Annotated[str, typer.Option("--device")] = "auto",
 ):
     """Accuracy, per-class precision/recall/F1 and the confusion matrix on a test split."""
-    import dataclasses
-
-    from sentiment.config import held_out_seed
-    from sentiment.runs import Run
-    from sentiment.tasks import open_classifier
-    from sentiment.text.corpus import balanced_subset, load_corpus, load_test_file
-    from sentiment.text.labeled import is_labeled_file
-
-    clf = open_classifier(Run.open(run, kind="text"), device, kind="text")
-    meta = clf.run.read_json("config.json")
-    cfg = meta["config"]
-    trained_on = meta.get("data_source")
-    same_file = (
-        data is not None
-        and trained_on is not None
-        and is_labeled_file(trained_on)
-        and Path(data).resolve() == Path(trained_on)
-    )
-    if same_file and not meta.get("test_data_source"):  # the file it was trained on: its held-out part only
-        data = None
-        if not as_json:
-            typer.echo(
-                f"{trained_on} is the file this run was trained on: scoring its held-out "
-                f"{cfg.get('test_fraction', 0.2):.0%} (the rest was training data)"
-            )
-    if data is not None and is_labeled_file(data):  # a user's file: every row is test data
-        corpus = load_test_file(data, text_col=cfg.get("text_col"), label_col=cfg.get("label_col"))
-    else:  # IMDb's test split, or the run's own held-out split, from where the run read it
-        corpus = load_corpus(
-            data if data is not None else meta.get("data_source") or cfg.get("data"),
-            test_data=None if data is not None else meta.get("test_data_source") or cfg.get("test_data"),
-            text_col=cfg.get("text_col"),
-            label_col=cfg.get("label_col"),
-            test_fraction=cfg.get("test_fraction", 0.2),
-            seed=cfg.get("seed", 0),
-            splits=("test",),
-        )
-    if seed is None:  # the same subset that training's --limit-test drew
-        seed = held_out_seed(cfg.get("seed", 0))
-    corpus = dataclasses.replace(corpus, test=balanced_subset(corpus.test, limit, len(corpus.classes), seed))
-    report = clf.evaluate(corpus, progress=not as_json and _bars())
+    notes: list[str] = []
+    report = api.evaluate(run, data, limit=limit, seed=seed, device=device, progress=not as_json and _bars(),
+                          echo=notes.append)  # fmt: skip
+    if not as_json:
+        for note in notes:
+            typer.echo(note)
     if as_json:
         typer.echo(json.dumps(report))
         return
-    typer.echo(f"run {clf.run.path} on {corpus.source}: {report['examples']:,} reviews")
+    typer.echo(f"run {report['run']} on {report['source']}: {report['examples']:,} reviews")
     _print_report(report)
 
 
@@ -488,7 +451,7 @@ def _fmt(v, key: str) -> str:
 
 
 @app.command("image-finetune")
-@with_settings(ImageConfig)
+@with_settings("image")
 def image_finetune_cmd(
     config_file: Annotated[
         str | None, typer.Option("--config", help="a TOML file of settings (see configs/hotdog.toml)")
@@ -497,17 +460,14 @@ def image_finetune_cmd(
     quiet: QuietOpt = False,
 ):
     """Fine-tune an ImageNet CNN on a folder of photos (the hot dog recipe by default)."""
-    from sentiment import recipe
-
-    cfg = config.image_config(config_file, settings)
-    typer.echo("config: " + ", ".join(f"{k}={v}" for k, v in config.applicable(cfg).items() if v is not None))
-    run = recipe.fine_tune(cfg, progress=_bars(quiet), echo=typer.echo)
-    s = run.read_json("summary.json")
+    given = {k: v for k, v in settings.items() if v is not None}
+    path = api.train(config_file=config_file, progress=_bars(quiet), echo=typer.echo, model="image", **given)
+    s = json.loads((path / "summary.json").read_text())
     initial = s.get("initial_test_acc")
     typer.echo(
         f"done: test accuracy {s['test_acc']:.4f} after {_count(s['epochs'], 'epoch')}"
         + (f" ({initial:.4f} before training)" if initial is not None else "")
-        + f", {s['train_examples_per_s']:.1f} train images/s, {s['wall_s']:.0f} s; run folder {run.path}"
+        + f", {s['train_examples_per_s']:.1f} train images/s, {s['wall_s']:.0f} s; run folder {path}"
     )
 
 
@@ -536,11 +496,8 @@ def image_predict_cmd(
     device: Annotated[str, typer.Option("--device")] = "cpu",
 ):
     """Classify images with a trained image run: class, probability and the file, one line each."""
-    from sentiment.runs import Run
-    from sentiment.tasks import open_classifier
-
     images = _image_files(images)
-    clf = open_classifier(Run.open(run, kind="image"), device, kind="image", hint="; use sentiment predict")
+    clf = api.load(run, device=device, kind="image")
     probs = clf.probabilities(images)
     for path, p in zip(images, probs.tolist(), strict=True):
         best = max(range(len(p)), key=p.__getitem__)
@@ -578,11 +535,9 @@ def image_evaluate_cmd(
 ):
     """Accuracy, per-class precision/recall and the confusion matrix of an image run on a folder of
     photos, the mistakes it was surest of, and optionally a contact sheet of them."""
-    from sentiment.runs import Run
-    from sentiment.tasks import open_classifier
     from sentiment.vision.report import evaluate_folder, mistakes_sheet, worst_mistakes
 
-    clf = open_classifier(Run.open(run, kind="image"), device, kind="image", hint="; use sentiment evaluate")
+    clf = api.load(run, device=device, kind="image")
     meta = clf.run.read_json("config.json")
     where = data or meta.get("data_source") or meta.get("data_root")
     if where is None:
@@ -610,15 +565,19 @@ def image_evaluate_cmd(
         typer.echo(f"no mistakes: {mistakes} not written")
 
 
+def _image_settings():
+    return registry.get("image").settings
+
+
 @app.command("image-augment")
 def image_augment_cmd(
-    data: Annotated[str | None, typer.Option("--data", help=config.help_of(ImageConfig, "data"))] = None,
+    data: Annotated[str | None, typer.Option("--data", help=config.help_of(_image_settings(), "data"))] = None,
     out: Annotated[str, typer.Option("--out", help="the contact sheet (PNG) to write")] = "augment.png",
     backbone: Annotated[
         str, typer.Option("--backbone", help="whose input size and normalisation")
-    ] = ImageConfig.backbone,
+    ] = _image_settings().backbone,
     color_jitter: Annotated[
-        float, typer.Option("--color-jitter", help=config.help_of(ImageConfig, "color_jitter"), min=0)
+        float, typer.Option("--color-jitter", help=config.help_of(_image_settings(), "color_jitter"), min=0)
     ] = 0.0,
     images: Annotated[int, typer.Option("--images", help="training photos, one row each", min=1)] = 4,
     versions: Annotated[int, typer.Option("--versions", help="augmented versions of each", min=1)] = 5,

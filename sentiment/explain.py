@@ -4,21 +4,9 @@ A token's `contribution` is its share of the *margin*: the predicted class's log
 of the other classes' logits (with two classes, the logit difference). Positive pushes towards the
 predicted label, negative away from it.
 
-| family      | method                  | the contributions sum to                                  |
-|-------------|-------------------------|-----------------------------------------------------------|
-| TextCNN     | exact decomposition     | the margin minus the decoder's bias (`bias`), to rounding |
-| linear      | exact decomposition     | the margin minus the intercept (`bias`), to rounding      |
-| BiRNN       | integrated gradients    | the margin minus the baseline's margin (`bias`), up to    |
-| transformer | integrated gradients    | `completeness_gap` (the same sum minus that difference)   |
-
-TextCNN: each channel's value is ReLU of its best window, and a window's pre-activation is its
-convolution bias plus one dot product per token in it; so the margin is the decoder's bias plus,
-for every channel whose best window is positive, (margin weight) x (bias + token terms). Each token
-gets its terms; a window's bias is shared equally by the review's tokens in it. Computed in numpy
-float64 from the run's weights (no torch import): the same arithmetic as the numpy forward.
-
-Linear: the margin is the intercept plus feature x weight over the TF-IDF features; a word's
-feature is shared by its occurrences, a word pair's by the two words of each occurrence.
+Each family explains its own runs (`Classifier.explain`): TextCNN and linear exactly (the
+contributions sum to the margin minus the `bias` no token accounts for, to rounding), BiRNN and the
+transformer by integrated gradients (`GradientExplainer` below).
 
 Integrated gradients (Captum's `IntegratedGradients` over the token embeddings) integrate the
 margin's gradient along the straight path from a baseline (every token the padding token, the
@@ -28,7 +16,6 @@ sum misses margin(text) - margin(baseline) by the path integral's error: `comple
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -71,7 +58,7 @@ def margin_weights(n: int, label: int) -> np.ndarray:
     return v
 
 
-def _explanation(text, classes, logits, tokens, contributions, method, **extra) -> Explanation:
+def explanation(text, classes, logits, tokens, contributions, method, **extra) -> Explanation:
     logits = np.asarray(logits, dtype=np.float64)
     probs = _softmax(logits)
     label = int(probs.argmax())
@@ -91,130 +78,26 @@ def _explanation(text, classes, logits, tokens, contributions, method, **extra) 
     )
 
 
-class TextCNNExplainer:
-    """Exact per-token contributions of a TextCNN run, in numpy float64."""
-
-    def __init__(self, run: Run):
-        from sentiment.text.saved_run import TextRunFolder
-
-        folder = TextRunFolder(run, framework="numpy")
-        self.folder = folder
-        self.classes = folder.classes
-        w = {k: v.astype(np.float64) for k, v in folder.state.items()}
-        convs = sum(1 for k in w if k.startswith("convs.") and k.endswith(".weight"))
-        if not convs:
-            raise SentimentError(f"{run.path} holds no TextCNN convolutions")
-        self.w = w
-        self.convs = [(w[f"convs.{i}.weight"], w[f"convs.{i}.bias"]) for i in range(convs)]
-
-    def contributions(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(logits, per-token contributions to the margin of the predicted class, that margin's bias),
-        from the numpy forward's own pieces (`textcnn_input`, `window_terms`, `real_windows`)."""
-        from sentiment.text.fast.numpy_forward import real_windows, textcnn_input, window_terms
-
-        w = self.w
-        n = len(ids)
-        x = textcnn_input(w, ids, len(self.convs))
-        per_channel = []  # (best window's start [C], its token terms [k, C], bias [C], active [C])
-        pooled = []
-        for weight, bias in self.convs:
-            terms = window_terms(x, weight)  # [k, windows, C]
-            h = bias + terms.sum(0)  # [windows, C]
-            best = h[: real_windows(n, weight.shape[2])].argmax(0)  # [C]
-            value = h[best, np.arange(h.shape[1])]
-            pooled.append(np.maximum(value, 0.0))
-            per_channel.append((best, terms[:, best, np.arange(h.shape[1])], bias, value > 0))
-        logits = w["decoder.weight"] @ np.concatenate(pooled) + w["decoder.bias"]
-        m = margin_weights(len(logits), int(logits.argmax()))
-        channel_weight = m @ w["decoder.weight"]  # [all channels]
-        out = np.zeros(len(x))
-        first = 0
-        for best, terms, bias, active in per_channel:
-            k, c = terms.shape
-            cw = channel_weight[first : first + c] * active
-            first += c
-            inside = np.minimum(best + k, n) - best  # the review's tokens in each best window (>= 1)
-            for j in range(k):
-                np.add.at(out, best + j, cw * terms[j] + np.where(j < inside, cw * bias / inside, 0.0))
-        return logits, out[:n], m @ w["decoder.bias"]
-
-    def explain(self, text: str) -> Explanation:
-        spans, enc, cut = self.folder.encode_spans(text)
-        logits, contrib, bias = self.contributions(enc.ids.astype(np.int64))
-        if not spans:  # nothing but spaces and newlines: one <unk> was read
-            contrib = contrib[:0]
-        return _explanation(text, self.classes, logits, spans, contrib, "exact", bias=float(bias), cut=cut)
-
-
-class LinearExplainer:
-    """Exact per-word contributions of a linear (TF-IDF + logistic regression) run."""
-
-    def __init__(self, run: Run):
-        from sentiment.text.linear import LinearClassifier
-
-        self.clf = LinearClassifier(run)
-        self.classes = self.clf.classes
-        vectorizer = self.clf.vectorizer
-        self.ngrams = vectorizer.ngram_range[1]
-        self.vocabulary = vectorizer.vocabulary_
-        self.token = re.compile(vectorizer.token_pattern)  # the vectorizer's own words, found with places
-        self.words_in = {i: term.count(" ") + 1 for term, i in self.vocabulary.items()}  # feature -> n of n-gram
-
-    def explain(self, text: str) -> Explanation:
-        check_texts([text])
-        features = self.clf.vectorizer.transform([text]).tocsr().astype(np.float64)
-        weight, bias = self.clf.weight.astype(np.float64), self.clf.bias.astype(np.float64)
-        logits = np.asarray(features @ weight.T)[0] + bias
-        m = margin_weights(len(logits), int(logits.argmax()))
-        feature_weight = m @ weight  # [features]
-        value = dict(zip(features.indices.tolist(), features.data.tolist(), strict=True))
-        spans = [(t.group().lower(), t.start(), t.end()) for t in self.token.finditer(text)]
-        words = [s[0] for s in spans]
-        places: dict[int, list[int]] = {}  # feature -> start token of each occurrence
-        for n in range(1, self.ngrams + 1):
-            for i in range(len(words) - n + 1):
-                f = self.vocabulary.get(" ".join(words[i : i + n]))
-                if f is not None:
-                    places.setdefault(f, []).append(i)
-        contrib = np.zeros(len(spans))
-        for f, starts in places.items():
-            n = self.words_in[f]
-            share = value.get(f, 0.0) * feature_weight[f] / (len(starts) * n)
-            for i in starts:
-                contrib[i : i + n] += share
-        return _explanation(text, self.classes, logits, spans, contrib, "exact", bias=float(m @ bias))
-
-
 class GradientExplainer:
-    """Integrated gradients over the token embeddings of a BiRNN or transformer run (Captum)."""
+    """Integrated gradients over the token embeddings of a text run's torch classifier (Captum).
 
-    def __init__(self, run: Run, family: str):
+    `clf` is a classifier of its own (the explainer turns its model to fp32 and hooks its embedding
+    layer); `layer` is that embedding layer, `tokens(text)` gives (ids the model reads, which of
+    them are the text's tokens, their spans, whether the text was cut), `keep` the ids the baseline
+    keeps ([CLS], [SEP]), and `time_first` says the layer's output is `[T, B, E]`."""
+
+    def __init__(self, clf, layer, tokens, *, keep=(), time_first: bool = False, family: str = "this"):
         import torch
 
-        from sentiment.tasks import open_classifier
-
         self.torch = torch
-        self.clf = open_classifier(run, "cpu", kind="text")
-        self.classes = self.clf.classes
+        self.clf = clf
+        self.classes = clf.classes
+        self.layer = layer
+        self._tokens = tokens
+        self.keep = set(keep)
+        self.time_first = time_first
         self.family = family
-        model = self.clf.model
-        if family == "transformer":
-            self.layer = model.encoder.get_input_embeddings()
-            self.keep = set(self.clf.tokenizer.all_special_ids) - {self.clf.unk}  # [CLS], [SEP] stay
-        else:
-            self.layer = model.embedding
-            self.keep = set()
-        self.time_first = family == "birnn"  # BiRNN embeds ids.T: its embedding output is [T, B, E]
-        self.model = model.float().eval()
-
-    def _tokens(self, text: str) -> tuple[list, list, list, bool]:
-        """(ids the model reads, which of them are the text's tokens, their spans, whether cut)."""
-        if self.family == "transformer":
-            from sentiment.text.transformer import encode_with_spans
-
-            return encode_with_spans(self.clf.tokenizer, text, self.clf.max_len, self.clf.head_tokens)
-        spans, enc, cut = self.clf.folder.encode_spans(text)
-        return enc.ids.tolist(), list(range(len(spans))), spans, cut
+        self.model = clf.model.float().eval()
 
     def explain(self, text: str) -> Explanation:
         try:
@@ -259,7 +142,7 @@ class GradientExplainer:
             at_baseline = float(margin(embedded_baseline)[0])
         per_token = attr[0].sum(-1).double().numpy()
         contrib = per_token[positions] if positions else per_token[:0]
-        return _explanation(
+        return explanation(
             text,
             self.classes,
             logits,
@@ -273,15 +156,10 @@ class GradientExplainer:
 
 
 def open_explainer(run: Run):
-    """The explainer for a text run's family."""
-    family = run.read_meta("text")["config"].get("model")
-    if family == "textcnn":
-        return TextCNNExplainer(run)
-    if family == "linear":
-        return LinearExplainer(run)
-    if family in ("birnn", "transformer"):
-        return GradientExplainer(run, family)
-    raise SentimentError(f"{run.path}: no explanation for model {family!r}")
+    """A text run's classifier for explaining one text at a time (its family's `explain`)."""
+    from sentiment.registry import open_classifier
+
+    return open_classifier(run, "cpu", kind="text", texts=1)
 
 
 def strongest(tokens: Sequence[dict], n: int = 8) -> tuple[list[dict], list[dict]]:

@@ -2,10 +2,10 @@
 
     runtime -> data -> model -> param groups -> optimizer and schedule -> run folder -> fit -> summary
 
-A family is a `tasks.Task` (text/task.py, text/transformer.py, text/linear.py, vision/task.py): it
-says how its data is read and batched, how its model and head are built and what is frozen, what the
-run folder must keep to predict, and how a trained run becomes a classifier. Everything else,
-resuming and several processes included, is here.
+A family (one module in sentiment/families/, found through `sentiment.registry`) declares a
+`tasks.Task`: how its data is read and batched, how its model and head are built and what is frozen,
+and what the run folder must keep to predict. Everything else, resuming and several processes
+included, is here.
 """
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ from pathlib import Path
 import torch
 
 from sentiment import distributed
-from sentiment.config import apply, family_of, to_dict
+from sentiment.config import apply, saved, to_dict
 from sentiment.curves import plot_runs
 from sentiment.errors import SentimentError
 from sentiment.finetune import count_parameters, layer_decay_scales, param_groups
 from sentiment.memory import default_budget, plan_micro_batch, step_bytes_per_example
+from sentiment.registry import task_for
 from sentiment.runs import Run
 from sentiment.runtime import Runtime, ThreadPlan, busy_cores, plan_threads, tune_allocator
-from sentiment.tasks import Task, TaskData, task_for
+from sentiment.tasks import Task, TaskData
 from sentiment.train import (
     PER_STEP_SCHEDULES,
     StopRequested,
@@ -76,7 +77,7 @@ def fine_tune(
         model = distributed.wrap(model, runtime.device)
         setup = _training_setup(task, cfg, model, data, runtime, progress, echo)
 
-    name = family_of(cfg) if task.kind != "image" else cfg.backbone
+    name = task.run_name()
     if run is not None:  # resuming: the folder, its config and what predicting needs are there already
         task.check_resume(run, data)
         echo(f"resuming {run.path} after {state['epoch']} complete epoch(s)")
@@ -86,7 +87,7 @@ def fine_tune(
             "config.json",
             {
                 "kind": task.kind,
-                "family": family_of(cfg),
+                "family": cfg.model,
                 "config": to_dict(cfg),
                 "data_source": data.source,
                 "test_data_source": data.test_source,
@@ -257,14 +258,19 @@ def resume(
 ) -> Run:
     """Continue an interrupted run from its `checkpoint.pt`, with the config it was started with, on
     the data it recorded (`data` / `test_data` name where that data is now, if it moved)."""
-    from sentiment.config import ImageConfig, TextConfig
+    from sentiment import registry
 
     run = Run.open_for_resume(run_path)
     meta = run.read_json("config.json")
-    config_type = {"text": TextConfig, "image": ImageConfig}.get(meta.get("kind"))
-    if config_type is None:
-        raise SentimentError(f"{run.path} is not a run this version can resume (kind {meta.get('kind')!r})")
-    cfg = apply(config_type(), meta["config"], str(run.file("config.json")))
+    kind = meta.get("kind")
+    try:
+        family = registry.get(registry.family_of_run(meta, kind), kind=kind) if kind in registry.DEFAULTS else None
+    except SentimentError:
+        family = None
+    if family is None:
+        raise SentimentError(f"{run.path} is not a run this version can resume (kind {kind!r})")
+    values = saved(family.settings, meta["config"])
+    cfg = apply(family.settings(model=family.name), values, str(run.file("config.json")))
     where = {
         "data": data or meta.get("data_source"),
         "test_data": test_data or meta.get("test_data_source"),

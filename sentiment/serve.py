@@ -45,27 +45,23 @@ class ServedModel:
     """One text run, loaded once: batched `predict` and `explain`, each run in the caller's thread."""
 
     def __init__(self, run: Run, device: str = "cpu"):
-        from sentiment.tasks import open_classifier
+        from sentiment.registry import family_of_run, open_classifier
 
-        meta = run.read_meta("text")
         self.run = run
-        self.family: str = meta["config"].get("model", "?")
+        self.family: str = family_of_run(run.read_meta("text"), "text")
         self.clf = open_classifier(run, device, kind="text")
-        if hasattr(self.clf, "serve_many"):  # TextCNN: the look-up form, as `predict` uses for a file
-            self.clf.serve_many()
+        self.clf.serve()  # e.g. TextCNN: the form `predict` uses for a file, for every batch
         self.classes: list[str] = self.clf.classes
-        self._explainer = None
         self._lock = threading.Lock()  # one batch at a time through the model
         self._explain_lock = threading.Lock()  # and one explanation at a time through the explainer's own
 
     def health(self) -> dict:
-        runtime = getattr(self.clf, "runtime", None)  # the linear model has none: numpy float32
         return {
             "status": "ok",
             "run": self.run.path.name,
             "model": self.family,
             "classes": self.classes,
-            "precision": runtime.precision if runtime is not None else "fp32",
+            "precision": self.clf.precision,
         }
 
     def predict(self, texts: Sequence[str]) -> list[dict | None]:
@@ -84,15 +80,11 @@ class ServedModel:
 
     def explain(self, text: str) -> dict | None:
         """The explanation of one text; None for a text with no word the model knows (found by
-        encoding it, without the model)."""
-        from sentiment.explain import open_explainer
-
-        if not self.clf.knows_a_word([text])[0]:
+        encoding it, without the model). Explainers that need a model build one of their own."""
+        if not self.clf.knows([text])[0]:
             return None
         with self._explain_lock:
-            if self._explainer is None:
-                self._explainer = open_explainer(self.run)
-            return self._explainer.explain(text).to_json()
+            return self.clf.explain(text).to_json()
 
 
 class Batcher:

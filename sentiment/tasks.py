@@ -1,21 +1,18 @@
-"""What a model family declares (`Task`), and the registry look-ups that find a family's task: for a
-config about to be trained, and for a trained run folder about to predict. `config.FAMILIES` maps a
-family's name to its task class; this module imports it by name, when it is needed.
+"""The two contracts of a model family: `Task` (how the recipe trains it) and `Classifier` (what
+every trained run offers, whatever its family), with the defaults most families keep.
+
+Imports no torch: a family module subclasses these at import time.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
-import torch
-
-from sentiment.config import FAMILIES, family_of
 from sentiment.errors import SentimentError
 from sentiment.runs import Run
-from sentiment.runtime import Runtime
 
 
 @dataclass
@@ -24,7 +21,7 @@ class TaskData:
 
     train: object  # iterable of batches with __len__ and optionally set_epoch(epoch)
     test: object
-    test_labels: torch.Tensor
+    test_labels: object  # torch.Tensor [test examples]
     classes: list[str]
     train_examples: int
     test_examples: int
@@ -32,59 +29,127 @@ class TaskData:
     test_source: str | None = None  # a separate test file, if any
 
 
-class Task(Protocol):
-    """What a model family declares. `cfg` is its config (config.TextConfig, config.ImageConfig)."""
+class Task:
+    """What a model family declares for training; the recipe (recipe.py) does the rest. `cfg` is the
+    family's settings. The class attributes are the defaults a family overrides where it differs."""
 
-    kind: str  # recorded in config.json: which commands can use the run
-    allocator: str  # "keep_all" (fixed batch shapes) or "bounded" (shapes change every batch); see runtime
-    cpu_bf16: bool  # whether `--precision auto` may pick bf16 on a CPU with native bfloat16
-    evaluate_before: bool  # an epoch-0 test line: how good the model is before any step
-    head: str | None  # parameter prefix of the new head (trained at lr x head_lr_mult)
-    solver: bool  # fitted by its own solver (`fit`) instead of the training loop
+    kind = "text"  # recorded in config.json: which commands can use the run
+    allocator = "bounded"  # "keep_all" (fixed batch shapes) or "bounded" (shapes change every batch); see runtime
+    cpu_bf16 = True  # whether `--precision auto` may pick bf16 on a CPU with native bfloat16
+    evaluate_before = False  # an epoch-0 test line: how good the model is before any step
+    head: str | None = None  # parameter prefix of the new head (trained at lr x head_lr_mult)
+    solver = False  # fitted by its own solver (`fit`) instead of the training loop
     # Inputs for n examples at the largest size training sees: the recipe measures a step's memory
     # with them and splits batches into micro-batches that fit (`--micro-batch` overrides). None:
     # batches are split only when `--micro-batch` says so.
-    example_inputs: Callable[[int], tuple] | None
+    example_inputs: Callable[[int], tuple] | None = None
 
-    def fit(self, model: torch.nn.Module, data: TaskData, echo: Callable[[str], None]) -> dict:
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def run_name(self) -> str:
+        """What the run folder's name says it trained (after the time stamp)."""
+        return self.cfg.model
+
+    def data(self, runtime, echo: Callable[[str], None]) -> TaskData:
+        raise NotImplementedError
+
+    def model(self, data: TaskData, runtime, echo: Callable[[str], None]):
+        """The model (a torch.nn.Module) on `runtime.device`, its frozen parameters already frozen."""
+        raise NotImplementedError
+
+    def fit(self, model, data: TaskData, echo: Callable[[str], None]) -> dict:
         """Only for `solver` families: fit `model` in place; return the metrics of its one "epoch"."""
-
-    def data(self, runtime: Runtime, echo: Callable[[str], None]) -> TaskData: ...
-
-    def model(self, data: TaskData, runtime: Runtime, echo: Callable[[str], None]) -> torch.nn.Module:
-        """The model on `runtime.device`, its frozen parameters already frozen."""
+        raise NotImplementedError
 
     def record(self, data: TaskData) -> dict:
         """What config.json must hold besides the config to rebuild the model and read its inputs."""
+        return {}
 
     def save(self, run: Run, data: TaskData) -> None:
         """Files the run folder needs besides config.json and the weights (a vocabulary, ...)."""
 
     def check_resume(self, run: Run, data: TaskData) -> None:
         """Raise if the data no longer gives what the run was trained with."""
+        classes = run.read_json("config.json")["classes"]
+        if classes != data.classes:
+            raise SentimentError(f"the data now has the classes {data.classes}; {run.path} was trained on {classes}")
 
     def summary(self, data: TaskData) -> dict:
         """Figures for summary.json beyond the recipe's own."""
+        return {}
 
     @classmethod
-    def classifier(cls, run: Run, device: str):
-        """A trained run ready to predict, from nothing but its folder."""
+    def tiny_settings(cls, folder: Path) -> dict:
+        """Settings that train this family in seconds on a few hundred short labeled texts (or a few
+        photos): the test suite generated over every registered family trains each with them.
+        `folder` is a scratch folder for anything they need (an encoder, say)."""
+        return {"epochs": 1}
 
 
-def task_for(cfg) -> Task:
-    """The task of `cfg`'s model family, from the registry."""
-    return _task_class(family_of(cfg))(cfg)
+@dataclass
+class Prediction:
+    """One input's answer: the label, its probability and every class's."""
+
+    label: str
+    probability: float
+    scores: dict[str, float]
+    known: bool = True  # False: the text has no word the model knows; the label is only its prior
+    text: str | None = field(default=None, repr=False)
 
 
-def _task_class(family: str):
-    module, _, name = FAMILIES[family].task.partition(":")
-    return getattr(importlib.import_module(module), name)
+class Classifier(Protocol):
+    """What every trained run offers, opened by `registry.open_classifier` (or `sentiment.load`)."""
+
+    run: Run
+    classes: list[str]
+    precision: str  # what it computes in: "fp32" or "bf16"
+
+    def scores(self, inputs: Sequence, *, batch_size: int = 256, progress: bool = False):
+        """`(probabilities [n, classes] (torch tensor or numpy array), whether each input holds
+        something the model knows)`, from one encoding of the inputs."""
+
+    def knows(self, inputs: Sequence) -> list[bool]:
+        """Whether each input holds something the model knows (a text: a word it has), without the model."""
+
+    def evaluate(self, examples, *, progress: bool = True) -> dict:
+        """Accuracy, per-class figures and the confusion matrix on labeled examples."""
+
+    def explain(self, text: str):
+        """Why it said what it said: an `explain.Explanation`."""
+
+    def serve(self) -> None:
+        """Get ready to answer a server's batches, however small, as `predict` answers a file."""
+
+    def predict(self, inputs: Sequence) -> list[Prediction]: ...
 
 
-def open_classifier(run: Run, device: str = "cpu", *, kind: str, hint: str = ""):
-    """A trained run of this `kind` as its family's classifier (`Task.classifier`)."""
-    meta = run.read_meta(kind, hint)
-    family = meta.get("family") or (meta["config"].get("model") if kind == "text" else kind)
-    if family not in FAMILIES:
-        raise SentimentError(f"{run.path} was trained as {family!r}, which this version does not know")
-    return _task_class(family).classifier(run, device)
+class ClassifierBase:
+    """The parts of `Classifier` that are the same for every family."""
+
+    run: Run
+    classes: list[str]
+    precision = "fp32"
+
+    def probabilities(self, inputs: Sequence, **kw):
+        return self.scores(inputs, **kw)[0]
+
+    def predict(self, inputs: Sequence, *, batch_size: int = 256, progress: bool = False) -> list[Prediction]:
+        """A `Prediction` per input, in order."""
+        inputs = list(inputs)
+        probs, known = self.scores(inputs, batch_size=batch_size, progress=progress)
+        out = []
+        for text, p, k in zip(inputs, probs.tolist(), known, strict=True):
+            best = max(range(len(p)), key=p.__getitem__)
+            scores = dict(zip(self.classes, p, strict=True))
+            out.append(Prediction(self.classes[best], p[best], scores, known=k, text=text))
+        return out
+
+    def knows(self, inputs: Sequence) -> list[bool]:
+        return self.scores(inputs)[1]
+
+    def explain(self, text: str):
+        raise SentimentError(f"{self.run.path}: its family has no explanations")
+
+    def serve(self) -> None:
+        pass

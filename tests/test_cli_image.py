@@ -261,7 +261,7 @@ def test_without_data_the_hot_dog_photos_are_downloaded(photos, tmp_path, monkey
     import io
     import zipfile
 
-    from sentiment.vision import task as pipeline
+    from sentiment.vision import folder as pipeline
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:

@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from sentiment.config import MODEL_DEFAULTS, TextConfig, apply, text_config, to_dict
+from sentiment.config import apply, text_config, to_dict
 from sentiment.errors import SentimentError
+from sentiment.registry import get, names
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -21,7 +22,7 @@ def test_reference_defaults():
     assert text_config("birnn", None, {}).lr == 0.01
     cnn = text_config("textcnn", None, {})
     assert (cnn.lr, cnn.batch_size, cnn.epochs, cnn.max_len, cnn.min_freq) == (0.001, 64, 5, 500, 5)
-    assert set(MODEL_DEFAULTS) == {"textcnn", "birnn", "transformer", "linear"}
+    assert {"textcnn", "birnn", "transformer", "linear"} <= set(names("text"))
 
 
 def test_flags_override_file_overrides_defaults(tmp_path):
@@ -57,4 +58,4 @@ def test_bad_flags_and_models(tmp_path):
         text_config("textcnn", None, {"batch_size": -2})
     with pytest.raises(SentimentError, match="no config file"):
         text_config("textcnn", str(tmp_path / "missing.toml"), {})
-    assert apply(TextConfig(), {"lr": 1}, "x").lr == 1.0
+    assert apply(get("textcnn").settings(), {"lr": 1}, "x").lr == 1.0

@@ -52,7 +52,7 @@ def test_evaluate_and_resume_find_the_data_without_the_environment_it_was_traine
 
 
 def stop_at_second_batch(monkeypatch):
-    from sentiment.text import task
+    from sentiment.text import batching as task
 
     real_iter, seen = task.TextBatches.__iter__, [0]
 
@@ -143,7 +143,7 @@ def test_version_and_help_show_defaults(capsys):
     code, out, _ = run_cli(capsys, "train", "--help")
     out = " ".join(out.split())  # --help wraps to the terminal's width
     assert code == 0
-    assert "[default: 64 (textcnn, birnn), 16 (transformer)]" in out and "[default: auto]" in out
+    assert "[default: 64 (birnn, textcnn), 16 (transformer)]" in out and "[default: auto]" in out
     assert "--text-col" in out and "the text column" in out
 
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from cli_helpers import assert_user_error, run_cli, three_class_csv
 from sentiment.explain import IG_BATCH, margin_weights, open_explainer
+from sentiment.registry import open_classifier
 from sentiment.runs import Run
-from sentiment.tasks import open_classifier
 from sentiment.text.tokenize import basic, basic_spans, words, words_spans
 
 TEXTS = [

@@ -1,4 +1,5 @@
-"""The contract of `sentiment.text.fast`: every form gives the plain model's predictions on a fixed batch.
+"""The contract of the TextCNN and BiRNN families' forms: every form gives the plain model's predictions
+on a fixed batch.
 
 Plain path: one review at a time, padded to 500 like the reference, fp32, the model's own forward.
 Fast paths: length-bucketed batches padded per batch, the BiRNN's per-direction LSTMs, the TextCNN's
@@ -9,14 +10,20 @@ import numpy as np
 import pytest
 import torch
 
+from sentiment.families import birnn, textcnn
+from sentiment.families.birnn import BiRNN, BiRNNPerDirection, BiRNNTask
+from sentiment.families.textcnn import (
+    LOOKUP_MIN_TEXTS,
+    TextCNN,
+    TextCNNClassifier,
+    TextCNNFast,
+    TextCNNFastOnCPU,
+    TextCNNLookup,
+    TextCNNTask,
+)
 from sentiment.runs import Run
 from sentiment.runtime import Runtime
-from sentiment.text import fast
-from sentiment.text.batching import encode, pad_or_truncate
-from sentiment.text.fast.birnn import BiRNNPerDirection
-from sentiment.text.fast.textcnn import TextCNNFast, TextCNNFastOnCPU, TextCNNLookup
-from sentiment.text.models import BiRNN, TextCNN
-from sentiment.text.task import TextBatches, TextClassifier
+from sentiment.text.batching import TextBatches, encode, pad_or_truncate
 from sentiment.text.vocab import PAD_ID, UNK_ID, Vocab
 from sentiment.train import predict_logits
 
@@ -74,10 +81,6 @@ def test_textcnn_lookup_tables_equal_the_convolutions():
     plain = _plain(model, reviews)
     looked_up = _fast(TextCNNLookup(model), reviews)
     torch.testing.assert_close(looked_up, plain, atol=1e-5, rtol=0)
-    assert isinstance(fast.for_many_texts(model, fast.LOOKUP_MIN_TEXTS), TextCNNLookup)
-    assert not isinstance(fast.for_many_texts(model, fast.LOOKUP_MIN_TEXTS - 1), TextCNNLookup)
-    birnn = BiRNN(VOCAB, 16)
-    assert fast.for_many_texts(birnn, 10_000) is birnn
 
 
 @pytest.mark.parametrize("cls", [BiRNN, BiRNNPerDirection, TextCNN, TextCNNFast, TextCNNLookup])
@@ -172,22 +175,24 @@ def test_classifier_uses_the_lookup_path_for_many_texts_and_agrees_with_the_plai
     )
     vocab.save(run.file("vocab.json"))
     run.save_weights(model.state_dict(), {"epoch": 1})
-    clf = TextClassifier(run)
+    clf = TextCNNClassifier(run)
     rng = np.random.default_rng(1)
-    texts = [" ".join(rng.choice(words, rng.integers(1, 80))) for _ in range(fast.LOOKUP_MIN_TEXTS)]
+    texts = [" ".join(rng.choice(words, rng.integers(1, 80))) for _ in range(LOOKUP_MIN_TEXTS)]
     many = clf.probabilities(texts)
     assert isinstance(clf._many, TextCNNLookup)
     few = torch.cat([clf.probabilities(texts[i : i + 3]) for i in range(0, 30, 3)])
+    assert clf.model_for(LOOKUP_MIN_TEXTS - 1) is clf.model
     torch.testing.assert_close(many[:30], few, atol=1e-5, rtol=0)
 
 
 def test_choose_picks_one_form_per_device_and_size():
-    assert fast.choose("textcnn", "cpu", texts=1) == "numpy"
-    assert fast.choose("textcnn", "cpu", texts=1, numpy=False) == "textcnn-cpu"
-    assert fast.choose("textcnn", "cuda", texts=fast.LOOKUP_MIN_TEXTS) == "lookup"
-    assert fast.choose("birnn", "cpu", texts=fast.LOOKUP_MIN_TEXTS) == "birnn-cpu"
-    assert fast.choose("birnn", "cuda") == "birnn-cuda"
-    assert fast.model_class("textcnn", "cpu") is TextCNNFastOnCPU
-    assert fast.model_class("textcnn", "cuda") is TextCNNFast
-    assert fast.model_class("birnn", "cpu") is BiRNNPerDirection
-    assert fast.model_class("birnn", "cuda") is BiRNN
+    assert textcnn.choose("cpu", texts=1) == "numpy"
+    assert textcnn.choose("cpu", texts=1, numpy=False) == "train-cpu"
+    assert textcnn.choose("cuda", texts=LOOKUP_MIN_TEXTS) == "lookup"
+    assert birnn.choose("cpu", texts=LOOKUP_MIN_TEXTS) == "train-cpu"
+    assert birnn.choose("cuda") == "train-cuda"
+    size = dict(vocab_size=10, embed_size=4, num_classes=2)
+    assert type(TextCNNTask.network("cpu", **size)) is TextCNNFastOnCPU
+    assert type(TextCNNTask.network("cuda", **size)) is TextCNNFast
+    assert type(BiRNNTask.network("cpu", **size)) is BiRNNPerDirection
+    assert type(BiRNNTask.network("cuda", **size)) is BiRNN

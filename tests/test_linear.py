@@ -53,8 +53,8 @@ def test_probabilities_are_scikit_learns(trained, capsys, monkeypatch):
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
+    from sentiment.registry import open_classifier
     from sentiment.runs import Run
-    from sentiment.tasks import open_classifier
     from sentiment.text.labeled import read_labeled_rows
 
     root, train, test = trained
@@ -70,7 +70,7 @@ def test_probabilities_are_scikit_learns(trained, capsys, monkeypatch):
     want = model.predict_proba(vectorizer.transform(probe))
     clf = open_classifier(Run.open("exact/latest"), kind="text")
     assert clf.classes == list(model.classes_)
-    np.testing.assert_allclose(clf.probabilities(probe).numpy(), want, atol=1e-5)
+    np.testing.assert_allclose(clf.probabilities(probe), want, atol=1e-5)
 
 
 @pytest.mark.real_data

@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from sentiment.errors import SentimentError
-from sentiment.text.fast.birnn import BiRNNPerDirection
-from sentiment.text.models import BiRNN, TextCNN, build_model, load_pretrained_embeddings
+from sentiment.families.birnn import BiRNN, BiRNNPerDirection, BiRNNTask
+from sentiment.families.textcnn import TextCNN, TextCNNTask
+from sentiment.registry import get
 
 
 def _batch(lengths, vocab=50, extra_pad=0, seed=0):
@@ -66,9 +67,9 @@ def test_birnn_per_direction_path_equals_packed_lstm():
 def test_birnn_under_cpu_bf16_autocast_without_native_bf16_runs_its_lstms_in_fp32(monkeypatch):
     """oneDNN builds no bf16 LSTM on a CPU without native bfloat16 (AVX2 only): the LSTMs drop out of
     autocast there, so training and prediction work, and only the output layer runs in bf16."""
-    import sentiment.text.fast.birnn as fast_birnn
+    import sentiment.runtime
 
-    monkeypatch.setattr(fast_birnn, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(sentiment.runtime, "cpu_has_bf16", lambda: False)
     torch.manual_seed(0)
     model = BiRNNPerDirection(50, 8, num_classes=3)
     ids, lengths = _batch([9, 4, 2, 1, 6])
@@ -104,16 +105,17 @@ def test_pretrained_embeddings_and_freezing():
     weights = torch.randn(50, 8)
     weights[1] = 0
     cnn = TextCNN(50, 8)
-    load_pretrained_embeddings(cnn, weights, freeze=True)
+    TextCNNTask(get("textcnn").settings()).start_from(cnn, weights)
     assert torch.equal(cnn.embedding.weight, weights) and torch.equal(cnn.constant_embedding.weight, weights)
     assert cnn.embedding.weight.requires_grad and not cnn.constant_embedding.weight.requires_grad
     rnn = BiRNN(50, 8)
-    load_pretrained_embeddings(rnn, weights, freeze=True)
+    frozen, trained = (BiRNNTask(get("birnn").settings(freeze_embedding=f)) for f in (True, False))
+    frozen.start_from(rnn, weights)
     assert not rnn.embedding.weight.requires_grad
-    load_pretrained_embeddings(rnn, weights, freeze=False)
+    trained.start_from(rnn, weights)
     assert rnn.embedding.weight.requires_grad
     with pytest.raises(SentimentError, match="do not fit"):
-        load_pretrained_embeddings(rnn, torch.zeros(49, 8), freeze=True)
+        frozen.start_from(rnn, torch.zeros(49, 8))
 
 
 def test_xavier_init_of_layers_not_loaded_from_vectors():
@@ -126,6 +128,6 @@ def test_xavier_init_of_layers_not_loaded_from_vectors():
 
 
 def test_build_model():
-    assert isinstance(build_model("birnn", vocab_size=10, embed_size=4, num_classes=2), BiRNN)
+    assert isinstance(BiRNNTask.network("cuda", vocab_size=10, embed_size=4, num_classes=2), BiRNN)
     with pytest.raises(SentimentError, match="unknown model 'gpt'"):
-        build_model("gpt", vocab_size=10, embed_size=4, num_classes=2)
+        get("gpt")

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from cli_helpers import jsonl, run_cli, three_class_csv
+from sentiment.families import birnn, textcnn
+from sentiment.families.birnn import BiRNN
+from sentiment.families.textcnn import NUMPY_MAX_TEXTS, TextCNN
+from sentiment.registry import open_classifier
 from sentiment.runs import Run
-from sentiment.text.fast import NUMPY_MAX_TEXTS
-from sentiment.text.fast.numpy_forward import _birnn_logits, _textcnn_logits, open_numpy_classifier
-from sentiment.text.models import BiRNN, TextCNN
-from sentiment.text.task import TextClassifier
 
 TEXTS = ["great wonderful film", "the worst and most boring", "a table by the river", "superb", "it"]
 
@@ -30,7 +30,7 @@ def test_numpy_forward_equals_the_model_on_reviews_of_every_length(cls):
         ids = rng.integers(2, 300, n)
         with torch.no_grad():
             want = model(torch.from_numpy(ids)[None], torch.tensor([n]))[0].numpy()
-        got = _textcnn_logits(w, ids, 3) if cls is TextCNN else _birnn_logits(w, ids, 2)
+        got = textcnn.numpy_logits(w, ids, 3) if cls is TextCNN else birnn.numpy_logits(w, ids, 2)
         np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
 
 
@@ -59,7 +59,7 @@ def test_predict_a_few_texts_without_torch_gives_the_torch_probabilities(trained
     assert proc.stderr.strip() == "no torch"
     rows = jsonl(proc.stdout)
     assert [r["text"] for r in rows] == TEXTS
-    clf = TextClassifier(Run.open(trained_run))
+    clf = open_classifier(Run.open(trained_run), kind="text")
     want = clf.probabilities(TEXTS).numpy()
     got = np.array([[r["scores"][c] for c in clf.classes] for r in rows])
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
@@ -70,7 +70,7 @@ def test_many_texts_take_the_torch_path_with_the_same_answers(trained_run, capsy
     texts = [f"{t} {i}" for i in range(NUMPY_MAX_TEXTS + 1) for t in TEXTS[:1]]
     code, out, err = run_cli(capsys, "predict", "--run", trained_run, "--json", *texts)
     assert code == 0, err
-    quick = open_numpy_classifier(Run.open(trained_run))
+    quick = open_classifier(Run.open(trained_run), kind="text", texts=1)
     np.testing.assert_allclose(
         [[r["scores"][c] for c in quick.classes] for r in jsonl(out)], quick.probabilities(texts), atol=1e-5, rtol=0
     )
@@ -84,8 +84,5 @@ def test_weights_the_numpy_forward_does_not_know_go_to_the_torch_path(trained_ru
     state = Run(run).load_weights("numpy")
     state["extra.weight"] = np.zeros(3, np.float32)
     save_file(state, str(run / "model.safetensors"))
-    assert open_numpy_classifier(Run.open(run)) is None
-    config = json.loads((run / "config.json").read_text())
-    config["config"]["model"] = "transformer"
-    (run / "config.json").write_text(json.dumps(config))
-    assert open_numpy_classifier(Run.open(run)) is None
+    family = json.loads((run / "config.json").read_text())["family"]
+    assert {"textcnn": textcnn, "birnn": birnn}[family].open_numpy(Run.open(run)) is None

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from cli_helpers import assert_user_error, run_cli, three_class_csv
 from sentiment.runs import Run
-from sentiment.text import task as pipeline
+from sentiment.text import batching as pipeline
 
 EPOCHS = 3
 

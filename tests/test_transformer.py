@@ -15,7 +15,7 @@ from cli_helpers import assert_user_error, jsonl, run_cli, three_class_csv
 
 pytest.importorskip("transformers")
 
-from sentiment.text.transformer import ATTENTION_DROPOUT_KEYS  # noqa: E402 - after the skip
+from sentiment.families.transformer import ATTENTION_DROPOUT_KEYS  # noqa: E402 - after the skip
 
 TRAIN = ["--max-len", "32", "--batch-size", "8", "--lr", "1e-3", "--device", "cpu", "--quiet"]
 
@@ -58,7 +58,7 @@ def test_every_encoder_family_trains_and_its_run_folder_alone_predicts(architect
 
 
 def test_long_reviews_keep_their_head_and_tail(tmp_path):
-    from sentiment.text.transformer import encode_texts, load_tokenizer
+    from sentiment.families.transformer import encode_texts, load_tokenizer
 
     tokenizer = load_tokenizer(tiny_encoder(tmp_path / "encoder"))
     words = ["great", "awful", "film", "table", "river", "superb", "boring", "chair", "paper", "street"]
@@ -74,8 +74,8 @@ def test_long_reviews_keep_their_head_and_tail(tmp_path):
 
 
 def test_layer_wise_decay_lowers_the_rate_block_by_block(tmp_path):
+    from sentiment.families.transformer import TransformerClassifier, load_encoder
     from sentiment.finetune import layer_decay_scales, param_groups
-    from sentiment.text.transformer import TransformerClassifier, load_encoder
 
     model = TransformerClassifier(load_encoder(tiny_encoder(tmp_path / "e"), pretrained=True), 3)
     scales = layer_decay_scales(model, 0.5, head="head")
@@ -108,7 +108,7 @@ def test_stopped_and_resumed_equals_uninterrupted(csv, tmp_path, capsys, monkeyp
     import os
     import signal
 
-    from sentiment.text import task
+    from sentiment.text import batching as task
 
     encoder = tiny_encoder(tmp_path / "encoder")
     args = ["--epochs", "2", "--precision", "fp32", "--seed", "3"]
@@ -199,10 +199,9 @@ def test_minilm_from_its_wheel_learns_imdb_sentiment(real_imdb, tmp_path, capsys
 def test_predicting_a_few_texts_without_transformers_gives_its_answers(pooling, act, csv, tmp_path, capsys):
     """`predict` of up to 16 texts with a BERT run reads tokenizer.json with `tokenizers` and runs BERT's
     forward in plain torch; it must give what the `transformers` path gives."""
+    from sentiment.families.transformer import QuickBertClassifier, TransformerRunClassifier
+    from sentiment.registry import open_classifier
     from sentiment.runs import Run
-    from sentiment.text.fast import open_classifier
-    from sentiment.text.fast.bert import QuickBertClassifier
-    from sentiment.text.transformer import TransformerRunClassifier
 
     encoder = tiny_encoder(tmp_path / "encoder")
     config = json.loads((encoder / "config.json").read_text())
@@ -210,7 +209,7 @@ def test_predicting_a_few_texts_without_transformers_gives_its_answers(pooling, 
     run, _ = _train(capsys, csv, encoder, tmp_path / "runs", "--epochs", "1", "--pooling", pooling,
                     "--max-len", "12", "--head-tokens", "5", "--precision", "fp32")  # fmt: skip
     texts = ["superb wonderful great", "awful, terrible! worst film of the table and chair by the river", "zzz qq"]
-    quick = open_classifier(Run.open(run), "cpu", texts=len(texts))
+    quick = open_classifier(Run.open(run), "cpu", kind="text", texts=len(texts))
     assert isinstance(quick, QuickBertClassifier)
     slow = TransformerRunClassifier(Run.open(run))
     p_quick, known_quick = quick.scores(texts)

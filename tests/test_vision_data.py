@@ -597,8 +597,8 @@ def test_data_workers_follow_the_cores_this_process_may_use(tmp_path, monkeypatc
     from PIL import Image
 
     from sentiment.config import image_config
+    from sentiment.families.image import ImageTask
     from sentiment.runtime import Runtime
-    from sentiment.vision.task import ImageTask
 
     for split in ("train", "test"):
         for name in ("a", "b"):

@@ -171,3 +171,49 @@ class BucketBatchSampler:
         chunks = [min(pool, n - s) for s in range(0, n, pool)] if self.shuffle else [n]
         count = sum(c // bs if self.drop_last else -(-c // bs) for c in chunks)
         return count // self.num_replicas if self.num_replicas > 1 else count
+
+
+# Batch widths are rounded up to a multiple of this: oneDNN builds and caches a kernel for every input
+# shape it meets, and one kernel per exact review length makes a run's memory grow without bound.
+PAD_MULTIPLE = 16
+
+
+class TextBatches:
+    """`(index, (ids, lengths), labels)` batches of similar-length reviews, padded per batch."""
+
+    def __init__(
+        self,
+        enc: Encoded,
+        labels: np.ndarray | None,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        pin_memory: bool = False,
+        num_replicas: int = 1,
+        rank: int = 0,
+        pad: int = PAD_ID,
+    ):
+        self.enc = enc
+        self.pad = pad
+        self.labels = np.zeros(len(enc), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+        self.sampler = BucketBatchSampler(
+            enc.lengths, batch_size, shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank
+        )
+        self.pin_memory = pin_memory
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        import torch
+
+        for index in self.sampler:
+            ids, lengths = pad_batch(self.enc, index, multiple=PAD_MULTIPLE, pad=self.pad)
+            labels = torch.from_numpy(self.labels[index])
+            if self.pin_memory:
+                ids, lengths, labels = ids.pin_memory(), lengths.pin_memory(), labels.pin_memory()
+            yield index, (ids, lengths), labels

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from sentiment import hub
-from sentiment.config import TextConfig, held_out_seed
+from sentiment.config import held_out_seed
 from sentiment.fsutil import atomic_write_json
 from sentiment.text import imdb
 from sentiment.text.batching import Encoded, encode
@@ -47,7 +47,7 @@ class PreparedText:
     source: str
 
 
-def _build(cfg: TextConfig, corpus: Corpus) -> PreparedText:
+def _build(cfg, corpus: Corpus) -> PreparedText:
     tokenize = get_tokenizer(cfg.tokenizer)
     k = len(corpus.classes)
     train = balanced_subset(corpus.train, cfg.limit_train, k, cfg.seed)
@@ -88,13 +88,13 @@ def fingerprint(path: str | os.PathLike) -> str:
     return "dir-" + h.hexdigest()
 
 
-def _sources(cfg: TextConfig) -> list[Path]:
+def _sources(cfg) -> list[Path]:
     if cfg.data is not None and is_labeled_file(cfg.data):
         return [Path(cfg.data)] + ([Path(cfg.test_data)] if cfg.test_data else [])
     return [imdb.find_imdb(cfg.data)]
 
 
-def cache_key(cfg: TextConfig, sources: list[Path]) -> str:
+def cache_key(cfg, sources: list[Path]) -> str:
     labeled = is_labeled_file(sources[0])
     split_by_seed = cfg.limit_train or cfg.limit_test or (labeled and not cfg.test_data)
     parts = {
@@ -183,7 +183,7 @@ def _load(folder: Path) -> PreparedText | None:
         return None
 
 
-def prepare_text(cfg: TextConfig, corpus: Corpus | None = None) -> PreparedText:
+def prepare_text(cfg, corpus: Corpus | None = None) -> PreparedText:
     """Read, subset, tokenize, build the vocabulary from the training split, and encode both splits.
 
     With `cfg.cache` (the default) and no `corpus` given, the result comes from the cache when an
@@ -202,7 +202,7 @@ def prepare_text(cfg: TextConfig, corpus: Corpus | None = None) -> PreparedText:
     return data
 
 
-def _read(cfg: TextConfig, source: Path | None) -> Corpus:
+def _read(cfg, source: Path | None) -> Corpus:
     data = cfg.data if source is None else source
     return load_corpus(
         data,

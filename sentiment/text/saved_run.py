@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from sentiment.errors import SentimentError
 from sentiment.runs import Run
+from sentiment.tasks import ClassifierBase
 from sentiment.text.batching import Encoded, encode
 from sentiment.text.tokenize import Span, get_spans, get_tokenizer
 from sentiment.text.vocab import Vocab
@@ -60,3 +61,51 @@ class TextRunFolder:
         spans = get_spans(self.config["tokenizer"])(text)
         enc = encode([[token for token, _, _ in spans]], self.vocab, self.max_len)
         return spans[: self.max_len], enc, len(spans) > self.max_len
+
+
+class NumpyClassifier(ClassifierBase):
+    """A trained run of a word-vector family predicting in numpy: no torch import, one review at a
+    time. `forward(ids)` gives one review's logits; `full()` opens the run's torch classifier, for
+    everything beyond predicting a few texts; `explainer()`, where given, explains without it."""
+
+    precision = "fp32"
+
+    def __init__(
+        self, text_run: TextRunFolder, forward: Callable, *, full: Callable, explainer: Callable | None = None
+    ):
+        self.run = text_run.run
+        self.text_run = text_run
+        self.classes = text_run.classes
+        self._forward = forward
+        self._full = full
+        self._explainer = explainer
+
+    def scores(self, texts: Sequence[str], **_):
+        """`(probabilities, whether each text has a word in the vocabulary)`, one encoding."""
+        import numpy as np
+
+        from sentiment.text.vocab import UNK_ID
+
+        enc = self.text_run.encode(texts)
+        known = enc.has_other_than([UNK_ID])
+        logits = np.stack([self._forward(enc.ids[o : o + n]) for o, n in zip(enc.offsets, enc.lengths, strict=True)])
+        logits = logits - logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True), known
+
+    def probabilities(self, texts: Sequence[str], **_):
+        return self.scores(texts)[0]
+
+    def knows(self, texts: Sequence[str]) -> list[bool]:
+        from sentiment.text.vocab import UNK_ID
+
+        return self.text_run.encode(texts).has_other_than([UNK_ID])
+
+    def evaluate(self, corpus, **kw) -> dict:
+        return self._full().evaluate(corpus, **kw)
+
+    def explain(self, text: str):
+        return (self._explainer or self._full)().explain(text)
+
+    def serve(self) -> None:
+        raise RuntimeError("a numpy classifier answers a few texts; serve the run's torch classifier")

@@ -42,6 +42,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from sentiment import hub
 from sentiment.errors import SentimentError
 from sentiment.hub import data_dir
 from sentiment.runtime import usable_cores
@@ -459,3 +460,23 @@ def make_loader(
         drop_last=drop_last,
         collate_fn=_collate,
     )
+
+
+HOTDOG_URL = "http://d2l-data.s3-accelerate.amazonaws.com/hotdog.zip"
+HOTDOG_SHA1 = "fba480ffa8aa7e0febbb511d181409f899b9baa5"
+
+
+def find_image_data(data: str | os.PathLike | None) -> Path:
+    """`--data`, then $SENTIMENT_HOTDOG, then data/hotdog, then a download of the hot dog photos."""
+    if data is not None:
+        return open_image_root(data)
+    env = os.environ.get("SENTIMENT_HOTDOG")
+    if env:
+        if not Path(env).exists():
+            raise SentimentError(f"$SENTIMENT_HOTDOG points to {env}, which does not exist")
+        return open_image_root(env)
+    root = hub.data_dir()
+    if (root / "hotdog").is_dir():
+        return root / "hotdog"
+    archive = hub.download(HOTDOG_URL, root / "hotdog.zip", sha1=HOTDOG_SHA1, desc="hot dog photos")
+    return open_image_root(archive)

@@ -15,8 +15,7 @@ from sentiment.config import held_out_seed
 from sentiment.errors import SentimentError
 from sentiment.subsets import balanced_indices
 from sentiment.train import classification_report, predict_logits
-from sentiment.vision.folder import ImageFolder, load_image, make_loader
-from sentiment.vision.task import ImageClassifier, find_image_data
+from sentiment.vision.folder import ImageFolder, find_image_data, load_image, make_loader
 from sentiment.vision.transforms import to_tensor, train_transform
 
 TILE = 192
@@ -24,7 +23,7 @@ CAPTION = 30
 
 
 def evaluate_folder(
-    clf: ImageClassifier,
+    clf,
     data: str | os.PathLike,
     *,
     split: str = "test",

@@ -1,5 +1,7 @@
-"""Image classification with an ImageNet CNN as a fine-tuning task, and its trained runs: find the
-photos, build the backbone under a new head; the recipe does the rest, as for text.
+"""Image classification with an ImageNet CNN (`sentiment image-finetune`): find the photos, build the
+backbone under a new head; the recipe does the rest, as for text. This module is the whole family:
+its settings (the reference hot dog recipe's defaults), its task and its classifier. The image data,
+transforms and backbones it builds on are in `sentiment/vision/`.
 """
 
 from __future__ import annotations
@@ -7,66 +9,90 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch.utils.data import Subset
-
-from sentiment import hub
-from sentiment.config import ImageConfig, held_out_seed
+from sentiment.config import OPTIMIZERS, REDUCTIONS, LoopSettings, RunSettings, apply, held_out_seed, setting
 from sentiment.errors import SentimentError
-from sentiment.finetune import freeze
+from sentiment.registry import Family, register
 from sentiment.runs import Run
-from sentiment.runtime import Runtime, usable_cores
-from sentiment.subsets import balanced_indices
-from sentiment.tasks import TaskData
-from sentiment.train import predict_logits
-from sentiment.vision.backbones import build_model, get_backbone, parse_head_init
-from sentiment.vision.folder import ImageFolder, SkippedImagesWarning, load_image, make_loader, open_image_root
-from sentiment.vision.transforms import eval_transform, to_tensor, train_transform
+from sentiment.tasks import ClassifierBase, Task, TaskData
 
-HOTDOG_URL = "http://d2l-data.s3-accelerate.amazonaws.com/hotdog.zip"
-HOTDOG_SHA1 = "fba480ffa8aa7e0febbb511d181409f899b9baa5"
+# Training from random weights, as in the reference comparison: 10x the configured learning rate,
+# one learning rate for every layer (unless the flags say otherwise).
+SCRATCH_LR_FACTOR = 10.0
 
 
-def find_image_data(data: str | os.PathLike | None) -> Path:
-    """`--data`, then $SENTIMENT_HOTDOG, then data/hotdog, then a download of the hot dog photos."""
-    if data is not None:
-        return open_image_root(data)
-    env = os.environ.get("SENTIMENT_HOTDOG")
-    if env:
-        if not Path(env).exists():
-            raise SentimentError(f"$SENTIMENT_HOTDOG points to {env}, which does not exist")
-        return open_image_root(env)
-    root = hub.data_dir()
-    if (root / "hotdog").is_dir():
-        return root / "hotdog"
-    archive = hub.download(HOTDOG_URL, root / "hotdog.zip", sha1=HOTDOG_SHA1, desc="hot dog photos")
-    return open_image_root(archive)
+@dataclass(kw_only=True)
+class ImageSettings(LoopSettings, RunSettings):
+    model: str = setting("image", "the model family", flag=False)
+    backbone: str = setting("resnet18", "resnet18, resnet34, resnet50 or efficientnet-lite0")
+    # data
+    data: str | None = setting(None, "a folder (or archive) with train/ and test/ or val/, one subfolder per class")
+    limit_train: int | None = setting(None, above=0)
+    limit_test: int | None = setting(None, above=0)
+    num_workers: int = setting(2, "image decoding processes", at_least=0)
+    color_jitter: float = setting(0.0, "brightness/contrast/saturation", at_least=0)
+    # model
+    weights: str = setting("imagenet", "imagenet (default) or a checkpoint file")
+    scratch: bool = setting(False, "start from random weights")
+    head_init: str | None = setting(None, "start head rows from ImageNet classes, e.g. imagenet:hotdog=934")
+    freeze_backbone: bool = setting(False, "train the head only")
+    # the reference recipe: SGD on the summed loss, head at 10x
+    batch_size: int = setting(128, at_least=1)
+    optimizer: str = setting("sgd", "sgd, adam or adamw", choices=OPTIMIZERS)
+    lr: float = setting(5e-5, above=0)
+    head_lr_mult: float = setting(10.0, "head lr = lr x this; 1 = one group", above=0)
+    momentum: float = setting(0.0, at_least=0)
+    weight_decay: float = setting(0.001, at_least=0)
+    loss_reduction: str = setting("sum", "step on the batch's mean or summed loss", choices=REDUCTIONS, flag=False)
 
+    def finish(self, given: dict) -> ImageSettings:
+        """`--scratch` trains at 10x the lr with one lr for every layer, unless the flags set them."""
+        if not self.scratch:
+            return self
+        return apply(
+            self,
+            {"lr": given.get("lr", self.lr * SCRATCH_LR_FACTOR), "head_lr_mult": given.get("head_lr_mult", 1.0)},
+            "command line",
+        )
 
-def _subset(ds: ImageFolder, n: int | None, seed: int):
+def _subset(ds, n: int | None, seed: int):
     """A seeded random subset with the classes as even as the data allows; `None` keeps them all."""
+    from torch.utils.data import Subset
+
+    from sentiment.subsets import balanced_indices
+
     if n is None or n >= len(ds):
         return ds
     return Subset(ds, balanced_indices(ds.targets, n, len(ds.classes), seed).tolist())
 
 
-class ImageTask:
+class ImageTask(Task):
     """An ImageNet CNN with a new head, fine-tuned on a folder of photos (the hot dog recipe)."""
 
     kind = "image"
     allocator = "keep_all"  # fixed-size batches
     cpu_bf16 = False  # bf16 on CUDA; on CPU only when asked, as the image recipes were measured in fp32
     evaluate_before = True
-    solver = False
 
-    def __init__(self, cfg: ImageConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: ImageSettings):
+        from sentiment.vision.backbones import get_backbone
+
+        super().__init__(cfg)
         self.backbone = get_backbone(cfg.backbone)
         self.head = self.backbone.head
 
-    def data(self, runtime: Runtime, echo: Callable[[str], None]) -> TaskData:
+    def run_name(self) -> str:
+        return self.cfg.backbone
+
+    def data(self, runtime, echo: Callable[[str], None]) -> TaskData:
+        import torch
+
+        from sentiment.runtime import usable_cores
+        from sentiment.vision.folder import ImageFolder, SkippedImagesWarning, find_image_data, make_loader
+        from sentiment.vision.transforms import eval_transform, train_transform
+
         cfg, backbone = self.cfg, self.backbone
         self.root = root = find_image_data(cfg.data)
         size = dict(size=backbone.input_size, mean=backbone.mean, std=backbone.std)
@@ -98,7 +124,12 @@ class ImageTask:
             source=str(Path(root).resolve()),
         )
 
-    def model(self, data: TaskData, runtime: Runtime, echo: Callable[[str], None]) -> torch.nn.Module:
+    def model(self, data: TaskData, runtime, echo: Callable[[str], None]):
+        import torch
+
+        from sentiment.finetune import freeze
+        from sentiment.vision.backbones import build_model, parse_head_init
+
         cfg, backbone = self.cfg, self.backbone
         head_init = parse_head_init(cfg.head_init, data.classes) if cfg.head_init else None
         self.weights = weights = None if cfg.scratch else cfg.weights
@@ -108,11 +139,13 @@ class ImageTask:
         echo(f"weights: {weights or 'random (scratch)'}" + (f"; {self.report.summary()}" if self.report else ""))
         if cfg.freeze_backbone:
             freeze(model, but=(backbone.head,))
-        # channels-last lets the CPU (oneDNN) and cuDNN convolutions skip layout conversions; measured
-        # here, 1.2x (ResNet-18) to 1.8x (EfficientNet-Lite0's depthwise convolutions) per training step.
+        # channels-last lets the CPU (oneDNN) and cuDNN convolutions skip layout conversions (most for
+        # EfficientNet-Lite0's depthwise convolutions)
         return model.to(runtime.device, memory_format=torch.channels_last)
 
     def example_inputs(self, n: int) -> tuple:
+        import torch
+
         size = self.backbone.input_size
         return (torch.zeros(n, 3, size, size).contiguous(memory_format=torch.channels_last),)
 
@@ -132,11 +165,6 @@ class ImageTask:
     def save(self, run: Run, data: TaskData) -> None:
         pass  # config.json holds all an image run needs to predict
 
-    def check_resume(self, run: Run, data: TaskData) -> None:
-        classes = run.read_json("config.json")["classes"]
-        if classes != data.classes:
-            raise SentimentError(f"the photos now have classes {data.classes}, {run.path} was trained on {classes}")
-
     def summary(self, data: TaskData) -> dict:
         cfg = self.cfg
         return {
@@ -146,14 +174,20 @@ class ImageTask:
         }
 
     @classmethod
-    def classifier(cls, run: Run, device: str) -> ImageClassifier:
-        return ImageClassifier(run, device)
+    def tiny_settings(cls, folder: Path) -> dict:
+        return {"epochs": 1, "scratch": True, "batch_size": 4, "num_workers": 0}
 
 
-class ImageClassifier:
+class ImageClassifier(ClassifierBase):
     """A trained image run, ready to predict: backbone, classes and evaluation transform from its folder."""
 
     def __init__(self, run: Run, device: str = "cpu"):
+        import torch
+
+        from sentiment.runtime import Runtime
+        from sentiment.vision.backbones import build_model, get_backbone
+        from sentiment.vision.transforms import eval_transform
+
         meta = run.read_meta("image", "; use sentiment predict")
         self.run = run
         self.classes: list[str] = meta["classes"]
@@ -165,7 +199,30 @@ class ImageClassifier:
         run.load_into(self.model)
         self.model.to(self.runtime.device, memory_format=torch.channels_last).eval()
 
-    def probabilities(self, paths: Sequence[str | os.PathLike]) -> torch.Tensor:
+    @property
+    def precision(self) -> str:
+        return self.runtime.precision
+
+    def scores(self, paths: Sequence[str | os.PathLike], **_):
+        """`(probabilities, all True)`: every photo is something the model can read."""
+        return self._probabilities(paths), [True] * len(paths)
+
+    def knows(self, paths: Sequence[str | os.PathLike]) -> list[bool]:
+        return [True] * len(paths)
+
+    def evaluate(self, data, *, split: str = "test", limit: int | None = None, progress: bool = True) -> dict:
+        """The report of `vision.report.evaluate_folder` on the photos of `data` (a folder or archive)."""
+        from sentiment.vision.report import evaluate_folder
+
+        return evaluate_folder(self, data, split=split, limit=limit, progress=progress)[0]
+
+    def _probabilities(self, paths: Sequence[str | os.PathLike]):
+        import torch
+
+        from sentiment.train import predict_logits
+        from sentiment.vision.folder import load_image
+        from sentiment.vision.transforms import to_tensor
+
         images = []
         for p in paths:
             if not Path(p).is_file():
@@ -181,3 +238,19 @@ class ImageClassifier:
         ]
         logits = predict_logits(self.model, batches, self.runtime, size=len(images), progress=False)
         return logits.softmax(dim=1)
+
+
+def open_run(run: Run, device: str = "cpu", *, texts: int | None = None) -> ImageClassifier:
+    return ImageClassifier(run, device)
+
+
+register(
+    Family(
+        name="image",
+        kind="image",
+        settings=ImageSettings,
+        task=ImageTask,
+        open=open_run,
+        summary="an ImageNet CNN (ResNet, EfficientNet-Lite0) with a new head, on a folder of photos",
+    )
+)

@@ -1,30 +1,43 @@
-"""The linear baseline: TF-IDF of words and word pairs -> logistic regression (scikit-learn).
+"""The linear baseline (`--model linear`): TF-IDF of words and word pairs -> logistic regression
+(scikit-learn).
 
 It trains in seconds and is the bar every other text model has to clear. It is a family like the
 others (same data options, run folder, predict, evaluate, compare), fitted by its own solver
 instead of the training loop. The run folder keeps the n-gram vocabulary (`tfidf.json`) and the
 idf weights and coefficients (`model.safetensors`); predicting needs neither torch nor a pickle.
+
+Explanations are exact: the margin is the intercept plus feature x weight over the TF-IDF features;
+a word's feature is shared by its occurrences, a word pair's by the two words of each occurrence.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
-import torch
-from torch import nn
 
-from sentiment.config import TextConfig
+from sentiment.config import TextRun, setting
 from sentiment.errors import SentimentError
 from sentiment.fsutil import atomic_write_json
+from sentiment.registry import Family, register
 from sentiment.runs import Run
-from sentiment.runtime import Runtime
-from sentiment.tasks import TaskData
+from sentiment.tasks import ClassifierBase, Task, TaskData
 from sentiment.text.corpus import Corpus, data_sources, load_subsets
 from sentiment.text.saved_run import check_texts
 
 VOCABULARY = "tfidf.json"
+
+
+@dataclass(kw_only=True)
+class LinearSettings(TextRun):
+    ngrams: int = setting(2, "TF-IDF of 1- to N-word sequences", at_least=1)
+    min_df: int = setting(2, "keep n-grams seen in at least this many reviews", at_least=1)
+    c: float = setting(4.0, "inverse strength of the logistic regression's L2 penalty", above=0)
 
 
 def _vectorizer(ngrams: int, min_df: int = 1, vocabulary: dict[str, int] | None = None):
@@ -35,23 +48,31 @@ def _vectorizer(ngrams: int, min_df: int = 1, vocabulary: dict[str, int] | None 
     )
 
 
-class TfidfLinear(nn.Module):
-    """Logits of TF-IDF features: `idf` [F] and a linear layer [classes, F]; the coefficients of a
-    two-class logistic regression are stored as two rows (-w/2, +w/2), so softmax gives its sigmoid."""
+@functools.cache
+def nets() -> SimpleNamespace:
+    """The torch module the run folder's weights are saved from: `TfidfLinear`."""
+    import torch
+    from torch import nn
 
-    def __init__(self, features: int, num_classes: int):
-        super().__init__()
-        self.register_buffer("idf", torch.ones(features))
-        self.linear = nn.Linear(features, num_classes)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
+    class TfidfLinear(nn.Module):
+        """Logits of TF-IDF features: `idf` [F] and a linear layer [classes, F]; the coefficients of a
+        two-class logistic regression are stored as two rows (-w/2, +w/2), so softmax gives its sigmoid."""
 
-    def set_coefficients(self, coef: np.ndarray, intercept: np.ndarray) -> None:
-        if coef.shape[0] == 1:  # binary: one row of log-odds
-            coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
-        with torch.no_grad():
-            self.linear.weight.copy_(torch.from_numpy(coef.astype(np.float32)))
-            self.linear.bias.copy_(torch.from_numpy(intercept.astype(np.float32)))
+        def __init__(self, features: int, num_classes: int):
+            super().__init__()
+            self.register_buffer("idf", torch.ones(features))
+            self.linear = nn.Linear(features, num_classes)
+            nn.init.zeros_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
+
+        def set_coefficients(self, coef: np.ndarray, intercept: np.ndarray) -> None:
+            if coef.shape[0] == 1:  # binary: one row of log-odds
+                coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+            with torch.no_grad():
+                self.linear.weight.copy_(torch.from_numpy(coef.astype(np.float32)))
+                self.linear.bias.copy_(torch.from_numpy(intercept.astype(np.float32)))
+
+    return SimpleNamespace(TfidfLinear=TfidfLinear)
 
 
 def _logits(features, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -68,21 +89,13 @@ def _loss(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(-log_p[np.arange(len(labels)), labels].mean())
 
 
-class LinearTask:
+class LinearTask(Task):
     """TF-IDF (1- to `--ngrams`-grams, sublinear tf, `--min-df`) and L2 logistic regression (`--c`)."""
 
-    kind = "text"
-    allocator = "bounded"
     cpu_bf16 = False
-    evaluate_before = False
-    head = None
     solver = True
-    example_inputs = None
 
-    def __init__(self, cfg: TextConfig):
-        self.cfg = cfg
-
-    def data(self, runtime: Runtime, echo: Callable[[str], None]) -> TaskData:
+    def data(self, runtime, echo: Callable[[str], None]) -> TaskData:
         started = time.perf_counter()
         cfg = self.cfg
         corpus, train, test = load_subsets(cfg)
@@ -96,6 +109,8 @@ class LinearTask:
             f"classes; {self.train_x.shape[1]:,} TF-IDF features (1- to {cfg.ngrams}-grams seen in at least "
             f"{cfg.min_df} reviews); prepared in {time.perf_counter() - started:.1f} s"
         )
+        import torch
+
         return TaskData(
             train=None,
             test=None,
@@ -107,10 +122,11 @@ class LinearTask:
             test_source=test_source,
         )
 
-    def model(self, data: TaskData, runtime: Runtime, echo: Callable[[str], None]) -> nn.Module:
-        return TfidfLinear(self.train_x.shape[1], len(data.classes))
+    def model(self, data: TaskData, runtime, echo: Callable[[str], None]):
+        return nets().TfidfLinear(self.train_x.shape[1], len(data.classes))
 
-    def fit(self, model: nn.Module, data: TaskData, echo: Callable[[str], None]) -> dict:
+    def fit(self, model, data: TaskData, echo: Callable[[str], None]) -> dict:
+        import torch
         from sklearn.linear_model import LogisticRegression
 
         cfg = self.cfg
@@ -157,11 +173,11 @@ class LinearTask:
         return {"features": self.train_x.shape[1], "ngrams": self.cfg.ngrams}
 
     @classmethod
-    def classifier(cls, run: Run, device: str) -> LinearClassifier:
-        return LinearClassifier(run)
+    def tiny_settings(cls, folder) -> dict:
+        return {"min_df": 1}
 
 
-class LinearClassifier:
+class LinearClassifier(ClassifierBase):
     """A trained linear run: the vectorizer rebuilt from `tfidf.json` and the idf weights, the
     coefficients from `model.safetensors`; numpy and scipy only."""
 
@@ -180,29 +196,91 @@ class LinearClassifier:
         self.vectorizer = _vectorizer(saved["ngrams"], vocabulary=vocabulary)
         self.vectorizer.idf_ = state["idf"]
         self.weight, self.bias = state["linear.weight"], state["linear.bias"]
+        self._explainer: LinearExplainer | None = None
 
-    def knows_a_word(self, texts: Sequence[str]) -> list[bool]:
+    def knows(self, texts: Sequence[str]) -> list[bool]:
         """Whether each text has an n-gram among the features."""
         return (self.vectorizer.transform(list(texts)).getnnz(axis=1) > 0).tolist()
 
     def _logits(self, texts: Sequence[str]) -> np.ndarray:
         return _logits(self.vectorizer.transform(list(texts)), self.weight, self.bias)
 
-    def probabilities(self, texts: Sequence[str], **_) -> torch.Tensor:
-        return self.scores(texts)[0]
-
-    def scores(self, texts: Sequence[str], **_) -> tuple[torch.Tensor, list[bool]]:
+    def scores(self, texts: Sequence[str], **_) -> tuple[np.ndarray, list[bool]]:
         """`(probabilities, whether each text has an n-gram among the features)`, one transform."""
         check_texts(texts)
         features = self.vectorizer.transform(list(texts))
         logits = _logits(features, self.weight, self.bias)
-        return torch.from_numpy(logits).softmax(dim=1), (features.getnnz(axis=1) > 0).tolist()
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True), (features.getnnz(axis=1) > 0).tolist()
+
+    def explain(self, text: str):
+        if self._explainer is None:
+            self._explainer = LinearExplainer(self)
+        return self._explainer.explain(text)
 
     def evaluate(self, corpus: Corpus, *, progress: bool = True) -> dict:
-        from sentiment.text.task import corpus_labels
+        import torch
+
+        from sentiment.text.classify import corpus_labels
         from sentiment.train import classification_report
 
         labels = corpus_labels(corpus, self.classes)
         logits = torch.from_numpy(self._logits([ex.text for ex in corpus.test]))
         loss = torch.nn.functional.cross_entropy(logits, labels).item()
         return classification_report(labels, logits.argmax(1), self.classes) | {"loss": loss}
+
+
+class LinearExplainer:
+    """Exact per-word contributions of a linear (TF-IDF + logistic regression) run."""
+
+    def __init__(self, clf: LinearClassifier):
+        self.clf = clf
+        self.classes = self.clf.classes
+        vectorizer = self.clf.vectorizer
+        self.ngrams = vectorizer.ngram_range[1]
+        self.vocabulary = vectorizer.vocabulary_
+        self.token = re.compile(vectorizer.token_pattern)  # the vectorizer's own words, found with places
+        self.words_in = {i: term.count(" ") + 1 for term, i in self.vocabulary.items()}  # feature -> n of n-gram
+
+    def explain(self, text: str):
+        from sentiment.explain import explanation, margin_weights
+
+        check_texts([text])
+        features = self.clf.vectorizer.transform([text]).tocsr().astype(np.float64)
+        weight, bias = self.clf.weight.astype(np.float64), self.clf.bias.astype(np.float64)
+        logits = np.asarray(features @ weight.T)[0] + bias
+        m = margin_weights(len(logits), int(logits.argmax()))
+        feature_weight = m @ weight  # [features]
+        value = dict(zip(features.indices.tolist(), features.data.tolist(), strict=True))
+        spans = [(t.group().lower(), t.start(), t.end()) for t in self.token.finditer(text)]
+        words = [s[0] for s in spans]
+        places: dict[int, list[int]] = {}  # feature -> start token of each occurrence
+        for n in range(1, self.ngrams + 1):
+            for i in range(len(words) - n + 1):
+                f = self.vocabulary.get(" ".join(words[i : i + n]))
+                if f is not None:
+                    places.setdefault(f, []).append(i)
+        contrib = np.zeros(len(spans))
+        for f, starts in places.items():
+            n = self.words_in[f]
+            share = value.get(f, 0.0) * feature_weight[f] / (len(starts) * n)
+            for i in starts:
+                contrib[i : i + n] += share
+        return explanation(text, self.classes, logits, spans, contrib, "exact", bias=float(m @ bias))
+
+
+def open_run(run: Run, device: str = "cpu", *, texts: int | None = None) -> LinearClassifier:
+    """The run's classifier: numpy and scipy whatever the device or the number of texts."""
+    return LinearClassifier(run)
+
+
+register(
+    Family(
+        name="linear",
+        kind="text",
+        settings=LinearSettings,
+        task=LinearTask,
+        open=open_run,
+        summary="TF-IDF of words and word pairs with logistic regression (scikit-learn): the baseline",
+    )
+)

