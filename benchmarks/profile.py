@@ -19,10 +19,10 @@ from torch.profiler import ProfilerActivity, profile
 
 from sentiment.config import text_config
 from sentiment.finetune import param_groups
+from sentiment.loop import make_optimizer
 from sentiment.registry import task_for
 from sentiment.runtime import Runtime, tune_allocator
 from sentiment.text.batching import TextBatches
-from sentiment.train import make_optimizer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sentiment import __version__
 from sentiment.errors import SentimentError
 from sentiment.fsutil import atomic_path
 
@@ -135,7 +134,9 @@ def download(
         dest.unlink()
 
     try:
-        request = urllib.request.Request(url, headers={"User-Agent": f"sentiment/{__version__}"})
+        from importlib.metadata import version
+
+        request = urllib.request.Request(url, headers={"User-Agent": f"sentiment/{version('sentiment')}"})
     except ValueError as e:  # not a URL at all, e.g. a bare path
         raise SentimentError(f"cannot download {url!r} to {dest}: {e}") from e
 

@@ -22,12 +22,7 @@ from sentiment.config import apply, saved, to_dict
 from sentiment.curves import plot_runs
 from sentiment.errors import SentimentError
 from sentiment.finetune import count_parameters, layer_decay_scales, param_groups
-from sentiment.memory import default_budget, plan_micro_batch, step_bytes_per_example
-from sentiment.registry import task_for
-from sentiment.runs import Run
-from sentiment.runtime import Runtime, ThreadPlan, busy_cores, plan_threads, tune_allocator
-from sentiment.tasks import Task, TaskData
-from sentiment.train import (
+from sentiment.loop import (
     PER_STEP_SCHEDULES,
     StopRequested,
     TrainingSetup,
@@ -37,6 +32,11 @@ from sentiment.train import (
     seed_everything,
     split_batch,
 )
+from sentiment.memory import default_budget, plan_micro_batch, step_bytes_per_example
+from sentiment.registry import task_for
+from sentiment.runs import Run
+from sentiment.runtime import Runtime, ThreadPlan, busy_cores, plan_threads, tune_allocator
+from sentiment.tasks import Task, TaskData
 
 
 def _quiet(_: str) -> None:
@@ -278,7 +278,8 @@ def resume(
         # the part size the run chose from memory, so the continued run splits its batches the same way
         "micro_batch": cfg.micro_batch or meta.get("micro_batch"),
     }
-    cfg = apply(cfg, {k: v for k, v in where.items() if v is not None and hasattr(cfg, k)}, "--resume")
+    own = {f.name for f in dataclasses.fields(cfg)}
+    cfg = apply(cfg, {k: v for k, v in where.items() if v is not None and k in own}, "--resume")
     state = run.load_checkpoint()
     if int(state["epoch"]) >= cfg.epochs and not state.get("position"):
         raise SentimentError(f"{run.path} already finished its {cfg.epochs} epochs; nothing to resume")

@@ -161,7 +161,7 @@ def test_compare_draws_runs(small_run, capsys, tmp_path):
 def test_interrupt_keeps_the_last_completed_epoch(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     csv = three_class_csv(tmp_path / "three.csv", n=60)
-    import sentiment.train as train_mod
+    import sentiment.loop as train_mod
 
     real_epoch = train_mod.train_epoch
     calls = []

@@ -21,11 +21,11 @@ from sentiment.families.textcnn import (
     TextCNNLookup,
     TextCNNTask,
 )
+from sentiment.loop import predict_logits
 from sentiment.runs import Run
 from sentiment.runtime import Runtime
 from sentiment.text.batching import TextBatches, encode, pad_or_truncate
 from sentiment.text.vocab import PAD_ID, UNK_ID, Vocab
-from sentiment.train import predict_logits
 
 VOCAB = 300
 

@@ -3,8 +3,8 @@
 import torch
 from torch import nn
 
+from sentiment.loop import TrainingSetup, fit
 from sentiment.runtime import Runtime
-from sentiment.train import TrainingSetup, fit
 
 
 def _one_step(reduction: str) -> torch.Tensor:
@@ -89,7 +89,7 @@ def test_micro_batches_change_batchnorm_statistics_only_by_the_parts_they_see():
 
 
 def test_split_batch_is_even_and_covers_the_batch():
-    from sentiment.train import split_batch
+    from sentiment.loop import split_batch
 
     assert split_batch(128, None) == [slice(0, 128)]
     assert split_batch(128, 200) == [slice(0, 128)]

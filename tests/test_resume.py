@@ -125,7 +125,7 @@ def test_resume_refuses_what_it_cannot_continue(data, tmp_path, capsys, monkeypa
 
 def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(data, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    import sentiment.train as train_mod
+    import sentiment.loop as train_mod
 
     real = train_mod.nn.CrossEntropyLoss
     calls = [0]

@@ -91,7 +91,7 @@ def test_layer_wise_decay_lowers_the_rate_block_by_block(tmp_path):
 
 
 def test_linear_schedule_warms_up_then_decays_per_step():
-    from sentiment.train import make_scheduler
+    from sentiment.loop import make_scheduler
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = make_scheduler("linear", opt, epochs=2, steps_per_epoch=5, warmup=0.2)

@@ -219,7 +219,7 @@ class ImageClassifier(ClassifierBase):
     def _probabilities(self, paths: Sequence[str | os.PathLike]):
         import torch
 
-        from sentiment.train import predict_logits
+        from sentiment.loop import predict_logits
         from sentiment.vision.folder import load_image
         from sentiment.vision.transforms import to_tensor
 

@@ -221,8 +221,8 @@ class LinearClassifier(ClassifierBase):
     def evaluate(self, corpus: Corpus, *, progress: bool = True) -> dict:
         import torch
 
+        from sentiment.loop import classification_report
         from sentiment.text.classify import corpus_labels
-        from sentiment.train import classification_report
 
         labels = corpus_labels(corpus, self.classes)
         logits = torch.from_numpy(self._logits([ex.text for ex in corpus.test]))

@@ -106,7 +106,7 @@ class EncodedTextClassifier(ClassifierBase):
         return self._probabilities(enc, batch_size, progress), self.known(enc)
 
     def _probabilities(self, enc: Encoded, batch_size: int, progress: bool):
-        from sentiment.train import predict_logits
+        from sentiment.loop import predict_logits
 
         batches = TextBatches(enc, None, batch_size, shuffle=False, pad=self.pad)
         model = self.model_for(len(enc))
@@ -114,7 +114,7 @@ class EncodedTextClassifier(ClassifierBase):
         return logits.softmax(dim=1)
 
     def evaluate(self, corpus: Corpus, *, progress: bool = True) -> dict:
-        from sentiment.train import classification_report, evaluate
+        from sentiment.loop import classification_report, evaluate
 
         labels = corpus_labels(corpus, self.classes)
         enc = self.encode([ex.text for ex in corpus.test], check=False)

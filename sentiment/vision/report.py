@@ -13,8 +13,8 @@ from PIL import Image, ImageDraw, ImageOps
 
 from sentiment.config import held_out_seed
 from sentiment.errors import SentimentError
+from sentiment.loop import classification_report, predict_logits
 from sentiment.subsets import balanced_indices
-from sentiment.train import classification_report, predict_logits
 from sentiment.vision.folder import ImageFolder, find_image_data, load_image, make_loader
 from sentiment.vision.transforms import to_tensor, train_transform
 

@@ -1,4 +1,4 @@
-"""The one training loop, for text and images alike.
+"""The one training loop (`sentiment.loop`), for text and images alike.
 
 Data comes as iterables of `(index, inputs, labels)` batches: `inputs` is a tuple passed to the
 model as `model(*inputs)`, `index` says which examples the batch holds (so predictions can be put
@@ -46,7 +46,7 @@ PER_STEP_SCHEDULES = ("linear",)
 
 
 def make_scheduler(
-    name: str,
+    schedule: str,
     optimizer,
     *,
     epochs: int,
@@ -55,10 +55,10 @@ def make_scheduler(
     steps_per_epoch: int = 1,
     warmup: float = 0.0,
 ):
-    """`name` is one of `config.SCHEDULES`. `step` and `cosine` are stepped once per epoch; `linear`
+    """`schedule` is one of `config.SCHEDULES`. `step` and `cosine` are stepped once per epoch; `linear`
     (see PER_STEP_SCHEDULES) once per batch: a linear warm-up over the first `warmup` share of all
     steps, then a linear decay to 0."""
-    if name == "linear":
+    if schedule == "linear":
         total = max(epochs * steps_per_epoch, 1)
         warm = int(warmup * total)
 
@@ -68,9 +68,9 @@ def make_scheduler(
             return max(total - step, 0) / max(total - warm, 1)
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    if name == "step":
+    if schedule == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
-    if name == "cosine":
+    if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
     return None
 
