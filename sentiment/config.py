@@ -40,7 +40,7 @@ def setting(
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
 SCHEDULES = ("none", "step", "cosine", "linear")
 REDUCTIONS = ("mean", "sum")
 
@@ -71,7 +71,7 @@ class LoopSettings:
 
     epochs: int = setting(5, at_least=1)
     batch_size: int = setting(64, at_least=1)
-    optimizer: str = setting("adam", "adam, adamw or sgd", choices=OPTIMIZERS)
+    optimizer: str = setting("adam", "adam, adamw, sgd or adagrad", choices=OPTIMIZERS)
     lr: float = setting(0.001, above=0)
     momentum: float = setting(0.9, "for sgd", at_least=0)
     weight_decay: float = setting(0.0, at_least=0)

@@ -34,6 +34,8 @@ def make_optimizer(name: str, groups, *, lr: float, momentum: float = 0.9, weigh
     """`name` is one of `config.OPTIMIZERS` (checked where the setting is declared)."""
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adagrad":  # a step size per parameter, and the one of these that takes sparse gradients
+        return torch.optim.Adagrad(groups, lr=lr, weight_decay=weight_decay)
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
     groups = list(groups)
     try:  # one fused kernel per step instead of a dozen passes over every parameter (1.1-1.2x TextCNN)

@@ -136,3 +136,16 @@ def test_memory_probe_measures_activations_and_leaves_no_trace():
     assert plan_micro_batch(128, per_example=2**20, budget=30 * 2**20) == 20
     assert plan_micro_batch(128, per_example=1.0, budget=2**30) == 128
     assert plan_micro_batch(128, per_example=2**30, budget=2**20) == 1
+
+
+def test_adagrad_steps_on_sparse_gradients():
+    from sentiment.loop import make_optimizer
+
+    bag = torch.nn.EmbeddingBag(10, 4, mode="sum", sparse=True)
+    before = bag.weight.detach().clone()
+    optimizer = make_optimizer("adagrad", [{"params": list(bag.parameters())}], lr=0.1)
+    bag(torch.tensor([[2, 3]])).sum().backward()
+    assert bag.weight.grad.is_sparse
+    optimizer.step()
+    changed = (bag.weight.detach() != before).any(1).nonzero().flatten().tolist()
+    assert changed == [2, 3]  # only the rows the batch read

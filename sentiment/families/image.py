@@ -40,7 +40,7 @@ class ImageSettings(LoopSettings, RunSettings):
     freeze_backbone: bool = setting(False, "train the head only")
     # the reference recipe: SGD on the summed loss, head at 10x
     batch_size: int = setting(128, at_least=1)
-    optimizer: str = setting("sgd", "sgd, adam or adamw", choices=OPTIMIZERS)
+    optimizer: str = setting("sgd", "sgd, adam, adamw or adagrad", choices=OPTIMIZERS)
     lr: float = setting(5e-5, above=0)
     head_lr_mult: float = setting(10.0, "head lr = lr x this; 1 = one group", above=0)
     momentum: float = setting(0.0, at_least=0)

@@ -39,7 +39,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from sentiment.config import TextLoopRun, setting
+from sentiment.config import OPTIMIZERS, TextLoopRun, setting
 from sentiment.errors import SentimentError
 from sentiment.registry import Family, register
 from sentiment.runs import Run
@@ -83,7 +83,7 @@ class TransformerSettings(TextLoopRun):
     )
     epochs: int = setting(3, at_least=1)
     batch_size: int = setting(16, at_least=1)
-    optimizer: str = setting("adamw", "adam, adamw or sgd", choices=("adam", "adamw", "sgd"))
+    optimizer: str = setting("adamw", "adam, adamw, sgd or adagrad", choices=OPTIMIZERS)
     lr: float = setting(1e-4, above=0)
     weight_decay: float = setting(0.01, at_least=0)
     schedule: str = setting(
