@@ -150,7 +150,8 @@ def data_stats_cmd(
 
 
 DataOpt = Annotated[str | None, typer.Option("--data", help=config.help_of(TextData, "data"))]
-RunOpt = Annotated[str | None, typer.Option("--run", help="a run folder (default: runs/latest)")]
+RunOpt = Annotated[str | None, typer.Option("--run", help="a text run folder (default: runs/latest-text)")]
+ImageRunOpt = Annotated[str | None, typer.Option("--run", help="an image run folder (default: runs/latest-image)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output")]
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", help="no progress bars (there are none when output is not a terminal)")
@@ -491,7 +492,7 @@ def _image_files(paths: list[str]) -> list[str]:
 @app.command("image-predict")
 def image_predict_cmd(
     images: Annotated[list[str], typer.Argument(help="image files, or folders of them")],
-    run: RunOpt = None,
+    run: ImageRunOpt = None,
     as_json: JsonOpt = False,
     device: Annotated[str, typer.Option("--device")] = "cpu",
 ):
@@ -510,7 +511,6 @@ def image_predict_cmd(
             typer.echo(f"{clf.classes[best]} {p[best]:.2f}  {path}")
 
 
-ImageRunOpt = Annotated[str | None, typer.Option("--run", help="an image run folder (default: runs/latest-image)")]
 
 
 @app.command("image-evaluate")
