@@ -1,5 +1,5 @@
 """Train TextCNN and BiRNN for 5 epochs on the full IMDb train split, with each tokenizer, and record
-test accuracy, epoch time and examples/s in benchmarks/results/accuracy.json and the README.
+test accuracy, epoch time and examples/s in benchmarks/results/accuracy.json and docs/results.md.
 
     python -m benchmarks.accuracy [--data PATH] [--models textcnn,birnn] [--tokenizers words,basic]
 """

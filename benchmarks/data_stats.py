@@ -1,5 +1,5 @@
 """Time `sentiment data-stats --json` on the IMDb archive with each tokenizer and record what it reports
-(review lengths, vocabulary, GloVe coverage) in benchmarks/results/data_stats.json and the README.
+(review lengths, vocabulary, GloVe coverage) in benchmarks/results/data_stats.json and docs/results.md.
 
     python -m benchmarks.data_stats [--data PATH]
 """

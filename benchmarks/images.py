@@ -1,7 +1,7 @@
 """The image recipe on real photos, each variant run as a user runs it (`sentiment image-finetune` in
 its own process, under `/usr/bin/time -v`), with the memory of its whole process tree (the training
 process and its data workers) sampled as it runs. Results go to benchmarks/results/<set>.json, a
-`sentiment compare` picture beside it, and the README.
+`sentiment compare` picture beside it, and the page holding its table (docs/results.md).
 
 - hotdog (`../shared/data/hotdog_real.zip`), the recipe's own defaults (`configs/hotdog.toml`):
   EfficientNet-Lite0 fine-tuned from its ImageNet weights, ResNet-18 from scratch (no ImageNet
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.accuracy import cpu_model, threads
-from benchmarks.readme import replace_section
+from benchmarks.readme import link, replace_section
 from sentiment.fsutil import atomic_write_json
 
 HERE = Path(__file__).resolve().parent
@@ -177,7 +177,7 @@ def table(name: str, spec: dict, results: list[dict], meta: dict) -> str:
         f"size. CPU ({meta['cpu']}, {threads(meta['threads'])}), torch {meta['torch']}, measured {meta['date']}. "
         f"Re-run: `make bench-images`.",
         "",
-        f"![{spec['title']}](benchmarks/results/{name}.png)",
+        f"![{spec['title']}]({link(HERE / 'results' / f'{name}.png', f'bench-images-{name}')})",
     ]
     return "\n".join(rows)
 

@@ -1,6 +1,6 @@
 """bf16 autocast against fp32 on a CPU that computes bfloat16 natively: train TextCNN and BiRNN on full
 IMDb (words tokenizer, each family's defaults) with several seeds in each precision, and record the
-test accuracies in benchmarks/results/precision.json and the README. The table is what decides which
+test accuracies in benchmarks/results/precision.json and docs/results.md. The table is what decides which
 families `--precision auto` may run in bf16 on CPU (each family's `Task.cpu_bf16`).
 
     python -m benchmarks.precision [--data PATH] [--models birnn,textcnn] [--seeds 0,1,2] [--threads 1]

@@ -8,7 +8,7 @@ of the same reviews (label, and probability to 1e-6; how many labels differ and 
 probabilities do). The clients are one asyncio process speaking
 HTTP/1.1 over kept-alive connections with no HTTP library, so they take little of the CPU they share
 with the server. Writes benchmarks/results/serve.json and, with `--readme`, the table between the
-README's `bench-serve` markers (rows of other runs are kept).
+docs/results.md's `bench-serve` markers (rows of other runs are kept).
 """
 
 from __future__ import annotations

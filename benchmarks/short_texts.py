@@ -4,7 +4,7 @@ negative). Each run predicts every sentence with `sentiment predict --file --jso
 
     python -m benchmarks.short_texts --run RUN [--run RUN ...] [--readme]
 
-Writes benchmarks/results/short_texts.json and, with `--readme`, the table between the README's
+Writes benchmarks/results/short_texts.json and, with `--readme`, the table between docs/results.md's
 `bench-short-texts` markers (rows of other runs are kept).
 """
 

@@ -12,7 +12,7 @@ both sides alike, so the speed-up is a ratio taken under the same conditions.
 Training reviews/s is that of the median epoch (each over a whole epoch, batching included). After
 the models, `sentiment predict` is timed from a cold start (one sentence; median of 3) and with
 --file over every test review. Results go to benchmarks/results/speed.json and, with --readme, to
-the README; a run of some models replaces only their rows there.
+docs/results.md; a run of some models replaces only their rows there.
 
     python -m benchmarks.speed [--data PATH] [--models textcnn,birnn] [--epochs 5] [--limit-train N]
                                [--limit-test N] [--device cpu|cuda] [--readme] [--predict-run RUN]
@@ -309,7 +309,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="ours only")
     ap.add_argument("--out", default=str(RESULTS), help="results JSON")
-    ap.add_argument("--readme", action="store_true", help="write the table into the README")
+    ap.add_argument("--readme", action="store_true", help="write the table into docs/results.md")
     ap.add_argument(
         "--predict-run", help="time `sentiment predict` with this TextCNN run folder instead of training one"
     )

@@ -8,7 +8,7 @@ process (`sentiment train`), so the figures are what a user gets.
 The default split is the subset protocol that fits a 2-core CPU: 5,000 / 5,000 balanced reviews,
 seed 0; `--limit-train 0 --limit-test 0` means full IMDb. TextCNN and BiRNN use the words
 tokenizer (their best, see Results). Writes benchmarks/results/text_models.json and, with
-`--readme`, the table between the README's `bench-text-models` markers; a run of some models
+`--readme`, the table between docs/results.md's `bench-text-models` markers; a run of some models
 replaces only their rows.
 """
 

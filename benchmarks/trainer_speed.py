@@ -15,7 +15,7 @@ encoder's config as it ships (attention dropout 0.1), which is what `from_pretra
 each side measures it (`Trainer`: train_samples_per_second; `sentiment`: the epoch's examples over
 its time), the ratio, and each process's peak resident memory. Needs `accelerate` (`pip install
 accelerate`), which `Trainer` requires. Writes benchmarks/results/trainer_speed.json and, with
-`--readme`, the README's `bench-trainer` table.
+`--readme`, docs/results.md's `bench-trainer` table.
 """
 
 from __future__ import annotations
