@@ -21,9 +21,9 @@ import torch
 from sentiment.runtime import Runtime
 
 # The activations saved for backward are not all of a step's working memory: the backward pass holds
-# gradients of activations while it runs, and kernels take workspace. Measured on CPU (fp32, 224
-# pixels, 8 and 32 images a step), each example raised the step's peak resident memory by 1.1x
-# (EfficientNet-Lite0, 78 MB saved per image) and 1.5x (ResNet-18, 21 MB) what autograd saved.
+# gradients of activations while it runs, and kernels take workspace. On CPU (fp32, 224 pixels) each
+# example raised the step's peak resident memory by at most this multiple of what autograd saved,
+# for EfficientNet-Lite0 and ResNet-18 alike (docs/images.md, micro-batches).
 STEP_OVERHEAD = 1.5
 # Live tensors of the largest activation's size a forward holds at once when autograd keeps nothing.
 TRANSIENT_TENSORS = 3

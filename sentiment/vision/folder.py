@@ -9,7 +9,7 @@
 - `make_loader(dataset, ...)`: batches `(index, (images,), labels)`, reproducible from a seed.
 
 Unreadable images. With `verify=True` (the default) every file is decoded once when the folder is
-read (JPEGs at 1/8 scale, which still reads every byte: about 1.5 s for 400 photos on one core).
+read (JPEGs at 1/8 scale, which still reads every byte).
 Files Pillow cannot identify, truncated files and files in modes that cannot be made RGB are
 skipped: they are listed in `ImageFolder.skipped` as `(path, reason)` and reported in one
 `SkippedImagesWarning` ("skipped 2 unreadable image files in ... (first: path: reason)"). A class
