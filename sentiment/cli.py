@@ -141,7 +141,7 @@ def data_stats_cmd(
     from sentiment.text.tokenize import get_tokenizer
     from sentiment.text.vectors import load_vectors
 
-    cfg = config.text_config("textcnn", None, settings)  # the word-vector families' data settings
+    cfg = config.text_config(registry.default("text"), None, settings)  # a word-vector family: its data settings
     get_tokenizer(cfg.tokenizer)
     vecs = load_vectors(cfg.vectors)
     corpus = load_corpus(cfg.data, test_data=cfg.test_data, text_col=cfg.text_col, label_col=cfg.label_col)

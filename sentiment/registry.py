@@ -117,6 +117,19 @@ def open_classifier(run, device: str = "cpu", *, kind: str, texts: int | None = 
     return family.open(run, device, texts=texts)
 
 
+def torch_forms(module: str, nets: Callable):
+    """A family module's `__getattr__`: its torch modules are defined by `nets()` when first asked
+    for (`from sentiment.families.textcnn import TextCNN`), so importing the module imports no torch."""
+
+    def attribute(name: str):
+        try:
+            return getattr(nets(), name)
+        except AttributeError:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}") from None
+
+    return attribute
+
+
 def task_for(cfg):
     """The task that trains `cfg`'s family."""
     return get(cfg.model).task(cfg)

@@ -23,10 +23,16 @@ from types import SimpleNamespace
 import numpy as np
 
 from sentiment.config import setting
-from sentiment.registry import Family, register
+from sentiment.registry import Family, register, torch_forms
 from sentiment.runs import Run
 from sentiment.text.saved_run import NumpyClassifier, TextRunFolder
-from sentiment.text.wordvectors import WordVectorClassifier, WordVectorSettings, WordVectorTask, copy_vectors
+from sentiment.text.wordvectors import (
+    WordVectorClassifier,
+    WordVectorSettings,
+    WordVectorTask,
+    copy_vectors,
+    open_fastest,
+)
 
 NUMPY_MAX_TEXTS = 16  # up to this many texts, numpy answers before torch would have been imported
 
@@ -233,11 +239,7 @@ def nets() -> SimpleNamespace:
     return SimpleNamespace(BiRNN=BiRNN, BiRNNPerDirection=BiRNNPerDirection, reverse_index=reverse_index)
 
 
-def __getattr__(name: str):  # `from sentiment.families.birnn import BiRNN` defines the torch forms then
-    forms = nets()
-    if hasattr(forms, name):
-        return getattr(forms, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = torch_forms(__name__, nets)  # `from sentiment.families.birnn import ...` of a torch module
 
 
 # -- training and trained runs -------------------------------------------------------------------
@@ -285,11 +287,7 @@ class BiRNNClassifier(WordVectorClassifier):
 
 def open_run(run: Run, device: str = "cpu", *, texts: int | None = None):
     """The run in the form that answers `texts` texts fastest: numpy for a few, else torch."""
-    if texts is not None and choose(device, texts=texts) == "numpy":
-        quick = open_numpy(run)
-        if quick is not None:
-            return quick
-    return BiRNNClassifier(run, device)
+    return open_fastest(run, device, texts, choose=choose, numpy_form=open_numpy, torch_form=BiRNNClassifier)
 
 
 register(

@@ -32,11 +32,11 @@ import numpy as np
 
 from sentiment.config import OPTIMIZERS, setting
 from sentiment.errors import SentimentError
-from sentiment.registry import Family, register
+from sentiment.registry import Family, register, torch_forms
 from sentiment.runs import Run
 from sentiment.text.saved_run import NumpyClassifier, TextRunFolder
 from sentiment.text.tokenize import TOKENIZERS
-from sentiment.text.wordvectors import WordVectorClassifier, WordVectorSettings, WordVectorTask
+from sentiment.text.wordvectors import WordVectorClassifier, WordVectorSettings, WordVectorTask, open_fastest
 
 NUMPY_MAX_TEXTS = 16  # up to this many texts, numpy answers before torch would have been imported
 SPARSE_OPTIMIZERS = ("adagrad", "sgd")  # those of config.OPTIMIZERS that step on sparse gradients
@@ -205,11 +205,7 @@ def nets() -> SimpleNamespace:
     return SimpleNamespace(FastText=FastText)
 
 
-def __getattr__(name: str):  # `from sentiment.families.fasttext import FastText` defines it then
-    forms = nets()
-    if hasattr(forms, name):
-        return getattr(forms, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = torch_forms(__name__, nets)  # `from sentiment.families.fasttext import ...` of a torch module
 
 
 # -- training and trained runs -------------------------------------------------------------------
@@ -269,11 +265,7 @@ class FastTextClassifier(WordVectorClassifier):
 
 def open_run(run: Run, device: str = "cpu", *, texts: int | None = None):
     """The run in the form that answers `texts` texts fastest: numpy for a few, else torch."""
-    if texts is not None and choose(device, texts=texts) == "numpy":
-        quick = open_numpy(run)
-        if quick is not None:
-            return quick
-    return FastTextClassifier(run, device)
+    return open_fastest(run, device, texts, choose=choose, numpy_form=open_numpy, torch_form=FastTextClassifier)
 
 
 register(

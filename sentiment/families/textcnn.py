@@ -34,10 +34,16 @@ import numpy as np
 
 from sentiment.config import setting
 from sentiment.errors import SentimentError
-from sentiment.registry import Family, register
+from sentiment.registry import Family, register, torch_forms
 from sentiment.runs import Run
 from sentiment.text.saved_run import NumpyClassifier, TextRunFolder
-from sentiment.text.wordvectors import WordVectorClassifier, WordVectorSettings, WordVectorTask, copy_vectors
+from sentiment.text.wordvectors import (
+    WordVectorClassifier,
+    WordVectorSettings,
+    WordVectorTask,
+    copy_vectors,
+    open_fastest,
+)
 
 NUMPY_MAX_TEXTS = 16  # up to this many texts, numpy answers before torch would have been imported
 LOOKUP_MIN_TEXTS = 256  # the look-up tables take a moment to build: worth it from this many texts on
@@ -401,11 +407,7 @@ def nets() -> SimpleNamespace:
     )
 
 
-def __getattr__(name: str):  # `from sentiment.families.textcnn import TextCNN` defines the torch forms then
-    forms = nets()
-    if hasattr(forms, name):
-        return getattr(forms, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = torch_forms(__name__, nets)  # `from sentiment.families.textcnn import ...` of a torch module
 
 
 # -- training and trained runs -------------------------------------------------------------------
@@ -469,11 +471,7 @@ class TextCNNClassifier(WordVectorClassifier):
 
 def open_run(run: Run, device: str = "cpu", *, texts: int | None = None):
     """The run in the form that answers `texts` texts fastest: numpy for a few, else torch."""
-    if texts is not None and choose(device, texts=texts) == "numpy":
-        quick = open_numpy(run)
-        if quick is not None:
-            return quick
-    return TextCNNClassifier(run, device)
+    return open_fastest(run, device, texts, choose=choose, numpy_form=open_numpy, torch_form=TextCNNClassifier)
 
 
 register(

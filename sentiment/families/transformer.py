@@ -41,7 +41,7 @@ import numpy as np
 
 from sentiment.config import OPTIMIZERS, TextLoopRun, setting
 from sentiment.errors import SentimentError
-from sentiment.registry import Family, register
+from sentiment.registry import Family, register, torch_forms
 from sentiment.runs import Run
 from sentiment.tasks import ClassifierBase, Task, TaskData
 from sentiment.text.batching import Encoded
@@ -351,11 +351,7 @@ def nets() -> SimpleNamespace:
     return SimpleNamespace(TransformerClassifier=TransformerClassifier)
 
 
-def __getattr__(name: str):  # `from sentiment.families.transformer import TransformerClassifier`
-    forms = nets()
-    if hasattr(forms, name):
-        return getattr(forms, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = torch_forms(__name__, nets)  # `from sentiment.families.transformer import ...` of a torch module
 
 
 class TransformerTask(Task):

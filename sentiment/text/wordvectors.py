@@ -153,3 +153,13 @@ class WordVectorClassifier(EncodedTextClassifier):
         if check:
             return self.folder.encode(texts)
         return encode((self.folder.tokenize(t) for t in texts), self.vocab, self.folder.max_len)
+
+
+def open_fastest(run: Run, device: str, texts: int | None, *, choose: Callable, numpy_form: Callable, torch_form: type):
+    """A word-vector family's `open`: its numpy form where `choose` picks it for `texts` texts on
+    `device` and the run's weights fit it, else its torch classifier."""
+    if texts is not None and choose(device, texts=texts) == "numpy":
+        quick = numpy_form(run)
+        if quick is not None:
+            return quick
+    return torch_form(run, device)
