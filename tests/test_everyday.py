@@ -143,7 +143,7 @@ def test_version_and_help_show_defaults(capsys):
     code, out, _ = run_cli(capsys, "train", "--help")
     out = " ".join(out.split())  # --help wraps to the terminal's width
     assert code == 0
-    assert "[default: 64 (birnn, textcnn), 16 (transformer)]" in out and "[default: auto]" in out
+    assert "[default: 64 (birnn, textcnn), 32 (fasttext), 16 (transformer)]" in out and "[default: auto]" in out
     assert "--text-col" in out and "the text column" in out
 
 
