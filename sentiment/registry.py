@@ -15,7 +15,6 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 
 from sentiment.errors import SentimentError
 
@@ -58,6 +57,8 @@ def builtin_names() -> list[str]:
 
 
 def _plugins() -> dict:
+    from importlib.metadata import entry_points
+
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINTS)}
 
 

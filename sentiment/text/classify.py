@@ -7,14 +7,17 @@ Imports no torch at import time.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sentiment.errors import SentimentError
 from sentiment.tasks import ClassifierBase, TaskData
 from sentiment.text.batching import Encoded, TextBatches
-from sentiment.text.corpus import Corpus
 from sentiment.text.vocab import PAD_ID, UNK_ID
+
+if TYPE_CHECKING:  # the corpus readers (and the downloads behind them) load when data is read
+    from sentiment.text.corpus import Corpus
 
 
 def text_task_data(
