@@ -135,13 +135,8 @@ def nets() -> SimpleNamespace:
     from torch import nn
 
     from sentiment import runtime
+    from sentiment.text.batching import full_lengths
     from sentiment.text.vocab import PAD_ID
-
-    def full_lengths(ids: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        batch, steps = ids.shape
-        if lengths is None:
-            return torch.full((batch,), steps, dtype=torch.long, device=ids.device)
-        return lengths.to(ids.device).clamp(1, steps)
 
     class BiRNN(nn.Module):
         """Takes `ids [B, T]` (padded with `<pad>`) and `lengths [B]`; gives logits `[B, classes]`.

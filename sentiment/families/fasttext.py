@@ -160,6 +160,8 @@ def nets() -> SimpleNamespace:
     import torch
     from torch import nn
 
+    from sentiment.text.batching import full_lengths
+
     class FastText(nn.Module):
         """Takes `ids [B, T]` (padded) and `lengths [B]`; gives logits `[B, classes]`: the mean of the
         rows of a review's words (`embedding`) and n-grams (`ngram_embedding`), then `decoder`.
@@ -185,10 +187,8 @@ def nets() -> SimpleNamespace:
             return [self.embedding, self.ngram_embedding] if self.ngrams > 1 else [self.embedding]
 
         def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-            batch, steps = ids.shape
-            if lengths is None:
-                lengths = torch.full((batch,), steps, dtype=torch.long, device=ids.device)
-            lengths = lengths.to(ids.device).clamp(1, steps)
+            steps = ids.shape[1]
+            lengths = full_lengths(ids, lengths)
             positions = torch.arange(steps, device=ids.device)
             inside = positions[None, :] < lengths[:, None]
             weight = self.decoder.weight

@@ -210,14 +210,8 @@ def nets() -> SimpleNamespace:
     import torch.nn.functional as F
     from torch import nn
 
+    from sentiment.text.batching import full_lengths
     from sentiment.text.vocab import PAD_ID
-
-    def full_lengths(ids: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        """`lengths` on `ids`' device and within `1..T`; every review full length when not given."""
-        batch, steps = ids.shape
-        if lengths is None:
-            return torch.full((batch,), steps, dtype=torch.long, device=ids.device)
-        return lengths.to(ids.device).clamp(1, steps)
 
     def padded_windows(windows: int, lengths: torch.Tensor, k: int) -> torch.Tensor:
         """`[B, W]` True where a width-`k` window starts in the padding; a review shorter than `k` keeps window 0."""

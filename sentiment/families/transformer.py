@@ -320,6 +320,8 @@ def nets() -> SimpleNamespace:
     import torch
     from torch import nn
 
+    from sentiment.text.batching import full_lengths
+
     class TransformerClassifier(nn.Module):
         """Encoder -> pooled token states (`cls`: the first token's; `mean`: the mean over real tokens)
         -> dropout -> linear head. Takes `ids [B, T]` and `lengths [B]` like the other text models."""
@@ -334,10 +336,8 @@ def nets() -> SimpleNamespace:
             nn.init.zeros_(self.head.bias)
 
         def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-            batch, steps = ids.shape
-            if lengths is None:
-                lengths = torch.full((batch,), steps, dtype=torch.long, device=ids.device)
-            lengths = lengths.to(ids.device).clamp(1, steps)
+            steps = ids.shape[1]
+            lengths = full_lengths(ids, lengths)
             mask = torch.arange(steps, device=ids.device)[None, :] < lengths[:, None]
             states = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # [B, T, H]
             if self.pooling == "cls":

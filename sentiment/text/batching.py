@@ -85,6 +85,17 @@ def pad_batch(enc: Encoded, index: np.ndarray, *, min_len: int = 1, multiple: in
     return torch.from_numpy(ids), torch.from_numpy(lengths.copy())
 
 
+def full_lengths(ids, lengths=None):
+    """`lengths [B]` on `ids`' device and within `1..T` for ids `[B, T]`; every review full length
+    when not given. What every text model's forward starts from."""
+    import torch
+
+    batch, steps = ids.shape
+    if lengths is None:
+        return torch.full((batch,), steps, dtype=torch.long, device=ids.device)
+    return lengths.to(ids.device).clamp(1, steps)
+
+
 def collate(seqs: Sequence[Sequence[int]], *, max_len: int = 500, pad: int = PAD_ID):
     """DataLoader-style collate: pad a list of id lists to the longest (<= `max_len`); return ids and lengths."""
     import torch
