@@ -31,6 +31,7 @@ def train(
     *,
     config_file: str | None = None,
     resume: str | Path | None = None,
+    kind: str | None = None,
     progress: bool = False,
     echo: Callable[[str], None] | None = print,
     **settings,
@@ -40,8 +41,10 @@ def train(
     `settings` are those of `sentiment train --help` (or `image-finetune --help` with
     `model="image"`), as Python names: `model="transformer", epochs=2, data="reviews.csv"`. They
     layer over `config_file` (a TOML file like those in configs/) over the family's defaults.
-    `resume` continues an interrupted run folder instead (`data` / `test_data` may say where its data
-    is now). `echo` receives the lines the command line prints (None: silent); `progress` draws bars.
+    `kind` ("text" or "image") refuses a family of the other kind and picks the default family of
+    that kind when none is named. `resume` continues an interrupted run folder instead (`data` /
+    `test_data` may say where its data is now). `echo` receives the lines the command line prints
+    (None: silent); `progress` draws bars.
     """
     from sentiment import distributed, recipe
 
@@ -54,7 +57,7 @@ def train(
                 raise SentimentError(f"resume continues with the run's saved settings; drop {shown}")
             run = recipe.resume(resume, **moved, progress=progress, echo=echo)
         else:
-            cfg = config.family_config(settings.get("model"), config_file, settings, note=echo)
+            cfg = config.family_config(settings.get("model"), config_file, settings, kind=kind, note=echo)
             if distributed.is_main():
                 echo("config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict(cfg).items() if v is not None))
             run = recipe.fine_tune(cfg, progress=progress, echo=echo)

@@ -194,9 +194,9 @@ def train_cmd(
         flags = {**settings, **moved, "config": config_file, "resume": resume}
         return _torchrun(nproc, flags, quiet)
     given = {k: v for k, v in {**settings, **moved}.items() if v is not None}
-    if resume is None:
-        given["model"] = config.text_config(None, config_file, settings).model  # a text family, whatever the file says
-    path = api.train(config_file=config_file, resume=resume, progress=_bars(quiet), echo=typer.echo, **given)
+    path = api.train(
+        config_file=config_file, resume=resume, kind="text", progress=_bars(quiet), echo=typer.echo, **given
+    )
     if not distributed.is_main():
         return
     summary = json.loads((path / "summary.json").read_text())
@@ -462,7 +462,7 @@ def image_finetune_cmd(
 ):
     """Fine-tune an ImageNet CNN on a folder of photos (the hot dog recipe by default)."""
     given = {k: v for k, v in settings.items() if v is not None}
-    path = api.train(config_file=config_file, progress=_bars(quiet), echo=typer.echo, model="image", **given)
+    path = api.train(config_file=config_file, kind="image", progress=_bars(quiet), echo=typer.echo, **given)
     s = json.loads((path / "summary.json").read_text())
     initial = s.get("initial_test_acc")
     typer.echo(
