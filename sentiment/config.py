@@ -38,6 +38,13 @@ def setting(
     return field(default=default, metadata=meta)
 
 
+def default(cls, name: str, value, **changes):
+    """`cls`'s declared setting `name` with another default (and, in `changes`, another help or bound):
+    how a family's settings class changes a default of the pieces it is built from."""
+    meta = {**cls.__dataclass_fields__[name].metadata, **changes}
+    return setting(value, **meta)
+
+
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
@@ -119,7 +126,7 @@ class TextRun(TextData, RunSettings):
 class TextLoopRun(TextData, LoopSettings, RunSettings):
     """A text family the training loop fits."""
 
-    no_decay_1d: bool = setting(True, "no weight decay on biases and norm weights", flag=False)
+    no_decay_1d: bool = default(LoopSettings, "no_decay_1d", True)
 
 
 def declared(cls) -> list[dataclasses.Field]:

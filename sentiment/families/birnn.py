@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from sentiment.config import setting
+from sentiment.config import LoopSettings, default, setting
 from sentiment.registry import Family, register, torch_forms
 from sentiment.runs import Run
 from sentiment.text.saved_run import NumpyClassifier, TextRunFolder
@@ -42,7 +42,7 @@ class BiRNNSettings(WordVectorSettings):
     freeze_embedding: bool = setting(True, "keep BiRNN's GloVe embedding fixed", flag=False)
     num_hiddens: int = setting(100, "LSTM width", at_least=1, flag=False)
     num_layers: int = setting(2, "LSTM layers", at_least=1, flag=False)
-    lr: float = setting(0.01, above=0)
+    lr: float = default(LoopSettings, "lr", 0.01)
 
 
 def choose(device: str, *, texts: int | None = None) -> str:

@@ -30,12 +30,11 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from sentiment.config import OPTIMIZERS, setting
+from sentiment.config import default, setting
 from sentiment.errors import SentimentError
 from sentiment.registry import Family, register, torch_forms
 from sentiment.runs import Run
 from sentiment.text.saved_run import NumpyClassifier, TextRunFolder
-from sentiment.text.tokenize import TOKENIZERS
 from sentiment.text.wordvectors import WordVectorClassifier, WordVectorSettings, WordVectorTask, open_fastest
 
 NUMPY_MAX_TEXTS = 16  # up to this many texts, numpy answers before torch would have been imported
@@ -47,21 +46,19 @@ HASH_PRIME = 116_049_371  # n-gram hash: h = h * HASH_PRIME + id, over the n-gra
 class FastTextSettings(WordVectorSettings):
     ngrams: int = setting(2, "words and word sequences up to this long (2: words and pairs)", at_least=1)
     buckets: int = setting(500_000, "table rows the word sequences are hashed into", at_least=1)
-    tokenizer: str = setting("words", "basic (the reference) or words", choices=tuple(TOKENIZERS))
-    min_freq: int = setting(2, "keep tokens seen at least this often", at_least=1)
-    max_len: int = setting(2000, "the length reviews are cut to (in tokens)", at_least=1)
-    epochs: int = setting(3, at_least=1)
-    batch_size: int = setting(32, at_least=1)
-    optimizer: str = setting("adagrad", "adagrad or sgd (those that step on sparse gradients)", choices=OPTIMIZERS)
-    lr: float = setting(0.1, above=0)
-    momentum: float = setting(0.0, "for sgd", at_least=0)
-    schedule: str = setting(
-        "linear", "none, step, cosine (per epoch) or linear (per batch)", choices=("none", "step", "cosine", "linear")
+    tokenizer: str = default(WordVectorSettings, "tokenizer", "words")
+    min_freq: int = default(WordVectorSettings, "min_freq", 2)
+    max_len: int = default(WordVectorSettings, "max_len", 2000)
+    epochs: int = default(WordVectorSettings, "epochs", 3)
+    batch_size: int = default(WordVectorSettings, "batch_size", 32)
+    optimizer: str = default(
+        WordVectorSettings, "optimizer", "adagrad", help="adagrad or sgd (those that step on sparse gradients)"
     )
-    warmup: float = setting(0.0, "share of all steps the lr warms up over (linear)", at_least=0)
-    loss_reduction: str = setting(
-        "sum", "step on the batch's mean or summed loss", choices=("mean", "sum"), flag=False
-    )
+    lr: float = default(WordVectorSettings, "lr", 0.1)
+    momentum: float = default(WordVectorSettings, "momentum", 0.0)
+    schedule: str = default(WordVectorSettings, "schedule", "linear")
+    warmup: float = default(WordVectorSettings, "warmup", 0.0)
+    loss_reduction: str = default(WordVectorSettings, "loss_reduction", "sum")
 
 
 def choose(device: str, *, texts: int | None = None) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sentiment.config import OPTIMIZERS, REDUCTIONS, LoopSettings, RunSettings, apply, held_out_seed, setting
+from sentiment.config import LoopSettings, RunSettings, apply, default, held_out_seed, setting
 from sentiment.errors import SentimentError
 from sentiment.registry import Family, register
 from sentiment.runs import Run
@@ -39,13 +39,13 @@ class ImageSettings(LoopSettings, RunSettings):
     head_init: str | None = setting(None, "start head rows from ImageNet classes, e.g. imagenet:hotdog=934")
     freeze_backbone: bool = setting(False, "train the head only")
     # the reference recipe: SGD on the summed loss, head at 10x
-    batch_size: int = setting(128, at_least=1)
-    optimizer: str = setting("sgd", "sgd, adam, adamw or adagrad", choices=OPTIMIZERS)
-    lr: float = setting(5e-5, above=0)
-    head_lr_mult: float = setting(10.0, "head lr = lr x this; 1 = one group", above=0)
-    momentum: float = setting(0.0, at_least=0)
-    weight_decay: float = setting(0.001, at_least=0)
-    loss_reduction: str = setting("sum", "step on the batch's mean or summed loss", choices=REDUCTIONS, flag=False)
+    batch_size: int = default(LoopSettings, "batch_size", 128)
+    optimizer: str = default(LoopSettings, "optimizer", "sgd")
+    lr: float = default(LoopSettings, "lr", 5e-5)
+    head_lr_mult: float = default(LoopSettings, "head_lr_mult", 10.0)
+    momentum: float = default(LoopSettings, "momentum", 0.0)
+    weight_decay: float = default(LoopSettings, "weight_decay", 0.001)
+    loss_reduction: str = default(LoopSettings, "loss_reduction", "sum")
 
     def finish(self, given: dict) -> ImageSettings:
         """`--scratch` trains at 10x the lr with one lr for every layer, unless the flags set them."""

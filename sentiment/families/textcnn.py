@@ -32,7 +32,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from sentiment.config import setting
+from sentiment.config import LoopSettings, default, setting
 from sentiment.errors import SentimentError
 from sentiment.registry import Family, register, torch_forms
 from sentiment.runs import Run
@@ -54,7 +54,7 @@ class TextCNNSettings(WordVectorSettings):
     kernel_sizes: list[int] = setting([3, 4, 5], "convolution widths", flag=False)
     num_channels: list[int] = setting([100, 100, 100], "channels per width", flag=False)
     dropout: float = setting(0.5, "before the classifier", at_least=0, flag=False)
-    lr: float = setting(0.001, above=0)
+    lr: float = default(LoopSettings, "lr", 0.001)
 
 
 def choose(device: str, *, texts: int | None = None, numpy: bool = True) -> str:

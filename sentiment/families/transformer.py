@@ -39,7 +39,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from sentiment.config import OPTIMIZERS, TextLoopRun, setting
+from sentiment.config import LoopSettings, TextLoopRun, default, setting
 from sentiment.errors import SentimentError
 from sentiment.registry import Family, register, torch_forms
 from sentiment.runs import Run
@@ -80,18 +80,16 @@ class TransformerSettings(TextLoopRun):
         "(faster, and a training step needs less memory)",
         at_least=0,
     )
-    epochs: int = setting(3, at_least=1)
-    batch_size: int = setting(16, at_least=1)
-    optimizer: str = setting("adamw", "adam, adamw, sgd or adagrad", choices=OPTIMIZERS)
-    lr: float = setting(1e-4, above=0)
-    weight_decay: float = setting(0.01, at_least=0)
-    schedule: str = setting(
-        "linear", "none, step, cosine (per epoch) or linear (per batch)", choices=("none", "step", "cosine", "linear")
-    )
-    warmup: float = setting(0.1, "share of all steps the lr warms up over (linear)", at_least=0)
-    layer_decay: float = setting(0.9, "lr x this per block below the top (layer-wise decay); 1 = off", above=0)
-    head_lr_mult: float = setting(10.0, "head lr = lr x this; 1 = one group", above=0)
-    grad_clip: float = setting(1.0, "clip the gradient norm; 0 = off", at_least=0)
+    epochs: int = default(LoopSettings, "epochs", 3)
+    batch_size: int = default(LoopSettings, "batch_size", 16)
+    optimizer: str = default(LoopSettings, "optimizer", "adamw")
+    lr: float = default(LoopSettings, "lr", 1e-4)
+    weight_decay: float = default(LoopSettings, "weight_decay", 0.01)
+    schedule: str = default(LoopSettings, "schedule", "linear")
+    warmup: float = default(LoopSettings, "warmup", 0.1)
+    layer_decay: float = default(LoopSettings, "layer_decay", 0.9)
+    head_lr_mult: float = default(LoopSettings, "head_lr_mult", 10.0)
+    grad_clip: float = default(LoopSettings, "grad_clip", 1.0)
 
 
 def choose(config: dict, device: str, *, texts: int | None = None, quick_files: bool = True) -> str:
