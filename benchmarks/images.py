@@ -127,6 +127,7 @@ class TreeMemory(threading.Thread):
 def run_variant(args: list[str], out: Path) -> dict:
     """One `sentiment image-finetune` under /usr/bin/time -v; its run folder, wall time and memory."""
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "sentiment", "image-finetune", *args, "--out", str(out)]
+    cmd += ["--val-fraction", "0", "--test-each-epoch"]  # the reference protocol these figures were measured with
     print("$ " + " ".join(cmd[2:]), flush=True)
     before = set(out.iterdir()) if out.is_dir() else set()
     start = time.perf_counter()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.accuracy import cpu_model, threads
+from benchmarks.accuracy import TEXTBOOK, cpu_model, threads
 from benchmarks.readme import replace_section
 from sentiment.config import text_config
 from sentiment.fsutil import atomic_write_json
@@ -85,7 +85,7 @@ def main() -> None:
             for precision in args.precisions.split(","):
                 if (model, precision, seed) in done:
                     continue
-                overrides = {"data": args.data, "tokenizer": "words", "seed": seed, "precision": precision}
+                overrides = {"data": args.data, "tokenizer": "words", "seed": seed, "precision": precision, **TEXTBOOK}
                 overrides |= {
                     k: v for k in ("limit_train", "limit_test", "epochs") if (v := getattr(args, k)) is not None
                 }

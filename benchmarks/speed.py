@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.accuracy import cpu_model
+from benchmarks.accuracy import TEXTBOOK, cpu_model
 from benchmarks.readme import replace_section
 from sentiment.fsutil import atomic_write_json
 
@@ -108,6 +108,7 @@ def ours_worker(argv: list[str]) -> None:
         "out": a.out,
         "device": a.device,
         "precision": a.precision,
+        **TEXTBOOK,
     }
     cfg = text_config(a.model, None, overrides)
     _wait()

@@ -153,6 +153,11 @@ DataOpt = Annotated[str | None, typer.Option("--data", help=config.help_of(TextD
 RunOpt = Annotated[str | None, typer.Option("--run", help="a text run folder (default: runs/latest-text)")]
 ImageRunOpt = Annotated[str | None, typer.Option("--run", help="an image run folder (default: runs/latest-image)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output")]
+PlotOpt = Annotated[
+    str | None, typer.Option("--plot", help="draw a reliability diagram (PNG) of the probabilities here")
+]
+
+
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", help="no progress bars (there are none when output is not a terminal)")
 ]
@@ -201,9 +206,18 @@ def train_cmd(
         return
     summary = json.loads((path / "summary.json").read_text())
     typer.echo(
-        f"done: test accuracy {summary['test_acc']:.4f} after {_count(summary['epochs'], 'epoch')}, "
+        f"done: test accuracy {summary['test_acc']:.4f} after {_count(summary['epochs'], 'epoch')}{_kept(summary)}, "
         f"{summary['train_examples_per_s']:.0f} train examples/s, {summary['wall_s']:.0f} s; run folder {path}"
     )
+
+
+def _kept(summary: dict) -> str:
+    """Which epoch's weights the run kept, as the done line says it."""
+    if summary.get("val_acc") is None or summary.get("best_epoch") is None:
+        return ""
+    epoch = summary["best_epoch"] if summary.get("kept") == "best" else summary["epochs"]
+    early = "; stopped early" if summary.get("stopped_early") else ""
+    return f" (kept epoch {epoch}: validation acc {summary['val_acc']:.4f}{early})"
 
 
 def _torchrun(nproc: int, flags: dict, quiet: bool) -> int:
@@ -384,11 +398,16 @@ def evaluate_cmd(
     seed: Annotated[int | None, typer.Option("--seed", help="for --limit; default: the run's test subset")] = None,
     as_json: JsonOpt = False,
     device: Annotated[str, typer.Option("--device")] = "auto",
+    plot: PlotOpt = None,
 ):
-    """Accuracy, per-class precision/recall/F1 and the confusion matrix on a test split."""
+    """Accuracy, balanced accuracy, macro F1, calibration (ECE), per-class precision/recall/F1 and
+    the confusion matrix on a test split."""
     notes: list[str] = []
     report = api.evaluate(run, data, limit=limit, seed=seed, device=device, progress=not as_json and _bars(),
                           echo=notes.append)  # fmt: skip
+    if plot:
+        report["reliability_plot"] = str(_reliability_plot(report, plot, f"{Path(report['run']).name} on "
+                                                                        f"{Path(report['source']).name}"))  # fmt: skip
     if not as_json:
         for note in notes:
             typer.echo(note)
@@ -399,9 +418,25 @@ def evaluate_cmd(
     _print_report(report)
 
 
+def _reliability_plot(report: dict, out: str, title: str) -> Path:
+    from sentiment import calibration
+
+    figures = {"ECE": report["ece"], "mean confidence": report["mean_confidence"], "accuracy": report["accuracy"]}
+    path = calibration.plot(report["reliability"], out, title=title, figures=figures)
+    return path
+
+
 def _print_report(report: dict) -> None:
-    """`train.classification_report` as a terminal reads it."""
-    typer.echo(f"accuracy {report['accuracy']:.4f}   macro F1 {report['f1']:.4f}")
+    """`loop.classification_report` as a terminal reads it."""
+    typer.echo(
+        f"accuracy {report['accuracy']:.4f}   balanced accuracy {report['balanced_accuracy']:.4f}   "
+        f"macro F1 {report['f1']:.4f}"
+    )
+    if "ece" in report:
+        typer.echo(
+            f"calibration: ECE {report['ece']:.4f} (15 bins), mean confidence {report['mean_confidence']:.4f}"
+            + (f"; reliability diagram {report['reliability_plot']}" if report.get("reliability_plot") else "")
+        )
     width = max(len(c) for c in report["classes"]) + 2
     typer.echo(f"{'':{width}}precision  recall  f1      support")
     for name, m in report["per_class"].items():
@@ -436,7 +471,7 @@ def compare_cmd(
     if as_json:
         typer.echo(json.dumps({"picture": str(path), "runs": summaries}))
         return
-    keys = ("model", "epochs", "train_examples", "test_acc", "best_test_acc", "train_examples_per_s", "wall_s")
+    keys = ("model", "epochs", "best_epoch", "train_examples", "val_acc", "test_acc", "train_examples_per_s", "wall_s")
     header = ["run", *keys]
     table = [[Path(s["run"]).name, *(_fmt(s.get(k), k) for k in keys)] for s in summaries]
     widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(len(header))]
@@ -464,10 +499,10 @@ def image_finetune_cmd(
     given = {k: v for k, v in settings.items() if v is not None}
     path = api.train(config_file=config_file, kind="image", progress=_bars(quiet), echo=typer.echo, **given)
     s = json.loads((path / "summary.json").read_text())
-    initial = s.get("initial_test_acc")
+    initial = s.get("initial_val_acc")
     typer.echo(
-        f"done: test accuracy {s['test_acc']:.4f} after {_count(s['epochs'], 'epoch')}"
-        + (f" ({initial:.4f} before training)" if initial is not None else "")
+        f"done: test accuracy {s['test_acc']:.4f} after {_count(s['epochs'], 'epoch')}{_kept(s)}"
+        + (f" (validation {initial:.4f} before training)" if initial is not None else "")
         + f", {s['train_examples_per_s']:.1f} train images/s, {s['wall_s']:.0f} s; run folder {path}"
     )
 
@@ -511,8 +546,6 @@ def image_predict_cmd(
             typer.echo(f"{clf.classes[best]} {p[best]:.2f}  {path}")
 
 
-
-
 @app.command("image-evaluate")
 def image_evaluate_cmd(
     run: ImageRunOpt = None,
@@ -532,9 +565,10 @@ def image_evaluate_cmd(
     top: Annotated[int, typer.Option("--top", help="how many mistakes the sheet and the list show", min=1)] = 16,
     as_json: JsonOpt = False,
     device: Annotated[str, typer.Option("--device")] = "cpu",
+    plot: PlotOpt = None,
 ):
-    """Accuracy, per-class precision/recall and the confusion matrix of an image run on a folder of
-    photos, the mistakes it was surest of, and optionally a contact sheet of them."""
+    """Accuracy, per-class precision/recall, calibration (ECE) and the confusion matrix of an image
+    run on a folder of photos, the mistakes it was surest of, and optionally a contact sheet of them."""
     from sentiment.vision.report import evaluate_folder, mistakes_sheet, worst_mistakes
 
     clf = api.load(run, device=device, kind="image")
@@ -543,6 +577,8 @@ def image_evaluate_cmd(
     if where is None:
         raise SentimentError(f"{clf.run.path} does not record its photos; give --data")
     report, outcomes = evaluate_folder(clf, where, split=split, limit=limit, progress=not as_json and _bars())
+    if plot:
+        report["reliability_plot"] = str(_reliability_plot(report, plot, f"{clf.run.path.name} on {report['data']}"))
     worst = worst_mistakes(outcomes, top)
     sheet = mistakes_sheet(worst, mistakes) if mistakes and worst else None
     if as_json:

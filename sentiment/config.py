@@ -50,6 +50,9 @@ PRECISIONS = ("auto", "bf16", "fp32")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
 SCHEDULES = ("none", "step", "cosine", "linear")
 REDUCTIONS = ("mean", "sum")
+CLASS_WEIGHTS = ("none", "auto")
+KEEP = ("best", "last")
+SELECT = ("acc", "f1", "loss")
 
 
 @dataclass(kw_only=True)
@@ -65,6 +68,10 @@ class RunSettings:
     device: str = setting("auto", "auto, cpu or cuda", choices=DEVICES)
     precision: str = setting("auto", "auto (bf16 where the hardware has it), bf16 or fp32", choices=PRECISIONS)
     out: str = setting("runs", "where run folders go")
+    class_weights: str = setting(
+        "none", "auto (each class weighted by its inverse frequency in training) or none", choices=CLASS_WEIGHTS
+    )
+    calibrate: bool = setting(True, "fit a temperature to the validation split, so probabilities mean what they say")
 
     def finish(self, given: dict) -> RunSettings:
         """The settings after layering, given what the flags set (`given`): a family whose defaults
@@ -85,9 +92,7 @@ class LoopSettings:
     head_lr_mult: float = setting(1.0, "head lr = lr x this; 1 = one group", above=0)
     layer_decay: float = setting(1.0, "lr x this per block below the top (layer-wise decay); 1 = off", above=0)
     no_decay_1d: bool = setting(False, "no weight decay on biases and norm weights", flag=False)
-    loss_reduction: str = setting(
-        "mean", "step on the batch's mean or summed loss", choices=REDUCTIONS, flag=False
-    )
+    loss_reduction: str = setting("mean", "step on the batch's mean or summed loss", choices=REDUCTIONS, flag=False)
     schedule: str = setting("none", "none, step, cosine (per epoch) or linear (per batch)", choices=SCHEDULES)
     warmup: float = setting(0.1, "share of all steps the lr warms up over (linear)", at_least=0)
     step_size: int = setting(1, "epochs between lr steps (step)", at_least=1)
@@ -102,6 +107,14 @@ class LoopSettings:
     threads: int | None = setting(
         None, "CPU threads (default: the cores this process may use, shared with other trainings)", above=0
     )
+    patience: int | None = setting(
+        None, "stop once validation has not improved for this many epochs (default: train every epoch)", at_least=1
+    )
+    keep: str = setting("best", "the weights a run keeps: best (validation) or last epoch's", choices=KEEP)
+    select: str = setting("acc", "what 'best' means: validation acc (ties: lower loss), f1 or loss", choices=SELECT)
+    test_each_epoch: bool = setting(
+        False, "also score the test split after every epoch (the textbook's test curve; not for choosing)"
+    )
 
 
 @dataclass(kw_only=True)
@@ -113,6 +126,10 @@ class TextData:
     text_col: str | None = setting(None, "the text column of a labeled file (default: text, review, ...)")
     label_col: str | None = setting(None, "the label column of a labeled file (default: label, sentiment, ...)")
     test_fraction: float = setting(0.2, "held out of a single file")
+    val_fraction: float = setting(
+        0.1, "share of the training data held out for validation (stratified, seeded); 0 = none", at_least=0
+    )
+    val_data: str | None = setting(None, "a labeled file to validate on instead of a share of the training data")
     limit_train: int | None = setting(None, "a balanced random subset", above=0)
     limit_test: int | None = setting(None, "a balanced random subset", above=0)
 
@@ -264,3 +281,8 @@ def held_out_seed(seed: int) -> int:
     """The seed a test subset (`--limit-test`, `evaluate --limit`) is drawn with: not the training
     subset's, so the two draws are independent."""
     return seed + 1
+
+
+def validation_seed(seed: int) -> int:
+    """The seed the validation split is drawn with: neither the training subset's nor the test's."""
+    return seed + 2

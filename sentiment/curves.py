@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 def plot_runs(
     runs: list[Run], out: str | os.PathLike, *, title: str | None = None, labels: list[str] | None = None
 ) -> Path:
-    """Loss and accuracy per epoch, train (dashed) vs test (solid), one colour per run."""
+    """Loss and accuracy per epoch, train (dashed) vs validation (solid), and test (dotted) where
+    it was scored every epoch; one colour per run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,6 +39,8 @@ def figure(runs: list[Run], *, title: str | None = None, labels: list[str] | Non
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
     handles = []
+    drawn: set[str] = set()
+    styles = (("train", "--"), ("val", "-"), ("test", ":"))
     for i, run in enumerate(runs):
         colour = f"C{i}"
         label = labels[i] if labels else (run.path.name if len(runs) > 1 else None)
@@ -45,7 +48,7 @@ def figure(runs: list[Run], *, title: str | None = None, labels: list[str] | Non
             handles.append(Line2D([], [], color=colour, linewidth=4, label=label))
         epochs = [m["epoch"] for m in run.metrics]
         for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
-            for split, style in (("train", "--"), ("test", "-")):
+            for split, style in styles:
                 points = [
                     (e, m[f"{split}_{key}"])
                     for e, m in zip(epochs, run.metrics, strict=True)
@@ -54,10 +57,9 @@ def figure(runs: list[Run], *, title: str | None = None, labels: list[str] | Non
                 if points:
                     xs, ys = zip(*points, strict=True)
                     ax.plot(xs, ys, style, color=colour, marker="o", markersize=3)
-    handles += [
-        Line2D([], [], color="black", linestyle="--", label="train"),
-        Line2D([], [], color="black", linestyle="-", label="test"),
-    ]
+                    drawn.add(split)
+    names = {"train": "train", "val": "validation", "test": "test"}
+    handles += [Line2D([], [], color="black", linestyle=st, label=names[sp]) for sp, st in styles if sp in drawn]
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (ax_loss, ax_acc):

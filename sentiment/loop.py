@@ -12,7 +12,7 @@ import contextlib
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -156,6 +156,8 @@ def train_epoch(
     stop: StopSignals | None = None,
     step_scheduler=None,
     micro_batch: int | None = None,
+    class_weights: torch.Tensor | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> EpochResult:
     """One pass over `batches`. `loss_reduction="sum"` steps on the batch's summed loss, as the
     reference image recipe does (its learning rates assume it); the reported loss is always the mean.
@@ -170,12 +172,17 @@ def train_epoch(
     and resume points as the whole batch, with the activation memory of a part. Each part's loss is
     weighted by its share of the batch, so the gradient is the whole batch's (to float rounding),
     except that BatchNorm normalises each part with that part's own statistics.
+
+    `after_step` is called after every optimizer step (the recipe re-sizes the thread pool there).
+    `class_weights` weights each example's loss by its class (`--class-weights auto`); the mean is
+    then the weighted mean over the whole batch, whatever its parts.
     """
     from sentiment import distributed
 
     model.train()
     set_bn_eval(model)  # a frozen BatchNorm keeps its running statistics too
-    loss_fn = nn.CrossEntropyLoss(reduction=loss_reduction)
+    weights = None if class_weights is None else runtime.to_device((class_weights,))[0]
+    loss_fn = nn.CrossEntropyLoss(reduction=loss_reduction if weights is None else "sum", weight=weights)
     pos = EpochPosition() if position is None else EpochPosition(**vars(position))
     skip = pos.step
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -196,6 +203,8 @@ def train_epoch(
         inputs, (labels,) = runtime.to_device(inputs), runtime.to_device((labels,))
         n = labels.shape[0]
         parts = split_batch(n, micro_batch)
+        # a weighted mean divides by the whole batch's weight, so its parts add up to it
+        weight_sum = weights[labels].sum() if weights is not None and loss_reduction == "mean" else None
         optimizer.zero_grad(set_to_none=True)
         for k, part in enumerate(parts):
             last = k == len(parts) - 1
@@ -206,14 +215,17 @@ def train_epoch(
                 with runtime.autocast():
                     logits = model(*part_inputs)
                     loss = loss_fn(logits.float(), part_labels)
+                    if weight_sum is not None:
+                        loss = loss / weight_sum
                 if not torch.isfinite(loss):
                     raise SentimentError(
                         f"the loss became {loss.item()} at step {step} of {desc}; lower the learning rate "
                         f"(--lr) or set grad_clip; the last good checkpoint is kept"
                     )
-                share = part_labels.shape[0] / n if loss_reduction == "mean" else 1.0
+                plain_mean = loss_reduction == "mean" and weight_sum is None
+                share = part_labels.shape[0] / n if plain_mean else 1.0
                 (loss * share).backward()  # a whole batch's share is exactly 1
-            pos.loss_sum += loss.item() * (part_labels.shape[0] if loss_reduction == "mean" else 1)
+            pos.loss_sum += loss.item() * (part_labels.shape[0] if plain_mean else n if weight_sum is not None else 1)
             pos.correct += int((logits.argmax(1) == part_labels).sum().item())
         if grad_clip > 0:
             nn.utils.clip_grad_norm_(trainable, grad_clip)
@@ -222,6 +234,8 @@ def train_epoch(
             step_scheduler.step()
         pos.seen += n
         pos.step = step
+        if after_step is not None:
+            after_step()
         if progress and (step % 10 == 0 or step == total):
             elapsed = time.perf_counter() - start
             bar.set_postfix(
@@ -312,6 +326,16 @@ def evaluate(
 
 
 @dataclass
+class Selection:
+    """Which epoch is best on the validation split so far, and whether training stopped early."""
+
+    best_epoch: int = 0
+    best_score: list[float] | None = None  # compared as a tuple: higher is better
+    since_best: int = 0  # epochs since the best one
+    stopped_early: bool = False
+
+
+@dataclass
 class TrainingSetup:
     """Everything `fit` needs besides the model: data, optimiser, schedule, runtime and settings."""
 
@@ -329,21 +353,56 @@ class TrainingSetup:
     progress: bool = True  # progress bars (on a terminal)
     report: Callable[[str], None] | None = None  # where the per-epoch lines go, bars or not
     micro_batch: int | None = None  # gradient accumulation: parts of at most this many examples
+    val_batches: object | None = None  # the validation split: scored after every epoch, chooses the best
+    val_labels: torch.Tensor | None = None
+    test_each_epoch: bool = False  # also score the test split after every epoch (for curves, never for choosing)
+    patience: int | None = None  # stop after this many epochs without a better validation score
+    select: str = "acc"  # what "better" means: "acc" (ties: lower loss), "f1" or "loss"
+    keep: str = "best"  # which epoch's weights the run keeps: "best" (validation) or "last"
+    class_weights: torch.Tensor | None = None  # per-class loss weights
+    after_step: Callable[[], None] | None = None  # called after every optimizer step
+    selection: Selection = field(default_factory=Selection)  # where fit stands; updated as it goes
 
 
-def _test_metrics(model: nn.Module, loop: TrainingSetup) -> dict:
+def macro_f1(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> float:
+    """The mean over classes of each class's F1 (a class never seen nor predicted counts 0)."""
+    f1 = []
+    for c in range(num_classes):
+        tp = int(((predicted == c) & (labels == c)).sum())
+        fp = int(((predicted == c) & (labels != c)).sum())
+        fn = int(((predicted != c) & (labels == c)).sum())
+        f1.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return float(np.mean(f1))
+
+
+def split_metrics(model: nn.Module, loop: TrainingSetup, split: str) -> dict:
+    """Loss, accuracy and macro-F1 of the `val` or `test` split, as `<split>_loss` ...; `<split>_s`."""
     from sentiment import distributed
 
-    te, _ = evaluate(
+    batches, labels = getattr(loop, f"{split}_batches"), getattr(loop, f"{split}_labels")
+    result, logits = evaluate(
         distributed.unwrap(model),  # every process holds the same weights: no need to go through DDP
-        loop.test_batches,
-        loop.test_labels,
+        batches,
+        labels,
         loop.runtime,
+        desc=split,
         progress=loop.progress,
-        total=len(loop.test_batches),
+        total=len(batches),
         micro_batch=loop.micro_batch,  # what fits a training step fits an evaluation one
     )
-    return {"test_loss": te.loss, "test_acc": te.acc, "test_s": round(te.seconds, 3)}
+    return {
+        f"{split}_loss": result.loss,
+        f"{split}_acc": result.acc,
+        f"{split}_f1": macro_f1(labels, logits.argmax(1), logits.shape[1]),
+        f"{split}_s": round(result.seconds, 3),
+    }
+
+
+def score(metrics: dict, select: str) -> list[float]:
+    """The validation figures as a tuple to maximise: `select`'s figure first, lower loss breaking ties."""
+    if select == "loss":
+        return [-metrics["val_loss"]]
+    return [metrics[f"val_{select}"], -metrics["val_loss"]]
 
 
 def _report(loop: TrainingSetup, line: str) -> None:
@@ -353,16 +412,22 @@ def _report(loop: TrainingSetup, line: str) -> None:
         loop.report(line)
 
 
+def _shown(metrics: dict, split: str) -> str:
+    return f"{split} loss {metrics[f'{split}_loss']:.4f} acc {metrics[f'{split}_acc']:.3f}"
+
+
 def training_state(model: nn.Module, loop: TrainingSetup, epoch: int, position: EpochPosition | None) -> dict:
-    """Everything needed to continue exactly: weights, optimizer, schedule, random states, and where
-    in which epoch training stands (`epoch` epochs complete, `position` into the next). Plain types
-    and tensors only, so it loads with `torch.load(weights_only=True)`."""
+    """Everything needed to continue exactly: weights, optimizer, schedule, random states, where
+    in which epoch training stands (`epoch` epochs complete, `position` into the next) and the
+    validation record so far. Plain types and tensors only, so it loads with
+    `torch.load(weights_only=True)`."""
     from sentiment import distributed
 
     return {
         "format": 1,
         "epoch": epoch,
         "position": vars(position) if position is not None else None,
+        "selection": vars(loop.selection).copy(),
         "model": {k: v.detach().cpu() for k, v in distributed.unwrap(model).state_dict().items()},
         "optimizer": loop.optimizer.state_dict(),
         "scheduler": loop.scheduler.state_dict() if loop.scheduler is not None else None,
@@ -398,8 +463,24 @@ def restore_training_state(model: nn.Module, loop: TrainingSetup, state: dict) -
     loop.optimizer.load_state_dict(state["optimizer"])
     if loop.scheduler is not None and state.get("scheduler") is not None:
         loop.scheduler.load_state_dict(state["scheduler"])
+    if state.get("selection"):  # checkpoints written before validation splits have none
+        loop.selection = Selection(**state["selection"])
     position = EpochPosition(**state["position"]) if state.get("position") else None
     return int(state["epoch"]), position
+
+
+def _choose(loop: TrainingSetup, metrics: dict) -> None:
+    """Update `loop.selection` with an epoch's metrics; record the best epoch so far in them."""
+    sel = loop.selection
+    if "val_loss" not in metrics:  # nothing to choose with: the newest epoch is the one kept
+        sel.best_epoch, sel.since_best = metrics["epoch"], 0
+    else:
+        now = score(metrics, loop.select)
+        if sel.best_score is None or now > sel.best_score:
+            sel.best_epoch, sel.best_score, sel.since_best = metrics["epoch"], now, 0
+        else:
+            sel.since_best += 1
+    metrics["best_epoch"] = sel.best_epoch
 
 
 def fit(
@@ -410,21 +491,29 @@ def fit(
     save_checkpoint: Callable[[dict], None] | None = None,
     resume: dict | None = None,
 ) -> list[dict]:
-    """Train for `loop.epochs` epochs; after each, evaluate and hand the metrics to `on_epoch_end`,
-    then the full training state to `save_checkpoint`.
+    """Train for `loop.epochs` epochs; after each, score the validation split (and, with
+    `test_each_epoch`, the test split), note the best epoch (`loop.selection`) and hand the metrics
+    to `on_epoch_end`, then the full training state to `save_checkpoint`. With `patience`, stop once
+    that many epochs in a row have not beaten the best.
 
     SIGINT/SIGTERM stop training at the next batch boundary: the state at that point goes to
     `save_checkpoint` and `StopRequested` is raised. `resume` (a saved training state) continues
-    from exactly where it was taken: same weights, optimizer, schedule, random states and batch.
+    from exactly where it was taken: same weights, optimizer, schedule, random states, batch and
+    validation record.
     """
     history = []
     start_epoch, position = 0, None
     if resume is not None:
         start_epoch, position = restore_training_state(model, loop, resume)
-    if loop.evaluate_before and resume is None and loop.test_batches is not None:
-        metrics = {"epoch": 0, "lr": loop.optimizer.param_groups[0]["lr"], **_test_metrics(model, loop)}
+    has_val = loop.val_batches is not None
+    if loop.evaluate_before and resume is None and (has_val or loop.test_each_epoch):
+        metrics = {"epoch": 0, "lr": loop.optimizer.param_groups[0]["lr"]}
+        shown = []
+        for split in ("val",) * has_val + ("test",) * loop.test_each_epoch:
+            metrics.update(split_metrics(model, loop, split))
+            shown.append(_shown(metrics, split))
         history.append(metrics)
-        _report(loop, f"epoch 0 (before training): test loss {metrics['test_loss']:.4f} acc {metrics['test_acc']:.3f}")
+        _report(loop, f"epoch 0 (before training): {', '.join(shown)}")
         if on_epoch_end is not None:
             on_epoch_end(metrics)
     if resume is not None:  # last, so that nothing above draws from the restored generators
@@ -456,6 +545,8 @@ def fit(
                     stop=stop,
                     step_scheduler=loop.scheduler if loop.scheduler_per_step else None,
                     micro_batch=loop.micro_batch,
+                    class_weights=loop.class_weights,
+                    after_step=loop.after_step,
                 )
             except StopRequested as e:
                 if save_checkpoint is not None:
@@ -473,18 +564,34 @@ def fit(
                 "train_s": round(tr.seconds, 3),
                 "train_examples_per_s": round(tr.examples_per_s, 1),
             }
-            if loop.test_batches is not None:
-                metrics.update(_test_metrics(model, loop))
+            if has_val:
+                metrics.update(split_metrics(model, loop, "val"))
+            if loop.test_each_epoch and loop.test_batches is not None:
+                metrics.update(split_metrics(model, loop, "test"))
+            _choose(loop, metrics)
+            sel = loop.selection
+            if loop.patience is not None and sel.since_best >= loop.patience and epoch < loop.epochs:
+                sel.stopped_early = True
             history.append(metrics)
             shown = f"epoch {epoch}: train loss {tr.loss:.4f} acc {tr.acc:.3f}"
-            if "test_acc" in metrics:
-                shown += f", test loss {metrics['test_loss']:.4f} acc {metrics['test_acc']:.3f}"
+            for split in ("val", "test"):
+                if f"{split}_acc" in metrics:
+                    shown += ", " + _shown(metrics, split)
+            if has_val:
+                shown += " (best)" if sel.best_epoch == epoch else f" (best: epoch {sel.best_epoch})"
             shown += f" ({tr.examples_per_s:.0f} examples/s)"
             _report(loop, shown)
             if on_epoch_end is not None:
                 on_epoch_end(metrics)
             if save_checkpoint is not None:
                 save_checkpoint(training_state(model, loop, epoch, None))
+            if sel.stopped_early:
+                _report(
+                    loop,
+                    f"stopping early: validation has not improved for {sel.since_best} epochs; "
+                    f"epoch {sel.best_epoch} was the best",
+                )
+                break
             if stop.requested and epoch < loop.epochs:
                 epoch_bar.close()
                 raise StopRequested(EpochPosition())
@@ -492,8 +599,12 @@ def fit(
     return history
 
 
-def classification_report(labels: torch.Tensor, predicted: torch.Tensor, classes: list[str]) -> dict:
-    """Accuracy, per-class precision/recall/F1, macro F1 and the confusion matrix (rows: true class)."""
+def classification_report(
+    labels: torch.Tensor, predicted: torch.Tensor, classes: list[str], probs: torch.Tensor | None = None
+) -> dict:
+    """Accuracy, balanced accuracy, per-class precision/recall/F1, macro F1 and the confusion matrix
+    (rows: true class); with `probs`, calibration too: `ece` (15 equal-width bins of the top
+    probability), `mean_confidence` and the `reliability` table (see `sentiment.calibration`)."""
     k = len(classes)
     confusion = torch.zeros(k, k, dtype=torch.long)
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
@@ -506,11 +617,22 @@ def classification_report(labels: torch.Tensor, predicted: torch.Tensor, classes
         recall = tp / actual_i if actual_i else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": actual_i}
+    present = [c["recall"] for c in per_class.values() if c["support"]]
     return {
         "examples": len(labels),
         "accuracy": (labels == predicted).float().mean().item(),
+        "balanced_accuracy": float(np.mean(present)) if present else 0.0,  # the mean recall over classes
         "f1": float(np.mean([c["f1"] for c in per_class.values()])),
         "per_class": per_class,
         "classes": classes,
         "confusion": confusion.tolist(),
-    }
+    } | (_calibration(probs, labels) if probs is not None else {})
+
+
+def _calibration(probs: torch.Tensor, labels: torch.Tensor) -> dict:
+    from sentiment import calibration
+
+    p, y = probs.double().numpy(), labels.numpy()
+    figures = calibration.summary(p, y)
+    return {"ece": figures["ece"], "mean_confidence": figures["mean_confidence"],
+            "reliability": calibration.reliability(p, y)}  # fmt: skip

@@ -69,6 +69,9 @@ def fine_tune(
     data = task.data(runtime, echo)
     if not data.test_examples:
         raise SentimentError("the test split is empty")
+    if not task.solver and cfg.patience is not None and not data.val_examples:
+        raise SentimentError("--patience needs a validation split: give --val-fraction above 0 or --val-data")
+    cfg = task.cfg = task.settings(data)
     seed_everything(cfg.seed)
     model = task.model(data, runtime, echo)
     trainable, total = count_parameters(model)
@@ -91,6 +94,7 @@ def fine_tune(
                 "config": to_dict(cfg),
                 "data_source": data.source,
                 "test_data_source": data.test_source,
+                "val_data_source": data.val_source,
                 "classes": data.classes,
                 **task.record(data),
                 "parameters": {"trainable": trainable, "total": total},
@@ -109,12 +113,16 @@ def fine_tune(
         f"{runtime.precision}, {processes} process{'es' if processes > 1 else ''})"
     )
 
+    final: dict = {}  # the kept weights' validation and test figures, once training has ended
+
     def summary(status: str) -> dict:
         return {
             "model": name,
             "status": status,
             **run.headline(),
+            **final,
             "train_examples": data.train_examples,
+            "val_examples": data.val_examples,
             "test_examples": data.test_examples,
             "wall_s": round(time.perf_counter() - started, 2),
             **task.summary(data),
@@ -124,14 +132,89 @@ def fine_tune(
         }
 
     if setup is None:
-        _fit_with_solver(run, task, model, data, summary, echo, after_epoch)
+        _fit_with_solver(run, task, model, data, echo, after_epoch)
     else:
         _fit_into(run, task.kind, model, setup, summary, echo, after_epoch, state, threads)
-    if processes > 1:  # a record that every process ended with the same weights
-        digests = distributed.weight_digests(model)
-        if main:
+    digests = distributed.weight_digests(model) if processes > 1 else None  # every process ends the same
+    if main:
+        final.update(_finish(run, task, cfg, model, data, runtime, setup, progress, echo))
+        run.save_json("summary.json", summary("completed"))
+        run.mark_latest(task.kind)
+        if digests is not None:
             run.save_json("summary.json", {**run.read_json("summary.json"), "rank_weight_digests": digests})
     return run
+
+
+def _finish(run: Run, task: Task, cfg, model, data: TaskData, runtime: Runtime, setup, progress, echo) -> dict:
+    """After training: the kept weights (the best validation epoch's, or the last) scored once on the
+    test split, their probabilities calibrated on the validation split (see `calibration`); returns
+    the figures summary.json records."""
+    from sentiment import calibration
+    from sentiment.loop import macro_f1
+
+    weights_of = distributed.unwrap(model)
+    out: dict = {}
+    if setup is not None:
+        sel = setup.selection
+        out |= {"best_epoch": sel.best_epoch, "stopped_early": sel.stopped_early, "kept": cfg.keep}
+        if data.val_examples and cfg.keep == "best" and sel.best_epoch != run.headline()["epochs"]:
+            run.load_into(weights_of)  # the best epoch's weights, which are on disk
+            echo(f"kept: epoch {sel.best_epoch}, the best on validation ({cfg.select})")
+    splits = {"val": task.logits(model, data, "val", runtime, progress=progress)} if data.val_examples else {}
+    labels = {s: getattr(data, f"{s}_labels") for s in ("val", "test")}
+    head = calibration.head_keys(weights_of.state_dict(), task.head, len(data.classes))
+    temperature = None
+    if not cfg.calibrate:
+        pass
+    elif "val" not in splits:
+        echo("calibration: no validation split, so probabilities are left as trained")
+    elif data.val_examples < calibration.MIN_EXAMPLES:
+        echo(f"calibration: {data.val_examples} validation examples are too few to fit a temperature to; "
+             f"probabilities are left as trained")  # fmt: skip
+    elif head is None:
+        echo("calibration: this family's model has no linear head to scale; probabilities are left as trained")
+    else:
+        val_logits = splits["val"].numpy()
+        temperature = calibration.fit_temperature(val_logits, labels["val"].numpy())
+        before = calibration.ece(calibration.softmax(val_logits), labels["val"].numpy())
+        after = calibration.ece(calibration.softmax(val_logits / temperature), labels["val"].numpy())
+        state = dict(weights_of.state_dict())
+        for key in head:
+            state[key] = state[key] / temperature
+        weights_of.load_state_dict(state)
+        run.save_weights(state, {"epoch": out.get("best_epoch", 1), "temperature": temperature})
+        splits = {"val": splits["val"] / temperature}
+        run.save_json(
+            calibration.FILE,
+            {
+                "method": "temperature",
+                "temperature": temperature,
+                "fitted_on": "validation",
+                "examples": data.val_examples,
+                "val_ece_before": before,
+                "val_ece_after": after,
+                "scaled": list(head),
+            },
+        )
+        echo(f"calibration: temperature {temperature:.3f} (validation ECE {before:.3f} -> {after:.3f})")
+    # the test split scored once, by the weights as saved (calibrated), as `evaluate` will score it
+    splits["test"] = task.logits(model, data, "test", runtime, progress=progress)
+    for split, logits in splits.items():
+        probs = logits.softmax(dim=1).numpy()
+        y = labels[split]
+        out |= {
+            f"{split}_loss": torch.nn.functional.cross_entropy(logits, y).item(),
+            f"{split}_acc": (logits.argmax(1) == y).float().mean().item(),
+            f"{split}_f1": macro_f1(y, logits.argmax(1), logits.shape[1]),
+            f"{split}_ece": calibration.ece(probs, y.numpy()),
+        }
+    out["temperature"] = temperature
+    if "test_acc" in out:
+        echo(
+            f"test (once, on the kept weights): loss {out['test_loss']:.4f} acc {out['test_acc']:.4f} "
+            f"macro-F1 {out['test_f1']:.4f} ECE {out['test_ece']:.4f}"
+        )
+    return out
 
 
 def _size_threads(cfg, runtime: Runtime, echo: Callable[[str], None]) -> ThreadPlan | None:
@@ -151,15 +234,27 @@ def _size_threads(cfg, runtime: Runtime, echo: Callable[[str], None]) -> ThreadP
     return plan
 
 
-def _replan_threads(plan: ThreadPlan | None, echo: Callable[[str], None]) -> ThreadPlan | None:
-    """Between epochs: another training may have started or ended since the pool was sized."""
-    if plan is None or plan.reason != "cores":
-        return plan
-    new = plan_threads()
-    if new.threads != torch.get_num_threads():
-        torch.set_num_threads(new.threads)
-        echo(new.describe().replace("threads: ", "threads: now ", 1))
-    return new
+REPLAN_S = 20.0  # how often a training looks again at how many others share the cores
+
+
+class ThreadWatch:
+    """Re-sizes torch's thread pool while training runs: at most every `REPLAN_S` seconds (called
+    after each optimizer step), another training may have started or ended since it was sized, so a
+    training that gave up cores takes them back soon after the other one ends."""
+
+    def __init__(self, plan: ThreadPlan | None, say: Callable[[str], None], every: float = REPLAN_S):
+        self.plan, self.say, self.every = plan, say, every
+        self.last = time.monotonic()
+
+    def __call__(self) -> None:
+        if self.plan is None or self.plan.reason != "cores" or time.monotonic() - self.last < self.every:
+            return
+        self.last = time.monotonic()
+        new = plan_threads()
+        if new.threads != torch.get_num_threads():
+            torch.set_num_threads(new.threads)
+            self.say(new.describe().replace("threads: ", "threads: now ", 1))
+        self.plan = new
 
 
 def _training_setup(
@@ -203,6 +298,13 @@ def _training_setup(
         train_batches=data.train,
         test_batches=data.test,
         test_labels=data.test_labels,
+        val_batches=data.val if data.val_examples else None,
+        val_labels=data.val_labels if data.val_examples else None,
+        test_each_epoch=cfg.test_each_epoch,
+        patience=cfg.patience,
+        select=cfg.select,
+        keep=cfg.keep,
+        class_weights=class_weights(cfg, data, echo),
         optimizer=optimizer,
         scheduler=make_scheduler(
             cfg.schedule,
@@ -225,24 +327,34 @@ def _training_setup(
     )
 
 
+def class_weights(cfg, data: TaskData, echo: Callable[[str], None]) -> torch.Tensor | None:
+    """`--class-weights auto`: each class's loss weighted by n / (classes x its count in training)
+    (scikit-learn's "balanced"), so every class weighs as much in total; None for `none`."""
+    if cfg.class_weights == "none":
+        return None
+    import numpy as np
+
+    counts = np.bincount(np.asarray(data.train_labels), minlength=len(data.classes)).astype(np.float64)
+    weights = counts.sum() / (len(counts) * np.maximum(counts, 1))
+    echo("class weights: " + ", ".join(f"{c} {w:.3f}" for c, w in zip(data.classes, weights, strict=True)))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
 def _fit_with_solver(
     run: Run,
     task: Task,
     model: torch.nn.Module,
     data: TaskData,
-    summary: Callable[[str], dict],
     echo: Callable[[str], None],
     after_epoch: Callable[[dict], None] | None,
 ) -> None:
-    """A family with its own solver: one fit, recorded as one epoch (weights, metrics, curves, summary)."""
+    """A family with its own solver: one fit, recorded as one epoch (weights, metrics, curves)."""
     metrics = task.fit(model, data, echo)
     if not distributed.is_main():
         return
     run.save_weights(model.state_dict(), {"epoch": 1})
     run.log_epoch(metrics)
     plot_runs([run], run.file("curves.png"), title=run.path.name)
-    run.save_json("summary.json", summary("completed"))
-    run.mark_latest(task.kind)
     if after_epoch is not None:
         after_epoch(metrics)
 
@@ -274,6 +386,7 @@ def resume(
     where = {
         "data": data or meta.get("data_source"),
         "test_data": test_data or meta.get("test_data_source"),
+        "val_data": meta.get("val_data_source"),
         "encoder": meta.get("encoder_source"),
         # the part size the run chose from memory, so the continued run splits its batches the same way
         "micro_batch": cfg.micro_batch or meta.get("micro_batch"),
@@ -283,6 +396,8 @@ def resume(
     state = run.load_checkpoint()
     if int(state["epoch"]) >= cfg.epochs and not state.get("position"):
         raise SentimentError(f"{run.path} already finished its {cfg.epochs} epochs; nothing to resume")
+    if (state.get("selection") or {}).get("stopped_early"):
+        raise SentimentError(f"{run.path} stopped early after {state['epoch']} epochs (--patience); nothing to resume")
     return fine_tune(cfg, progress=progress, echo=echo, after_epoch=after_epoch, run=run, state=state)
 
 
@@ -306,7 +421,8 @@ def _fit_into(
 
     def on_epoch_end(metrics: dict) -> None:
         trained = metrics["epoch"] >= 1  # epoch 0 is an evaluation before training: no new weights
-        if main and trained:  # weights first: metrics never name an epoch whose weights are not on disk
+        kept = setup.keep == "last" or metrics.get("best_epoch") == metrics["epoch"]
+        if main and trained and kept:  # weights first: metrics never name an epoch whose weights are not on disk
             run.save_weights(weights_of.state_dict(), {"epoch": metrics["epoch"]})
         if main:
             run.log_epoch(metrics)
@@ -318,14 +434,15 @@ def _fit_into(
             run.mark_latest(kind)
         if trained and after_epoch is not None:
             after_epoch(metrics)
-        if trained:
-            nonlocal threads
-            threads = _replan_threads(threads, echo)
 
     def save_checkpoint(training_state: dict) -> None:
         if main:
             run.save_checkpoint(training_state)
 
+    if threads is not None:
+        from tqdm.auto import tqdm
+
+        setup.after_step = ThreadWatch(threads, tqdm.write if setup.progress else echo)
     try:
         fit(model, setup, on_epoch_end=on_epoch_end, save_checkpoint=save_checkpoint, resume=state)
     except StopRequested as e:

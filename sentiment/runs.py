@@ -3,9 +3,11 @@
     runs/<YYYYmmdd-HHMMSS>-<model>/
         config.json        the full effective config, plus what the data decided (classes, vocab size)
         vocab.json         the vocabulary (text runs)
-        model.safetensors  the weights after the last completed epoch
-        metrics.jsonl      one line per epoch
-        curves.png         loss and accuracy per epoch, train vs test
+        model.safetensors  the weights kept: the best validation epoch's (or the last, --keep last),
+                           calibrated at the end (see calibration.py)
+        calibration.json   the temperature fitted on the validation split
+        metrics.jsonl      one line per epoch: train and validation figures
+        curves.png         loss and accuracy per epoch, train vs validation
         summary.json       the headline figures
         checkpoint.pt      weights, optimizer, schedule, random states and batch position (--resume)
     runs/latest -> the newest run
@@ -60,7 +62,9 @@ class Run:
         atomic_write_text(self.file("metrics.jsonl"), "".join(json.dumps(m) + "\n" for m in self.metrics))
 
     def headline(self) -> dict:
-        """Headline numbers over the training epochs so far (an epoch-0 line, if any, only sets `initial_test_acc`)."""
+        """Headline numbers over the training epochs so far (an epoch-0 line, if any, only sets
+        `initial_val_acc` / `initial_test_acc`). `test_acc` here is per epoch (`--test-each-epoch`);
+        a finished run's summary.json replaces it with the kept weights' one test score."""
         trained = [m for m in self.metrics if m.get("epoch", 0) >= 1]
         tested = [m["test_acc"] for m in trained if m.get("test_acc") is not None]
         out = {
@@ -71,8 +75,9 @@ class Run:
             "epoch_s": _mean(m.get("train_s") for m in trained),
         }
         initial = [m for m in self.metrics if m.get("epoch") == 0]
-        if initial:
-            out["initial_test_acc"] = initial[0].get("test_acc")
+        for split in ("val", "test"):
+            if initial and initial[0].get(f"{split}_acc") is not None:
+                out[f"initial_{split}_acc"] = initial[0][f"{split}_acc"]
         return out
 
     def save_weights(self, state_dict: dict, metadata: dict | None = None) -> None:

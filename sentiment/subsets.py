@@ -30,3 +30,16 @@ def balanced_indices(labels: Sequence[int] | np.ndarray, n: int, num_classes: in
         share[open_] += 1
         remaining -= len(open_)
     return np.sort(np.concatenate([idx[:k] for idx, k in zip(by_class, share, strict=True)]))
+
+
+def stratified_indices(labels: Sequence[int], fraction: float, seed: int) -> np.ndarray:
+    """A stratified, seeded choice of rows to hold out (a test or validation split): `fraction` of
+    each class, at least one of a class with two or more, sorted."""
+    rng = np.random.default_rng(seed)
+    labels_arr = np.asarray(labels)
+    picked = []
+    for c in np.unique(labels_arr):
+        idx = np.flatnonzero(labels_arr == c)
+        k = max(1, round(len(idx) * fraction)) if len(idx) > 1 else 0
+        picked.append(rng.choice(idx, size=k, replace=False))
+    return np.sort(np.concatenate(picked))

@@ -27,6 +27,11 @@ class TaskData:
     test_examples: int
     source: str | None = None  # where the data was read, as an absolute path (config.json keeps it)
     test_source: str | None = None  # a separate test file, if any
+    val: object = None  # the validation split's batches (held out of training), or None
+    val_labels: object = None  # torch.Tensor [validation examples]
+    val_examples: int = 0
+    val_source: str | None = None  # a separate validation file, if any
+    train_labels: object = None  # the training split's labels (all processes'), for `--class-weights auto`
 
 
 class Task:
@@ -54,13 +59,31 @@ class Task:
     def data(self, runtime, echo: Callable[[str], None]) -> TaskData:
         raise NotImplementedError
 
+    def settings(self, data: TaskData):
+        """The settings training runs with, once the data is known: `self.cfg` by default; a family
+        whose recipe depends on the data (the transformer's for a few labels) returns others, and
+        config.json records those."""
+        return self.cfg
+
     def model(self, data: TaskData, runtime, echo: Callable[[str], None]):
         """The model (a torch.nn.Module) on `runtime.device`, its frozen parameters already frozen."""
         raise NotImplementedError
 
     def fit(self, model, data: TaskData, echo: Callable[[str], None]) -> dict:
-        """Only for `solver` families: fit `model` in place; return the metrics of its one "epoch"."""
+        """Only for `solver` families: fit `model` in place; return the training metrics of its one
+        "epoch" (the recipe scores the validation and test splits with `logits`)."""
         raise NotImplementedError
+
+    def logits(self, model, data: TaskData, split: str, runtime, *, progress: bool = False):
+        """`model`'s logits (torch tensor `[examples, classes]`, in data order) on the `val` or
+        `test` split of `data`; by default through the split's batches."""
+        from sentiment import distributed
+        from sentiment.loop import predict_logits
+
+        batches = getattr(data, split)
+        size = getattr(data, f"{split}_examples")
+        return predict_logits(distributed.unwrap(model), batches, runtime, size=size, desc=split,
+                              progress=progress, total=len(batches))  # fmt: skip
 
     def record(self, data: TaskData) -> dict:
         """What config.json must hold besides the config to rebuild the model and read its inputs."""

@@ -105,9 +105,10 @@ def trained(photos, torchvision_checkpoint, tmp_path_factory):
 def test_finetune_learns_and_writes_a_run(trained):
     run = Run.open(trained)
     summary = run.read_json("summary.json")
-    assert summary["epochs"] == 1 and summary["train_examples"] == 32 and summary["test_examples"] == 16
+    assert summary["epochs"] == 1 and summary["test_examples"] == 16
+    assert (summary["train_examples"], summary["val_examples"]) == (28, 4)  # 10% of each class held out
     assert summary["test_acc"] >= 0.75  # 16 held-out photos; chance is 0.5
-    assert [m["epoch"] for m in run.metrics] == [0, 1]  # epoch 0: before any step
+    assert [m["epoch"] for m in run.metrics] == [0, 1]  # epoch 0: before any step, on validation
     config = run.read_json("config.json")
     assert config["kind"] == "image" and config["classes"] == ["blue", "red"]
     assert config["load_report"].count("fc.") == 2 and "skipped" in config["load_report"]
@@ -251,7 +252,7 @@ def test_predict_refuses_an_image_run_and_vice_versa(trained, capsys):
 
 def test_summary_lists_the_initial_accuracy(trained):
     summary = json.loads((trained / "summary.json").read_text())
-    assert 0.0 <= summary["initial_test_acc"] <= 1.0
+    assert 0.0 <= summary["initial_val_acc"] <= 1.0 and "initial_test_acc" not in summary
 
 
 def test_without_data_the_hot_dog_photos_are_downloaded(photos, tmp_path, monkeypatch):

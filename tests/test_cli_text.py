@@ -70,7 +70,7 @@ def test_run_folder_contents(small_run):
     assert [m["epoch"] for m in metrics] == [1, 2]
     config = json.loads((small_run / "config.json").read_text())
     assert config["classes"] == ["negative", "positive"]
-    assert config["config"]["tokenizer"] == "basic" and config["config"]["min_freq"] == 1
+    assert config["config"]["tokenizer"] == "words" and config["config"]["min_freq"] == 1
 
 
 def test_predict_plain_and_json(small_run, capsys):

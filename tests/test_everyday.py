@@ -194,7 +194,7 @@ def test_each_kind_finds_its_own_latest_run(tmp_path, capsys, monkeypatch):
 
 
 def test_compare_legend_tells_train_from_test_and_runs_apart(text_run):
-    """The legend shows train dashed and test solid, without markers hiding the dashes, and one
+    """The legend shows train dashed and validation solid, without markers hiding the dashes, and one
     entry per run in its colour (item 12)."""
     import matplotlib
 
@@ -209,9 +209,9 @@ def test_compare_legend_tells_train_from_test_and_runs_apart(text_run):
     for ax in fig.axes:
         legend = ax.get_legend()
         entries = {t.get_text(): h for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)}
-        assert list(entries) == ["first", "second", "train", "test"]
-        assert entries["train"].get_linestyle() == "--" and entries["test"].get_linestyle() == "-"
-        assert all(entries[k].get_marker() in ("None", None, "") for k in ("train", "test"))
+        assert list(entries) == ["first", "second", "train", "validation"]
+        assert entries["train"].get_linestyle() == "--" and entries["validation"].get_linestyle() == "-"
+        assert all(entries[k].get_marker() in ("None", None, "") for k in ("train", "validation"))
         assert entries["first"].get_color() != entries["second"].get_color()
         assert legend.handlelength >= 3
     plt.close(fig)

@@ -149,3 +149,91 @@ def test_adagrad_steps_on_sparse_gradients():
     optimizer.step()
     changed = (bag.weight.detach() != before).any(1).nonzero().flatten().tolist()
     assert changed == [2, 3]  # only the rows the batch read
+
+
+def _weighted_step(micro_batch, weights) -> torch.Tensor:
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    x, y = torch.randn(10, 3), torch.tensor([0, 1, 1, 1, 1, 1, 1, 1, 1, 0])
+    loop = TrainingSetup(
+        train_batches=[(torch.arange(10), (x,), y)],
+        test_batches=None,
+        test_labels=None,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        runtime=Runtime(torch.device("cpu")),
+        epochs=1,
+        progress=False,
+        micro_batch=micro_batch,
+        class_weights=weights,
+    )
+    fit(model, loop)
+    return model.weight.detach().clone()
+
+
+def test_class_weights_step_on_the_weighted_mean_whatever_the_parts():
+    weights = torch.tensor([4.0, 0.5])
+    whole = _weighted_step(None, weights)
+    torch.testing.assert_close(_weighted_step(3, weights), whole)  # parts add up to the whole batch's mean
+    assert not torch.allclose(whole, _weighted_step(None, None))
+    # the weighted mean by hand: sum(w_i * loss_i) / sum(w_i)
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    x, y = torch.randn(10, 3), torch.tensor([0, 1, 1, 1, 1, 1, 1, 1, 1, 0])
+    w = weights[y]
+    loss = (nn.functional.cross_entropy(model(x), y, reduction="none") * w).sum() / w.sum()
+    loss.backward()
+    torch.testing.assert_close(whole, model.weight.detach() - 0.1 * model.weight.grad)
+
+
+def test_early_stopping_keeps_the_record_and_stops_after_patience():
+    from sentiment.loop import Selection
+
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    x, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+    vx, vy = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    loop = TrainingSetup(
+        train_batches=[(torch.arange(16), (x,), y)],
+        test_batches=None,
+        test_labels=None,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.0),  # nothing changes: no epoch beats the first
+        runtime=Runtime(torch.device("cpu")),
+        epochs=10,
+        progress=False,
+        val_batches=[(torch.arange(8), (vx,), vy)],
+        val_labels=vy,
+        patience=3,
+    )
+    history = fit(model, loop)
+    assert [m["epoch"] for m in history] == [1, 2, 3, 4]
+    assert all(m["best_epoch"] == 1 for m in history)
+    assert loop.selection == Selection(best_epoch=1, best_score=loop.selection.best_score, since_best=3,
+                                       stopped_early=True)  # fmt: skip
+
+
+def test_thread_pool_is_resized_while_an_epoch_runs(monkeypatch):
+    from sentiment import recipe
+    from sentiment.runtime import ThreadPlan
+
+    plans = iter([ThreadPlan(1, 2, 1, "cores")] + [ThreadPlan(2, 2, 0, "cores")] * 100)
+    monkeypatch.setattr(recipe, "plan_threads", lambda: next(plans))
+    said, sizes = [], []
+    monkeypatch.setattr(torch, "set_num_threads", sizes.append)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: sizes[-1] if sizes else 1)
+    watch = recipe.ThreadWatch(ThreadPlan(1, 2, 1, "cores"), said.append, every=0.0)
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    batches = [(torch.arange(4), (torch.randn(4, 3),), torch.randint(0, 2, (4,))) for _ in range(3)]
+    loop = TrainingSetup(
+        train_batches=batches,
+        test_batches=None,
+        test_labels=None,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        runtime=Runtime(torch.device("cpu")),
+        epochs=1,
+        progress=False,
+        after_step=watch,
+    )
+    fit(model, loop)
+    # the first look finds the other training still there, the second finds it gone: within the epoch
+    assert sizes == [2] and len(said) == 1 and "now 2" in said[0]

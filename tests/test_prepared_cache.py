@@ -24,7 +24,7 @@ def reads(monkeypatch):
 
 
 def _cfg(data, **kw):
-    return text_config("textcnn", None, {"data": str(data), "min_freq": 1, **kw})
+    return text_config("textcnn", None, {"data": str(data), "min_freq": 1, "val_fraction": 0.0, **kw})
 
 
 def _same(a, b):
@@ -50,7 +50,9 @@ def test_second_run_reads_nothing_and_matches(tiny_imdb_tar, tmp_path, reads):
     assert isinstance(second.train.ids, np.memmap)
 
 
-@pytest.mark.parametrize("change", [{"min_freq": 2}, {"tokenizer": "words"}, {"max_len": 3}, {"limit_train": 4}])
+@pytest.mark.parametrize(
+    "change", [{"min_freq": 2}, {"tokenizer": "basic"}, {"max_len": 3}, {"limit_train": 4}, {"val_fraction": 0.25}]
+)
 def test_a_changed_setting_misses(tiny_imdb_tar, tmp_path, reads, change):
     prepare_text(_cfg(tiny_imdb_tar))
     prepare_text(_cfg(tiny_imdb_tar, **change))
@@ -64,6 +66,9 @@ def test_the_seed_only_matters_when_it_picks_examples(tiny_imdb_tar, reads):
     prepare_text(_cfg(tiny_imdb_tar, seed=1, limit_test=2))
     prepare_text(_cfg(tiny_imdb_tar, seed=2, limit_test=2))
     assert len(reads) == 3
+    prepare_text(_cfg(tiny_imdb_tar, seed=1, val_fraction=0.25))  # the validation split is drawn by seed
+    prepare_text(_cfg(tiny_imdb_tar, seed=2, val_fraction=0.25))
+    assert len(reads) == 5
 
 
 def test_a_changed_archive_misses(tmp_path, reads):

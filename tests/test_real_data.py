@@ -54,7 +54,7 @@ def test_a_short_run_on_a_slice_beats_chance(model, real_imdb, tmp_path, capsys,
     code, out, err = run_cli(capsys, *args)
     assert code == 0, err
     summary = json.loads((tmp_path / "runs" / "latest" / "summary.json").read_text())
-    assert summary["train_examples"] == 8000 and summary["test_examples"] == 500
+    assert summary["train_examples"] == 7200 and summary["val_examples"] == 800 and summary["test_examples"] == 500
     # 500 held-out reviews, chance is 0.5 with a standard deviation of about 0.022
     assert summary["test_acc"] >= 0.62, summary
     # evaluate draws the same held-out slice and agrees with what training measured

@@ -35,6 +35,8 @@ def _train_args(csv, model):
         "cpu",
         "--precision",
         "fp32",
+        "--patience",  # the validation record (best epoch, epochs since) is resumed too
+        "3",
         "--quiet",
     ]
 
@@ -100,7 +102,8 @@ def test_stopped_and_resumed_equals_uninterrupted(model, stop_batch, sig, data, 
     metrics = Run.open(run_dir).metrics
     assert [m["epoch"] for m in metrics] == list(range(1, EPOCHS + 1))
     whole_metrics = Run.open("whole/latest").metrics
-    assert [m["test_acc"] for m in metrics] == [m["test_acc"] for m in whole_metrics]
+    assert [m["val_acc"] for m in metrics] == [m["val_acc"] for m in whole_metrics]
+    assert [m["best_epoch"] for m in metrics] == [m["best_epoch"] for m in whole_metrics]
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
 
 

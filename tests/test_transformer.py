@@ -216,3 +216,28 @@ def test_predicting_a_few_texts_without_transformers_gives_its_answers(pooling, 
     p_slow, known_slow = slow.scores(texts)
     assert torch.allclose(p_quick, p_slow, atol=1e-5), (p_quick, p_slow)
     assert known_quick == known_slow == [True, True, False]
+
+
+def test_a_small_training_set_gets_the_few_shot_recipe_by_itself(csv, tmp_path, capsys):
+    from sentiment.families.transformer import FEW_SHOT
+
+    encoder = tiny_encoder(tmp_path / "encoder", "bert")
+    args = ["train", "--model", "transformer", "--encoder", encoder, "--data", csv, "--max-len", "32", "--quiet"]
+    code, out, err = run_cli(capsys, *args, "--out", tmp_path / "few")
+    assert code == 0, err
+    run = (tmp_path / "few" / "latest").resolve()
+    summary = json.loads((run / "summary.json").read_text())
+    config = json.loads((run / "config.json").read_text())["config"]
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert summary["recipe"] == "few-shot" and config["recipe"] == "few-shot" and config["lr"] == FEW_SHOT["lr"]
+    # every example trains (nothing is held out of 192), for at least the recipe's steps
+    assert summary["val_examples"] == 0 and summary["train_examples"] == 192
+    steps = sum(-(-m["train_examples"] // config["batch_size"]) for m in metrics)
+    assert steps >= FEW_SHOT["steps"] and len(metrics) == FEW_SHOT["epochs"]
+    assert "few-shot recipe: head started as a logistic regression" in out
+    assert summary["head_start_c"] is not None
+    # a flag of the loop's schedule asks for the standard recipe with it
+    code, out, err = run_cli(capsys, *args, "--epochs", "1", "--out", tmp_path / "std")
+    assert code == 0, err
+    summary = json.loads(((tmp_path / "std" / "latest").resolve() / "summary.json").read_text())
+    assert summary["recipe"] == "standard" and summary["val_examples"] == 18 and summary["epochs"] == 1

@@ -606,7 +606,7 @@ def test_data_workers_follow_the_cores_this_process_may_use(tmp_path, monkeypatc
             Image.new("RGB", (40, 40), (200, 10, 10) if name == "a" else (10, 10, 200)).save(
                 tmp_path / split / name / "x.png"
             )
-    cfg = image_config(None, {"data": str(tmp_path), "num_workers": 4, "backbone": "resnet18"})
+    cfg = image_config(None, {"data": str(tmp_path), "num_workers": 4, "backbone": "resnet18", "val_fraction": 0.0})
     for cores, expected in (({0}, 0), ({0, 1, 2}, 3), (set(range(16)), 4)):
         monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, c=cores: c, raising=False)
         data = ImageTask(cfg).data(Runtime(torch.device("cpu")), lambda _: None)

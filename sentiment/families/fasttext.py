@@ -46,7 +46,6 @@ HASH_PRIME = 116_049_371  # n-gram hash: h = h * HASH_PRIME + id, over the n-gra
 class FastTextSettings(WordVectorSettings):
     ngrams: int = setting(2, "words and word sequences up to this long (2: words and pairs)", at_least=1)
     buckets: int = setting(500_000, "table rows the word sequences are hashed into", at_least=1)
-    tokenizer: str = default(WordVectorSettings, "tokenizer", "words")
     min_freq: int = default(WordVectorSettings, "min_freq", 2)
     max_len: int = default(WordVectorSettings, "max_len", 2000)
     epochs: int = default(WordVectorSettings, "epochs", 3)

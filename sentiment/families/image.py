@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from sentiment.config import LoopSettings, RunSettings, apply, default, held_out_seed, setting
 from sentiment.errors import SentimentError
 from sentiment.registry import Family, register
@@ -31,6 +33,9 @@ class ImageSettings(LoopSettings, RunSettings):
     data: str | None = setting(None, "a folder (or archive) with train/ and test/ or val/, one subfolder per class")
     limit_train: int | None = setting(None, above=0)
     limit_test: int | None = setting(None, above=0)
+    val_fraction: float = setting(
+        0.1, "share of the training photos held out for validation (stratified, seeded); 0 = none", at_least=0
+    )
     num_workers: int = setting(2, "image decoding processes", at_least=0)
     color_jitter: float = setting(0.0, "brightness/contrast/saturation", at_least=0)
     # model
@@ -57,6 +62,7 @@ class ImageSettings(LoopSettings, RunSettings):
             "command line",
         )
 
+
 def _subset(ds, n: int | None, seed: int):
     """A seeded random subset with the classes as even as the data allows; `None` keeps them all."""
     from torch.utils.data import Subset
@@ -66,6 +72,41 @@ def _subset(ds, n: int | None, seed: int):
     if n is None or n >= len(ds):
         return ds
     return Subset(ds, balanced_indices(ds.targets, n, len(ds.classes), seed).tolist())
+
+
+def _validation(train_set, train_ds, root, backbone, size: dict, cfg):
+    """`(train, validation)` subsets of the training folder: a stratified, seeded `val_fraction` of
+    each class held out (at least one photo of each on both sides) and read as the test split is,
+    without augmentation; `(train, None)` at 0."""
+    import warnings
+
+    from torch.utils.data import Subset
+
+    from sentiment.config import validation_seed
+    from sentiment.subsets import stratified_indices
+    from sentiment.vision.folder import ImageFolder, SkippedImagesWarning
+    from sentiment.vision.transforms import eval_transform
+
+    if cfg.val_fraction == 0:
+        return train_set, None
+    if not cfg.val_fraction < 1:
+        raise SentimentError(f"--val-fraction must be below 1 (0 = no validation split), got {cfg.val_fraction}")
+    rows = np.asarray(getattr(train_set, "indices", range(len(train_ds))))
+    labels = [train_ds.targets[i] for i in rows]
+    counts = np.bincount(labels, minlength=len(train_ds.classes))
+    for c, n in enumerate(counts):
+        if n < 2:
+            raise SentimentError(
+                f"--val-fraction {cfg.val_fraction} leaves class {train_ds.classes[c]!r} without photos on one side: "
+                f"it has {n} training photo{'s' if n != 1 else ''}; use --val-fraction 0"
+            )
+    held = stratified_indices(labels, cfg.val_fraction, validation_seed(cfg.seed))
+    keep = np.setdiff1d(np.arange(len(rows)), held)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedImagesWarning)
+        plain = ImageFolder(root, "train", eval_transform(resize_size=backbone.resize_size, **size),
+                            classes=train_ds.classes)  # fmt: skip
+    return Subset(train_ds, rows[keep].tolist()), Subset(plain, rows[held].tolist())
 
 
 class ImageTask(Task):
@@ -108,9 +149,15 @@ class ImageTask(Task):
         self.skipped = [f"{p}: {r}" for p, r in train_ds.skipped + test_ds.skipped]
         classes = train_ds.classes
         train_set = _subset(train_ds, cfg.limit_train, cfg.seed)
+        train_set, val_set = _validation(train_set, train_ds, root, backbone, size, cfg)
         test_set = _subset(test_ds, cfg.limit_test, held_out_seed(cfg.seed))
         test_labels = torch.tensor([test_ds.targets[i] for i in getattr(test_set, "indices", range(len(test_ds)))])
-        echo(f"data: {root}: {len(train_set):,} train / {len(test_set):,} test images, classes {', '.join(classes)}")
+        val_labels = torch.tensor([train_ds.targets[i] for i in val_set.indices]) if val_set is not None else None
+        train_labels = [train_ds.targets[i] for i in getattr(train_set, "indices", range(len(train_ds)))]
+        echo(
+            f"data: {root}: {len(train_set):,} train / {len(val_set or ()):,} validation / {len(test_set):,} test "
+            f"images, classes {', '.join(classes)}"
+        )
         cores = usable_cores()
         workers = min(cfg.num_workers, cores) if cores > 1 else 0  # one core: decode in the main process
         loader = dict(seed=cfg.seed, num_workers=workers, pin_memory=runtime.pin_memory)
@@ -122,6 +169,10 @@ class ImageTask(Task):
             train_examples=len(train_set),
             test_examples=len(test_set),
             source=str(Path(root).resolve()),
+            val=make_loader(val_set, cfg.batch_size, shuffle=False, **loader) if val_set is not None else None,
+            val_labels=val_labels,
+            val_examples=len(val_set or ()),
+            train_labels=train_labels,
         )
 
     def model(self, data: TaskData, runtime, echo: Callable[[str], None]):

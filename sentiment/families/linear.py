@@ -97,20 +97,23 @@ class LinearTask(Task):
 
     cpu_bf16 = False
     solver = True
+    head = "linear"  # the logistic regression's coefficients (scaled when probabilities are calibrated)
 
     def data(self, runtime, echo: Callable[[str], None]) -> TaskData:
         from sentiment.text.corpus import data_sources, load_subsets
 
         started = time.perf_counter()
         cfg = self.cfg
-        corpus, train, test = load_subsets(cfg)
-        source, test_source = data_sources(cfg)
+        corpus, train, val, test = load_subsets(cfg)
+        source, test_source, val_source = data_sources(cfg)
         self.vectorizer = _vectorizer(cfg.ngrams, cfg.min_df)
         self.train_x = self.vectorizer.fit_transform([ex.text for ex in train])
-        self.test_x = self.vectorizer.transform([ex.text for ex in test])
+        self.x = {"val": self.vectorizer.transform([ex.text for ex in val]) if val else None,
+                  "test": self.vectorizer.transform([ex.text for ex in test])}  # fmt: skip
         self.train_y = np.array([ex.label for ex in train], dtype=np.int64)
         echo(
-            f"data: {corpus.source}: {len(train):,} train / {len(test):,} test reviews, {len(corpus.classes)} "
+            f"data: {corpus.source}: {len(train):,} train / {len(val):,} validation / {len(test):,} test "
+            f"reviews, {len(corpus.classes)} "
             f"classes; {self.train_x.shape[1]:,} TF-IDF features (1- to {cfg.ngrams}-grams seen in at least "
             f"{cfg.min_df} reviews); prepared in {time.perf_counter() - started:.1f} s"
         )
@@ -125,6 +128,10 @@ class LinearTask(Task):
             test_examples=len(test),
             source=source,
             test_source=test_source,
+            val_labels=torch.tensor([ex.label for ex in val], dtype=torch.long) if val else None,
+            val_examples=len(val),
+            val_source=val_source,
+            train_labels=self.train_y,
         )
 
     def model(self, data: TaskData, runtime, echo: Callable[[str], None]):
@@ -136,7 +143,8 @@ class LinearTask(Task):
 
         cfg = self.cfg
         started = time.perf_counter()
-        solver = LogisticRegression(C=cfg.c, max_iter=1000, random_state=cfg.seed)
+        balanced = "balanced" if cfg.class_weights == "auto" else None
+        solver = LogisticRegression(C=cfg.c, max_iter=1000, random_state=cfg.seed, class_weight=balanced)
         solver.fit(self.train_x, self.train_y)
         seconds = time.perf_counter() - started
         model.set_coefficients(solver.coef_, solver.intercept_)
@@ -144,9 +152,6 @@ class LinearTask(Task):
             model.idf.copy_(torch.from_numpy(self.vectorizer.idf_.astype(np.float32)))
         weight, bias = model.linear.weight.detach().numpy(), model.linear.bias.detach().numpy()
         train_logits = _logits(self.train_x, weight, bias)
-        started = time.perf_counter()
-        test_logits = _logits(self.test_x, weight, bias)
-        test_labels = data.test_labels.numpy()
         metrics = {
             "epoch": 1,
             "train_loss": _loss(train_logits, self.train_y),
@@ -154,15 +159,25 @@ class LinearTask(Task):
             "train_examples": len(self.train_y),
             "train_s": round(seconds, 3),
             "train_examples_per_s": round(len(self.train_y) / max(seconds, 1e-9), 1),
-            "test_loss": _loss(test_logits, test_labels),
-            "test_acc": _accuracy(test_logits, test_labels),
-            "test_s": round(time.perf_counter() - started, 3),
         }
+        if self.x["val"] is not None:
+            val_logits = _logits(self.x["val"], weight, bias)
+            metrics |= {
+                "val_loss": _loss(val_logits, data.val_labels.numpy()),
+                "val_acc": _accuracy(val_logits, data.val_labels.numpy()),
+            }
         echo(
-            f"fit: train loss {metrics['train_loss']:.4f} acc {metrics['train_acc']:.3f}, test loss "
-            f"{metrics['test_loss']:.4f} acc {metrics['test_acc']:.3f} ({seconds:.1f} s)"
+            f"fit: train loss {metrics['train_loss']:.4f} acc {metrics['train_acc']:.3f}"
+            + (f", val loss {metrics['val_loss']:.4f} acc {metrics['val_acc']:.3f}" if "val_acc" in metrics else "")
+            + f" ({seconds:.1f} s)"
         )
         return metrics
+
+    def logits(self, model, data: TaskData, split: str, runtime, *, progress: bool = False):
+        import torch
+
+        weight, bias = model.linear.weight.detach().numpy(), model.linear.bias.detach().numpy()
+        return torch.from_numpy(_logits(self.x[split], weight, bias).astype(np.float32))
 
     def record(self, data: TaskData) -> dict:
         return {"features": self.train_x.shape[1], "vocabulary_file": VOCABULARY}
@@ -232,7 +247,8 @@ class LinearClassifier(ClassifierBase):
         labels = corpus_labels(corpus, self.classes)
         logits = torch.from_numpy(self._logits([ex.text for ex in corpus.test]))
         loss = torch.nn.functional.cross_entropy(logits, labels).item()
-        return classification_report(labels, logits.argmax(1), self.classes) | {"loss": loss}
+        probs = logits.softmax(dim=1)
+        return classification_report(labels, logits.argmax(1), self.classes, probs) | {"loss": loss}
 
 
 class LinearExplainer:

@@ -26,12 +26,14 @@ architecture, activation or position scheme, a tokenizer without tokenizer.json)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +62,15 @@ ENCODER_FOLDER = "encoder"  # inside a run folder: the encoder's config.json and
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spm.model", "sentencepiece.bpe.model", "vocab.json")
 QUICK_MAX_TEXTS = 16  # up to this many texts on the CPU, the quick form answers before `transformers` loads
+RECIPES = ("auto", "few-shot", "standard")
+# The few-shot recipe (`--recipe auto` picks it for a training set of at most FEW_SHOT_MAX examples):
+# no validation split (there is too little to hold out); the head starts as a logistic regression
+# fitted to the frozen encoder's pooled vectors of the training texts (its C chosen by
+# cross-validation on them); then everything is fine-tuned for a budget of optimizer steps, not of
+# epochs, at a lower learning rate.
+FEW_SHOT_MAX = 2000
+FEW_SHOT = {"steps": 100, "epochs": 4, "lr": 3e-5, "head_lr_mult": 10.0, "layer_decay": 1.0, "warmup": 0.1}
+LOOP_FLAGS = ("epochs", "lr", "batch_size", "schedule", "warmup", "head_lr_mult", "layer_decay", "optimizer")
 
 
 @dataclass(kw_only=True)
@@ -80,6 +91,12 @@ class TransformerSettings(TextLoopRun):
         "(faster, and a training step needs less memory)",
         at_least=0,
     )
+    recipe: str = setting(
+        "auto",
+        f"auto (few-shot for up to {FEW_SHOT_MAX:,} training examples, unless the loop's flags are given), "
+        "few-shot or standard",
+        choices=RECIPES,
+    )
     epochs: int = default(LoopSettings, "epochs", 3)
     batch_size: int = default(LoopSettings, "batch_size", 16)
     optimizer: str = default(LoopSettings, "optimizer", "adamw")
@@ -90,6 +107,26 @@ class TransformerSettings(TextLoopRun):
     layer_decay: float = default(LoopSettings, "layer_decay", 0.9)
     head_lr_mult: float = default(LoopSettings, "head_lr_mult", 10.0)
     grad_clip: float = default(LoopSettings, "grad_clip", 1.0)
+
+    def finish(self, given: dict) -> TransformerSettings:
+        """Flags that set the schedule (--epochs, --lr, ...) ask for the standard recipe with them."""
+        if self.recipe == "auto" and any(k in given for k in LOOP_FLAGS):
+            return dataclasses.replace(self, recipe="standard")
+        return self
+
+
+def few_shot(cfg, examples: int) -> bool:
+    """Whether `cfg` trains with the few-shot recipe on a training set of `examples`."""
+    return cfg.recipe == "few-shot" or (cfg.recipe == "auto" and examples <= FEW_SHOT_MAX)
+
+
+def few_shot_settings(cfg, examples: int):
+    """The few-shot recipe's loop: FEW_SHOT's epochs, each of enough passes over the data that
+    the run makes at least FEW_SHOT["steps"] optimizer steps."""
+    per_pass = -(-examples // cfg.batch_size)
+    passes = max(1, -(-FEW_SHOT["steps"] // (FEW_SHOT["epochs"] * per_pass)))
+    values = {k: v for k, v in FEW_SHOT.items() if k != "steps"}
+    return dataclasses.replace(cfg, recipe="few-shot", **values), passes
 
 
 def choose(config: dict, device: str, *, texts: int | None = None, quick_files: bool = True) -> str:
@@ -333,17 +370,19 @@ def nets() -> SimpleNamespace:
             nn.init.normal_(self.head.weight, std=0.02)
             nn.init.zeros_(self.head.bias)
 
-        def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        def pooled(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+            """The pooled token states `[B, H]` the head reads."""
             steps = ids.shape[1]
             lengths = full_lengths(ids, lengths)
             mask = torch.arange(steps, device=ids.device)[None, :] < lengths[:, None]
             states = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # [B, T, H]
             if self.pooling == "cls":
-                pooled = states[:, 0]
-            else:
-                weights = mask[:, :, None].to(states.dtype)
-                pooled = (states * weights).sum(1) / weights.sum(1)
-            return self.head(self.dropout(pooled))
+                return states[:, 0]
+            weights = mask[:, :, None].to(states.dtype)
+            return (states * weights).sum(1) / weights.sum(1)
+
+        def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+            return self.head(self.dropout(self.pooled(ids, lengths)))
 
     return SimpleNamespace(TransformerClassifier=TransformerClassifier)
 
@@ -358,19 +397,31 @@ class TransformerTask(Task):
     head = "head"
 
     def data(self, runtime, echo: Callable[[str], None]) -> TaskData:
-        from sentiment.text.corpus import load_subsets
+        from sentiment.text.corpus import load_subsets, validation_split
 
         started = time.perf_counter()
         cfg = self.cfg
         self.folder = find_encoder(cfg.encoder)
         self.tokenizer = load_tokenizer(self.folder)
-        corpus, train, test = load_subsets(cfg)
+        corpus, train, val, test = load_subsets(cfg, split_validation=False)
+        self.few_shot = few_shot(cfg, len(train))
+        if self.few_shot and not cfg.val_data:  # too few to hold any out: every example trains
+            val = []
+        else:
+            train, val = validation_split(cfg, corpus, train)
+        self.passes, self.head_c = 1, None
+        if self.few_shot:
+            cfg, self.passes = few_shot_settings(cfg, len(train))
+            self.cfg = cfg
+        self.train_texts = [ex.text for ex in train]
         k = len(corpus.classes)
         train_enc, cut_train = encode_texts(self.tokenizer, [ex.text for ex in train], cfg.max_len, cfg.head_tokens)
+        val_enc, cut_val = encode_texts(self.tokenizer, [ex.text for ex in val], cfg.max_len, cfg.head_tokens)
         test_enc, cut_test = encode_texts(self.tokenizer, [ex.text for ex in test], cfg.max_len, cfg.head_tokens)
-        self.cut_share = round((cut_train + cut_test) / max(len(train) + len(test), 1), 4)
+        self.cut_share = round((cut_train + cut_val + cut_test) / max(len(train) + len(val) + len(test), 1), 4)
         echo(
-            f"data: {corpus.source}: {len(train):,} train / {len(test):,} test reviews, {k} classes; "
+            f"data: {corpus.source}: {len(train):,} train / {len(val):,} validation / {len(test):,} test reviews, "
+            f"{k} classes; "
             f"encoder {cfg.encoder}; {self.cut_share:.0%} of reviews cut to {cfg.max_len} tokens "
             f"(the first {min(cfg.head_tokens, cfg.max_len)} and the last); prepared in "
             f"{time.perf_counter() - started:.1f} s"
@@ -384,6 +435,8 @@ class TransformerTask(Task):
             [ex.label for ex in test],
             corpus.classes,
             pad=self.tokenizer.pad_token_id,
+            val=(val_enc, [ex.label for ex in val]),
+            passes=self.passes,
         )
 
     def model(self, data: TaskData, runtime, echo: Callable[[str], None]):
@@ -395,7 +448,58 @@ class TransformerTask(Task):
                 f"{self.encoder.config.vocab_size:,} embeddings: they do not belong together"
             )
         model = nets().TransformerClassifier(self.encoder, len(data.classes), pooling=cfg.pooling, dropout=cfg.dropout)
-        return model.to(runtime.device)
+        model = model.to(runtime.device)
+        if self.few_shot:
+            self._start_head(model, data, runtime, echo)
+        return model
+
+    def _start_head(self, model, data: TaskData, runtime, echo: Callable[[str], None]) -> None:
+        """The few-shot recipe's first stage: the head as a logistic regression on the frozen
+        encoder's pooled vectors of the training texts, C chosen by stratified cross-validation."""
+        import torch
+        from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+
+        from sentiment.text.batching import TextBatches
+
+        started = time.perf_counter()
+        enc, labels = data.train.enc, data.train.labels
+        vectors = torch.empty(len(enc), model.head.in_features)
+        model.eval()
+        with torch.inference_mode():
+            for index, (ids, lengths), _ in TextBatches(enc, None, 32, shuffle=False, pad=data.train.pad):
+                with runtime.autocast():
+                    pooled = model.pooled(ids.to(runtime.device), lengths.to(runtime.device))
+                vectors[torch.as_tensor(index)] = pooled.float().cpu()
+        x, y = vectors.numpy().astype(np.float64), np.asarray(labels)
+        folds = min(5, int(np.bincount(y).min()))
+        if folds >= 2:
+            solver = LogisticRegressionCV(
+                Cs=list(np.logspace(-2, 3, 11)),
+                cv=folds,
+                max_iter=5000,
+                l1_ratios=(0.0,),
+                scoring="accuracy",
+                use_legacy_attributes=True,
+            )
+            with warnings.catch_warnings():  # the legacy attributes' notice: C_ is what is read here
+                warnings.simplefilter("ignore", FutureWarning)
+                solver.fit(x, y)
+            c = float(np.ravel(solver.C_)[0])
+        else:
+            solver, c = LogisticRegression(max_iter=5000).fit(x, y), 1.0
+        coef, intercept = solver.coef_, solver.intercept_
+        if coef.shape[0] == 1:  # two classes: one row of log-odds, as two rows whose softmax is its sigmoid
+            coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+        with torch.no_grad():
+            model.head.weight.copy_(torch.from_numpy(coef.astype(np.float32)))
+            model.head.bias.copy_(torch.from_numpy(intercept.astype(np.float32)))
+        self.head_c = c
+        echo(
+            f"few-shot recipe: head started as a logistic regression on the frozen encoder (C {c:g}, "
+            f"{folds}-fold cross-validation on the {len(y)} training examples, {time.perf_counter() - started:.1f} s); "
+            f"then {self.passes} pass{'es' if self.passes > 1 else ''} over them per epoch, "
+            f"{self.cfg.epochs} epochs at lr {self.cfg.lr:g}"
+        )
 
     def record(self, data: TaskData) -> dict:
         packaged = self.cfg.encoder in PACKAGED_ENCODERS
@@ -417,7 +521,10 @@ class TransformerTask(Task):
         os.replace(tmp, final)
 
     def summary(self, data: TaskData) -> dict:
-        return {"encoder": self.cfg.encoder, "pooling": self.cfg.pooling, "cut_share": self.cut_share}
+        recipe = {"recipe": self.cfg.recipe, "passes_per_epoch": self.passes}
+        if self.few_shot:
+            recipe["head_start_c"] = self.head_c
+        return {"encoder": self.cfg.encoder, "pooling": self.cfg.pooling, "cut_share": self.cut_share, **recipe}
 
     @classmethod
     def tiny_settings(cls, folder: Path) -> dict:
@@ -555,7 +662,6 @@ class QuickBertClassifier(ClassifierBase):
 
     def probabilities(self, texts: Sequence[str], **_):
         return self.scores(texts)[0]
-
 
     def knows(self, texts: Sequence[str]) -> list[bool]:
         return self.scores(texts)[1]

@@ -120,6 +120,7 @@ class BucketBatchSampler:
     With `shuffle=False`, batches are simply consecutive in length order (for evaluation).
 
     `num_replicas`/`rank` give each process of a distributed run a disjoint share of the batches.
+    `passes` makes an epoch that many shuffled passes over the data (a few-shot recipe's epoch).
     """
 
     def __init__(
@@ -133,6 +134,7 @@ class BucketBatchSampler:
         drop_last: bool = False,
         num_replicas: int = 1,
         rank: int = 0,
+        passes: int = 1,
     ):
         if batch_size < 1:
             raise SentimentError(f"batch size must be at least 1, got {batch_size}")
@@ -144,18 +146,22 @@ class BucketBatchSampler:
         self.drop_last = drop_last
         self.num_replicas = num_replicas
         self.rank = rank
+        self.passes = passes
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _all_batches(self) -> list[np.ndarray]:
+        return [b for p in range(self.passes) for b in self._one_pass(p)]
+
+    def _one_pass(self, p: int) -> list[np.ndarray]:
         n = len(self.lengths)
         if not self.shuffle:
             order = np.argsort(self.lengths, kind="stable")
             batches = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
         else:
-            rng = np.random.default_rng((self.seed, self.epoch))
+            rng = np.random.default_rng((self.seed, self.epoch) if p == 0 else (self.seed, self.epoch, p))
             perm = rng.permutation(n)
             pool = self.batch_size * self.pool_batches
             batches = []
@@ -181,7 +187,9 @@ class BucketBatchSampler:
         pool = bs * self.pool_batches
         chunks = [min(pool, n - s) for s in range(0, n, pool)] if self.shuffle else [n]
         count = sum(c // bs if self.drop_last else -(-c // bs) for c in chunks)
-        return count // self.num_replicas if self.num_replicas > 1 else count
+        if self.num_replicas > 1:
+            return count * self.passes // self.num_replicas
+        return count * self.passes
 
 
 # Batch widths are rounded up to a multiple of this: oneDNN builds and caches a kernel for every input
@@ -204,12 +212,13 @@ class TextBatches:
         num_replicas: int = 1,
         rank: int = 0,
         pad: int = PAD_ID,
+        passes: int = 1,
     ):
         self.enc = enc
         self.pad = pad
         self.labels = np.zeros(len(enc), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
         self.sampler = BucketBatchSampler(
-            enc.lengths, batch_size, shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank
+            enc.lengths, batch_size, shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank, passes=passes
         )
         self.pin_memory = pin_memory
 

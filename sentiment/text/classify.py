@@ -21,16 +21,19 @@ if TYPE_CHECKING:  # the corpus readers (and the downloads behind them) load whe
 
 
 def text_task_data(
-    cfg, runtime, train: Encoded, train_labels, test: Encoded, test_labels, classes, pad=PAD_ID
+    cfg, runtime, train: Encoded, train_labels, test: Encoded, test_labels, classes, pad=PAD_ID, *, val=None, passes=1
 ) -> TaskData:
     """Encoded splits as the loop's batches: the training split shuffled in length buckets (this
-    process's shard under torchrun), the test split in order."""
+    process's shard under torchrun), the validation split (`val`: `(Encoded, labels)`, or None) and
+    the test split in order. `passes`: shuffled passes over the training split per epoch."""
     import torch
 
     from sentiment import distributed
     from sentiment.text.corpus import data_sources
 
-    source, test_source = data_sources(cfg)
+    source, test_source, val_source = data_sources(cfg)
+    in_order = dict(shuffle=False, pin_memory=runtime.pin_memory, pad=pad)
+    val_enc, val_labels = val if val is not None and len(val[0]) else (None, None)
     return TaskData(
         train=TextBatches(
             train,
@@ -42,6 +45,7 @@ def text_task_data(
             num_replicas=distributed.world_size(),
             rank=distributed.rank(),
             pad=pad,
+            passes=passes,
         ),
         # evaluation in training-sized batches: larger ones were no faster and held 4x the activations
         test=TextBatches(test, None, cfg.batch_size, shuffle=False, pin_memory=runtime.pin_memory, pad=pad),
@@ -51,6 +55,11 @@ def text_task_data(
         test_examples=len(test),
         source=source,
         test_source=test_source,
+        val=TextBatches(val_enc, None, cfg.batch_size, **in_order) if val_enc is not None else None,
+        val_labels=torch.tensor(np.asarray(val_labels, dtype=np.int64)) if val_enc is not None else None,
+        val_examples=len(val_enc) if val_enc is not None else 0,
+        val_source=val_source,
+        train_labels=np.asarray(train_labels, dtype=np.int64),
     )
 
 
@@ -124,4 +133,5 @@ class EncodedTextClassifier(ClassifierBase):
         # as training evaluated: training-sized batches
         batches = TextBatches(enc, None, self.eval_batch_size, shuffle=False, pad=self.pad)
         result, logits = evaluate(self.model, batches, labels, self.runtime, progress=progress, total=len(batches))
-        return classification_report(labels, logits.argmax(1), self.classes) | {"loss": result.loss}
+        probs = logits.softmax(dim=1)
+        return classification_report(labels, logits.argmax(1), self.classes, probs) | {"loss": result.loss}

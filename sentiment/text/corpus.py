@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from sentiment.errors import SentimentError
-from sentiment.subsets import balanced_indices
+from sentiment.subsets import balanced_indices, stratified_indices
 from sentiment.text import imdb
 from sentiment.text.examples import Example
 from sentiment.text.labeled import class_order, is_labeled_file, read_labeled_rows
@@ -29,21 +29,10 @@ class Corpus:
         return {key: int(c) for key, c in zip(self.label_keys, n, strict=True)}
 
 
-def _split_indices(labels: list[int], fraction: float, seed: int) -> np.ndarray:
-    """A stratified, seeded choice of test rows: `fraction` of each class (at least one)."""
-    rng = np.random.default_rng(seed)
-    labels_arr = np.asarray(labels)
-    picked = []
-    for c in np.unique(labels_arr):
-        idx = np.flatnonzero(labels_arr == c)
-        k = max(1, round(len(idx) * fraction)) if len(idx) > 1 else 0
-        picked.append(rng.choice(idx, size=k, replace=False))
-    return np.sort(np.concatenate(picked))
-
-
-def _examples(rows, classes: list[str], path: str | os.PathLike) -> list[Example]:
-    """Rows as examples whose label is the index of its class; a label outside `classes` is an error."""
-    index = {c: i for i, c in enumerate(classes)}
+def _examples(rows, classes: list[str], path: str | os.PathLike, keys: list[str] | None = None) -> list[Example]:
+    """Rows as examples whose label is the index of its class (by name, or as `keys` spell it); a
+    label outside `classes` is an error."""
+    index = {c: i for i, c in enumerate(classes)} | {k: i for i, k in enumerate(keys or [])}
     name = Path(path).name
     out = []
     for text, lab, line in rows:
@@ -77,7 +66,7 @@ def load_labeled(
     else:
         if not 0.0 < test_fraction < 1.0:
             raise SentimentError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
-        held = set(_split_indices([ex.label for ex in train], test_fraction, seed).tolist())
+        held = set(stratified_indices([ex.label for ex in train], test_fraction, seed).tolist())
         test = [ex for i, ex in enumerate(train) if i in held]
         train = [ex for i, ex in enumerate(train) if i not in held]
         if not test or not train:
@@ -123,18 +112,46 @@ def load_test_file(path: str | os.PathLike, *, text_col: str | None = None, labe
     return Corpus(train=[], test=test, classes=classes, label_keys=classes, source=str(path))
 
 
-def data_sources(cfg) -> tuple[str, str | None]:
+def data_sources(cfg) -> tuple[str, str | None, str | None]:
     """Absolute paths of the data `cfg` reads (`--data`, or IMDb found as `imdb.find_imdb` says) and of
-    its separate test file, if any: what a run records so that `evaluate` and `--resume` find them
-    from any folder and without the environment it was trained in."""
+    its separate test and validation files, if any: what a run records so that `evaluate` and
+    `--resume` find them from any folder and without the environment it was trained in."""
     data = Path(cfg.data) if cfg.data is not None and is_labeled_file(cfg.data) else imdb.find_imdb(cfg.data)
     test = str(Path(cfg.test_data).resolve()) if cfg.test_data else None
-    return str(data.resolve()), test
+    val = str(Path(cfg.val_data).resolve()) if cfg.val_data else None
+    return str(data.resolve()), test, val
 
 
-def load_subsets(cfg) -> tuple[Corpus, list[Example], list[Example]]:
-    """The corpus `cfg` names (`data`, `test_data`, columns, `test_fraction`) and its training and test
-    examples after `--limit-train` / `--limit-test` (balanced, seeded; the test draw with its own seed)."""
+def validation_split(cfg, corpus: Corpus, train: list[Example]) -> tuple[list[Example], list[Example]]:
+    """`(train, validation)`: the rows of `cfg.val_data`, or a stratified, seeded `cfg.val_fraction`
+    of `train` (at least one example of each class on both sides), or no validation at 0."""
+    from sentiment.config import validation_seed
+
+    if cfg.val_data:
+        rows = read_labeled_rows(cfg.val_data, text_col=cfg.text_col, label_col=cfg.label_col)
+        return train, _examples(rows, corpus.classes, cfg.val_data, corpus.label_keys)
+    fraction = cfg.val_fraction
+    if fraction == 0:
+        return train, []
+    if not fraction < 1:
+        raise SentimentError(f"--val-fraction must be below 1 (0 = no validation split), got {fraction}")
+    labels = [ex.label for ex in train]
+    counts = np.bincount(labels, minlength=len(corpus.classes))
+    for c, n in enumerate(counts):
+        if n < 2:
+            raise SentimentError(
+                f"--val-fraction {fraction} leaves class {corpus.classes[c]!r} without examples on one side: "
+                f"it has {n} training example{'s' if n != 1 else ''}; give --val-data or --val-fraction 0"
+            )
+    held = set(stratified_indices(labels, fraction, validation_seed(cfg.seed)).tolist())
+    return [ex for i, ex in enumerate(train) if i not in held], [ex for i, ex in enumerate(train) if i in held]
+
+
+def load_subsets(cfg, *, split_validation: bool = True) -> tuple[Corpus, list[Example], list[Example], list[Example]]:
+    """The corpus `cfg` names (`data`, `test_data`, columns, `test_fraction`) and its training,
+    validation and test examples: `--limit-train` / `--limit-test` (balanced, seeded; the test draw
+    with its own seed), then the validation split out of the training examples (`validation_split`;
+    with `split_validation=False`, the validation list is empty and the caller splits)."""
     from sentiment.config import held_out_seed
 
     corpus = load_corpus(
@@ -147,8 +164,9 @@ def load_subsets(cfg) -> tuple[Corpus, list[Example], list[Example]]:
     )
     k = len(corpus.classes)
     train = balanced_subset(corpus.train, cfg.limit_train, k, cfg.seed)
+    train, val = validation_split(cfg, corpus, train) if split_validation else (train, [])
     test = balanced_subset(corpus.test, cfg.limit_test, k, held_out_seed(cfg.seed))
-    return corpus, train, test
+    return corpus, train, val, test
 
 
 def balanced_subset(examples: list[Example], n: int | None, num_classes: int, seed: int) -> list[Example]:

