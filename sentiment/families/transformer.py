@@ -69,7 +69,7 @@ RECIPES = ("auto", "few-shot", "standard")
 # cross-validation on them); then everything is fine-tuned for a budget of optimizer steps, not of
 # epochs, at a lower learning rate.
 FEW_SHOT_MAX = 2000
-FEW_SHOT = {"steps": 100, "epochs": 4, "lr": 3e-5, "head_lr_mult": 10.0, "layer_decay": 1.0, "warmup": 0.1}
+FEW_SHOT = {"steps": 40, "epochs": 4, "lr": 3e-5, "head_lr_mult": 10.0, "layer_decay": 1.0, "warmup": 0.1}
 LOOP_FLAGS = ("epochs", "lr", "batch_size", "schedule", "warmup", "head_lr_mult", "layer_decay", "optimizer")
 
 
