@@ -20,7 +20,6 @@ Writes benchmarks/results/calibration.json and, with `--readme`, the tables betw
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.accuracy import cpu_model
+from benchmarks.fasttext import _write_csv
 from benchmarks.readme import replace_section
 
 HERE = Path(__file__).resolve().parent
@@ -82,14 +82,6 @@ def calibration_rows(models: list[str], data: str | None, folder: Path) -> list[
     return rows
 
 
-def _write_csv(path: Path, examples) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        out = csv.writer(f)
-        out.writerow(["text", "label"])
-        out.writerows([ex.text, ("neg", "pos")[ex.label]] for ex in examples)
-    return path
-
-
 def skewed(examples, neg: int, pos: int, seed: int) -> list:
     rng = np.random.default_rng(seed)
     by = [[ex for ex in examples if ex.label == c] for c in (0, 1)]
@@ -102,8 +94,9 @@ def class_weight_rows(data: str | None, folder: Path) -> list[dict]:
     from sentiment.text.corpus import load_corpus
 
     corpus = load_corpus(data)
-    train = _write_csv(folder / "skewed-train.csv", skewed(corpus.train, 150, 1350, 0))
-    test = _write_csv(folder / "skewed-test.csv", skewed(corpus.test, 100, 900, 1))
+    train, test = folder / "skewed-train.csv", folder / "skewed-test.csv"
+    _write_csv(train, skewed(corpus.train, 150, 1350, 0))
+    _write_csv(test, skewed(corpus.test, 100, 900, 1))
     rows = []
     for model, extra in (("linear", []), ("textcnn", ["--epochs", "3"])):
         row = {"model": model}

@@ -26,7 +26,6 @@ benchmarks/results/label_efficiency.png (accuracy against labels per class, log 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
@@ -36,6 +35,7 @@ import time
 from pathlib import Path
 
 from benchmarks.accuracy import cpu_model
+from benchmarks.fasttext import _write_csv
 from benchmarks.readme import link, replace_section
 
 HERE = Path(__file__).resolve().parent
@@ -46,14 +46,6 @@ TEST_SIZE = 1000
 TEST_SEED = 2026
 NAMES = {"linear": "linear", "fasttext": "fastText", "textcnn": "TextCNN", "birnn": "BiRNN",
          "transformer": "transformer", "setfit": "SetFit"}  # fmt: skip
-
-
-def _write_csv(path: Path, examples) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        out = csv.writer(f)
-        out.writerow(["text", "label"])
-        for ex in examples:
-            out.writerow([ex.text, ("neg", "pos")[ex.label]])
 
 
 def write_sets(data: str | None, folder: Path, sizes: list[int], seeds: list[int]) -> dict:

@@ -43,3 +43,20 @@ def stratified_indices(labels: Sequence[int], fraction: float, seed: int) -> np.
         k = max(1, round(len(idx) * fraction)) if len(idx) > 1 else 0
         picked.append(rng.choice(idx, size=k, replace=False))
     return np.sort(np.concatenate(picked))
+
+
+def validation_indices(
+    labels: Sequence[int], classes: list[str], fraction: float, seed: int, *, what: str = "example", hint: str = ""
+) -> np.ndarray:
+    """The rows of a validation split (`stratified_indices`), after the checks a user needs: the
+    fraction below 1, and every class with at least two training `what`s, one for each side."""
+    if not fraction < 1:
+        raise SentimentError(f"--val-fraction must be below 1 (0 = no validation split), got {fraction}")
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
+    for c, n in enumerate(counts):
+        if n < 2:
+            raise SentimentError(
+                f"--val-fraction {fraction} leaves class {classes[c]!r} without {what}s on one side: it has "
+                f"{n} training {what}{'s' if n != 1 else ''}; {hint or 'use --val-fraction 0'}"
+            )
+    return stratified_indices(labels, fraction, seed)

@@ -83,24 +83,15 @@ def _validation(train_set, train_ds, root, backbone, size: dict, cfg):
     from torch.utils.data import Subset
 
     from sentiment.config import validation_seed
-    from sentiment.subsets import stratified_indices
+    from sentiment.subsets import validation_indices
     from sentiment.vision.folder import ImageFolder, SkippedImagesWarning
     from sentiment.vision.transforms import eval_transform
 
     if cfg.val_fraction == 0:
         return train_set, None
-    if not cfg.val_fraction < 1:
-        raise SentimentError(f"--val-fraction must be below 1 (0 = no validation split), got {cfg.val_fraction}")
     rows = np.asarray(getattr(train_set, "indices", range(len(train_ds))))
     labels = [train_ds.targets[i] for i in rows]
-    counts = np.bincount(labels, minlength=len(train_ds.classes))
-    for c, n in enumerate(counts):
-        if n < 2:
-            raise SentimentError(
-                f"--val-fraction {cfg.val_fraction} leaves class {train_ds.classes[c]!r} without photos on one side: "
-                f"it has {n} training photo{'s' if n != 1 else ''}; use --val-fraction 0"
-            )
-    held = stratified_indices(labels, cfg.val_fraction, validation_seed(cfg.seed))
+    held = validation_indices(labels, train_ds.classes, cfg.val_fraction, validation_seed(cfg.seed), what="photo")
     keep = np.setdiff1d(np.arange(len(rows)), held)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SkippedImagesWarning)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from sentiment.errors import SentimentError
-from sentiment.subsets import balanced_indices, stratified_indices
+from sentiment.subsets import balanced_indices, stratified_indices, validation_indices
 from sentiment.text import imdb
 from sentiment.text.examples import Example
 from sentiment.text.labeled import class_order, is_labeled_file, read_labeled_rows
@@ -133,17 +133,9 @@ def validation_split(cfg, corpus: Corpus, train: list[Example]) -> tuple[list[Ex
     fraction = cfg.val_fraction
     if fraction == 0:
         return train, []
-    if not fraction < 1:
-        raise SentimentError(f"--val-fraction must be below 1 (0 = no validation split), got {fraction}")
     labels = [ex.label for ex in train]
-    counts = np.bincount(labels, minlength=len(corpus.classes))
-    for c, n in enumerate(counts):
-        if n < 2:
-            raise SentimentError(
-                f"--val-fraction {fraction} leaves class {corpus.classes[c]!r} without examples on one side: "
-                f"it has {n} training example{'s' if n != 1 else ''}; give --val-data or --val-fraction 0"
-            )
-    held = set(stratified_indices(labels, fraction, validation_seed(cfg.seed)).tolist())
+    hint = "give --val-data or --val-fraction 0"
+    held = set(validation_indices(labels, corpus.classes, fraction, validation_seed(cfg.seed), hint=hint).tolist())
     return [ex for i, ex in enumerate(train) if i not in held], [ex for i, ex in enumerate(train) if i in held]
 
 
