@@ -94,16 +94,16 @@ def class_weight_rows(data: str | None, folder: Path) -> list[dict]:
     from sentiment.text.corpus import load_corpus
 
     corpus = load_corpus(data)
-    train, test = folder / "skewed-train.csv", folder / "skewed-test.csv"
-    _write_csv(train, skewed(corpus.train, 150, 1350, 0))
-    _write_csv(test, skewed(corpus.test, 100, 900, 1))
+    train_csv, test_csv = folder / "skewed-train.csv", folder / "skewed-test.csv"
+    _write_csv(train_csv, skewed(corpus.train, 150, 1350, 0))
+    _write_csv(test_csv, skewed(corpus.test, 100, 900, 1))
     rows = []
     for model, extra in (("linear", []), ("textcnn", ["--epochs", "3"])):
         row = {"model": model}
         for weights in ("none", "auto"):
-            run = train(folder / f"cw-{model}-{weights}", "--model", model, "--data", str(train), "--test-data",
-                        str(test), "--class-weights", weights, *extra)  # fmt: skip
-            row[weights] = evaluate(run, str(test))
+            run = train(folder / f"cw-{model}-{weights}", "--model", model, "--data", str(train_csv), "--test-data",
+                        str(test_csv), "--class-weights", weights, *extra)  # fmt: skip
+            row[weights] = evaluate(run, str(test_csv))
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
@@ -153,6 +153,7 @@ def main() -> None:
         kept = [r for r in saved.get("calibration", []) if r["model"] not in models]
         order = list(RUNS)
         calibration = sorted(kept + fresh, key=lambda r: order.index(r["model"]))
+        RESULTS.write_text(json.dumps({**saved, "cpu": cpu_model(), "calibration": calibration}, indent=1) + "\n")
         weights = saved.get("class_weights", []) if args.skip_class_weights else class_weight_rows(args.data, folder)
     result = {"cpu": cpu_model(), "calibration": calibration, "class_weights": weights}
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
