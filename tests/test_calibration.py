@@ -3,7 +3,6 @@ the run's weights, and what `evaluate` reports; class weights for imbalanced dat
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from pathlib import Path
@@ -41,30 +40,22 @@ def imdb_slices(tmp_path_factory):
     path = os.environ.get("SENTIMENT_IMDB")
     if not path or not Path(path).exists():
         pytest.skip("set SENTIMENT_IMDB to the IMDb archive to run real-data tests")
+    from benchmarks.calibration import skewed
+    from benchmarks.fasttext import _write_csv
     from sentiment.text.corpus import balanced_subset, load_corpus
 
     corpus = load_corpus(path)
     folder = tmp_path_factory.mktemp("slices")
 
     def write(name, examples):
-        with open(folder / name, "w", newline="", encoding="utf-8") as f:
-            out = csv.writer(f)
-            out.writerow(["text", "label"])
-            out.writerows([ex.text, ("neg", "pos")[ex.label]] for ex in examples)
+        _write_csv(folder / name, examples)
         return folder / name
-
-    def imbalanced(examples, neg, pos, seed):
-        rng = np.random.default_rng(seed)
-        by = [[ex for ex in examples if ex.label == c] for c in (0, 1)]
-        picked = [by[0][i] for i in rng.choice(len(by[0]), neg, replace=False)]
-        picked += [by[1][i] for i in rng.choice(len(by[1]), pos, replace=False)]
-        return [picked[i] for i in rng.permutation(len(picked))]
 
     return {
         "train": write("train.csv", balanced_subset(corpus.train, 2400, 2, 0)),
         "test": write("test.csv", balanced_subset(corpus.test, 1000, 2, 1)),
-        "skewed_train": write("skewed_train.csv", imbalanced(corpus.train, 150, 1350, 0)),
-        "skewed_test": write("skewed_test.csv", imbalanced(corpus.test, 100, 900, 1)),
+        "skewed_train": write("skewed_train.csv", skewed(corpus.train, 150, 1350, 0)),
+        "skewed_test": write("skewed_test.csv", skewed(corpus.test, 100, 900, 1)),
     }
 
 

@@ -151,21 +151,25 @@ def test_adagrad_steps_on_sparse_gradients():
     assert changed == [2, 3]  # only the rows the batch read
 
 
+def _setup(model: nn.Module, batches, **settings) -> TrainingSetup:
+    """One epoch of SGD at lr 0.1 over `batches` on the CPU, without bars; `settings` change the rest."""
+    return TrainingSetup(**{
+        "train_batches": batches,
+        "test_batches": None,
+        "test_labels": None,
+        "optimizer": torch.optim.SGD(model.parameters(), lr=0.1),
+        "runtime": Runtime(torch.device("cpu")),
+        "epochs": 1,
+        "progress": False,
+        **settings,
+    })  # fmt: skip
+
+
 def _weighted_step(micro_batch, weights) -> torch.Tensor:
     torch.manual_seed(0)
     model = nn.Linear(3, 2)
     x, y = torch.randn(10, 3), torch.tensor([0, 1, 1, 1, 1, 1, 1, 1, 1, 0])
-    loop = TrainingSetup(
-        train_batches=[(torch.arange(10), (x,), y)],
-        test_batches=None,
-        test_labels=None,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        runtime=Runtime(torch.device("cpu")),
-        epochs=1,
-        progress=False,
-        micro_batch=micro_batch,
-        class_weights=weights,
-    )
+    loop = _setup(model, [(torch.arange(10), (x,), y)], micro_batch=micro_batch, class_weights=weights)
     fit(model, loop)
     return model.weight.detach().clone()
 
@@ -192,14 +196,11 @@ def test_early_stopping_keeps_the_record_and_stops_after_patience():
     model = nn.Linear(3, 2)
     x, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
     vx, vy = torch.randn(8, 3), torch.randint(0, 2, (8,))
-    loop = TrainingSetup(
-        train_batches=[(torch.arange(16), (x,), y)],
-        test_batches=None,
-        test_labels=None,
+    loop = _setup(
+        model,
+        [(torch.arange(16), (x,), y)],
         optimizer=torch.optim.SGD(model.parameters(), lr=0.0),  # nothing changes: no epoch beats the first
-        runtime=Runtime(torch.device("cpu")),
         epochs=10,
-        progress=False,
         val_batches=[(torch.arange(8), (vx,), vy)],
         val_labels=vy,
         patience=3,
@@ -224,16 +225,7 @@ def test_thread_pool_is_resized_while_an_epoch_runs(monkeypatch):
     torch.manual_seed(0)
     model = nn.Linear(3, 2)
     batches = [(torch.arange(4), (torch.randn(4, 3),), torch.randint(0, 2, (4,))) for _ in range(3)]
-    loop = TrainingSetup(
-        train_batches=batches,
-        test_batches=None,
-        test_labels=None,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        runtime=Runtime(torch.device("cpu")),
-        epochs=1,
-        progress=False,
-        after_step=watch,
-    )
+    loop = _setup(model, batches, after_step=watch)
     fit(model, loop)
     # the first look finds the other training still there, the second finds it gone: within the epoch
     assert sizes == [2] and len(said) == 1 and "now 2" in said[0]
