@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from sentiment import api, config, registry
+from sentiment import api, config, jsonlines, registry
 from sentiment.config import TextData
 from sentiment.errors import SentimentError
 from sentiment.fsutil import split_lines
@@ -287,15 +287,14 @@ def predict_cmd(
     for text, p, b, k in zip(lines, probs.tolist(), best, known, strict=True):
         if as_json:
             rows.append(
-                json.dumps(
+                jsonlines.dumps(
                     {
                         "text": text,
                         "label": clf.classes[b],
                         "probability": p[b],
                         "scores": dict(zip(clf.classes, p, strict=True)),
                         "no_known_words": not k,
-                    },
-                    ensure_ascii=False,
+                    }
                 )
             )
         else:
@@ -332,7 +331,7 @@ def explain_cmd(
 
         atomic_write_text(Path(html_out), explain_view.page(expl, the_run.path.name))
     if as_json:
-        typer.echo(json.dumps(expl.to_json(), ensure_ascii=False))
+        typer.echo(jsonlines.dumps(expl.to_json()))
         return
     colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     typer.echo(explain_view.terminal(expl, colour=colour, top=top), color=colour)

@@ -16,7 +16,6 @@ reading requests meanwhile. A bad request gets a 4xx with `{"error": "..."}` and
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from sentiment import jsonlines
 from sentiment.errors import SentimentError
 from sentiment.runs import Run
 from sentiment.text.saved_run import MAX_TEXT_CHARS, check_texts
@@ -172,7 +172,7 @@ class ExplainResponse(BaseModel):
 
 
 def _json(obj, status: int = 200) -> Response:
-    return Response(json.dumps(obj, ensure_ascii=False).encode(), status_code=status, media_type="application/json")
+    return Response(jsonlines.dumps(obj).encode(), status_code=status, media_type="application/json")
 
 
 def _error(status: int, message: str) -> Response:

@@ -101,6 +101,12 @@ def test_lines_are_split_at_newlines_only(text_run, tmp_path, capsys):
     code, out, err = run_cli(capsys, "predict", "--file", file, "--run", text_run, "--json")
     assert code == 0, err
     assert [r["text"] for r in jsonl(out)] == reviews
+    # JSON Lines that any splitter keeps whole: the Unicode line breaks are escaped, the rest readable
+    assert [json.loads(line)["text"] for line in out.splitlines()] == reviews
+    assert "\\u2028" in out and "\\u0085" in out and "\u2028" not in out and "\x85" not in out
+    code, out, err = run_cli(capsys, "explain", "awful\u2028boring naïve", "--run", text_run, "--json")
+    assert code == 0, err
+    assert len(out.splitlines()) == 1 and "naïve" in out and "\u2028" not in out
 
     rows = [{"text": t, "label": lab} for t, lab in zip(reviews * 12, ["good", "bad", "meh", "good"] * 12, strict=True)]
     data = tmp_path / "reviews.jsonl"
