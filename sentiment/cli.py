@@ -207,8 +207,17 @@ def train_cmd(
     summary = json.loads((path / "summary.json").read_text())
     typer.echo(
         f"done: test accuracy {summary['test_acc']:.4f} after {_count(summary['epochs'], 'epoch')}{_kept(summary)}, "
-        f"{summary['train_examples_per_s']:.0f} train examples/s, {summary['wall_s']:.0f} s; run folder {path}"
+        f"{summary['train_examples_per_s']:.0f} train examples/s, {summary['wall_s']:.0f} s; "
+        f"run folder {path}{_size(summary)}"
     )
+
+
+def _size(summary: dict) -> str:
+    """The run folder's size, as the done line says it."""
+    size = summary.get("folder_bytes")
+    if size is None:
+        return ""
+    return f" ({size / 1e6:.1f} MB)" if size >= 1e5 else f" ({size / 1e3:.0f} kB)"
 
 
 def _kept(summary: dict) -> str:
@@ -502,7 +511,7 @@ def image_finetune_cmd(
     typer.echo(
         f"done: test accuracy {s['test_acc']:.4f} after {_count(s['epochs'], 'epoch')}{_kept(s)}"
         + (f" (validation {initial:.4f} before training)" if initial is not None else "")
-        + f", {s['train_examples_per_s']:.1f} train images/s, {s['wall_s']:.0f} s; run folder {path}"
+        + f", {s['train_examples_per_s']:.1f} train images/s, {s['wall_s']:.0f} s; run folder {path}{_size(s)}"
     )
 
 

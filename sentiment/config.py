@@ -115,6 +115,9 @@ class LoopSettings:
     test_each_epoch: bool = setting(
         False, "also score the test split after every epoch (the textbook's test curve; not for choosing)"
     )
+    keep_checkpoint: bool = setting(
+        False, "keep checkpoint.pt (optimizer state, for --resume) once the run completes; interrupted runs keep it"
+    )
 
 
 @dataclass(kw_only=True)

@@ -138,6 +138,9 @@ def fine_tune(
     digests = distributed.weight_digests(model) if processes > 1 else None  # every process ends the same
     if main:
         final.update(_finish(run, task, cfg, model, data, runtime, setup, progress, echo))
+        if setup is not None and not cfg.keep_checkpoint:
+            run.drop_checkpoint()
+        final["folder_bytes"] = run.size_bytes()
         run.save_json("summary.json", summary("completed"))
         run.mark_latest(task.kind)
         if digests is not None:

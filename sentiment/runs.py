@@ -9,7 +9,8 @@
         metrics.jsonl      one line per epoch: train and validation figures
         curves.png         loss and accuracy per epoch, train vs validation
         summary.json       the headline figures
-        checkpoint.pt      weights, optimizer, schedule, random states and batch position (--resume)
+        checkpoint.pt      weights, optimizer, schedule, random states and batch position (--resume);
+                           removed when the run completes unless --keep-checkpoint
     runs/latest -> the newest run
 
 `predict` and `evaluate` need nothing but this folder. Every write is atomic. This module only
@@ -106,6 +107,15 @@ class Run:
         with atomic_path(self.file(self.CHECKPOINT)) as tmp:
             torch.save(state, tmp)
 
+    def drop_checkpoint(self) -> None:
+        """Remove the resumable state: a completed run needs only its weights."""
+        with contextlib.suppress(FileNotFoundError):
+            self.file(self.CHECKPOINT).unlink()
+
+    def size_bytes(self) -> int:
+        """What the folder's files take on disk, in bytes."""
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file() and not p.is_symlink())
+
     def load_checkpoint(self) -> dict:
         """The saved training state, its metrics restored into this run; a clear error if it is
         missing or damaged."""
@@ -184,9 +194,18 @@ class Run:
         path = Path(path)
         if not path.is_dir():
             raise SentimentError(f"{path} is not a run folder (no such folder)")
-        for name in ("config.json", cls.CHECKPOINT):
-            if not (path / name).is_file():
-                raise SentimentError(f"{path} cannot be resumed: {name} is missing")
+        if not (path / "config.json").is_file():
+            raise SentimentError(f"{path} cannot be resumed: config.json is missing")
+        if not (path / cls.CHECKPOINT).is_file():
+            try:
+                status = cls(path).read_json("summary.json").get("status")
+                looped = "keep_checkpoint" in cls(path).read_json("config.json").get("config", {})
+            except SentimentError:
+                status = looped = None
+            if status == "completed":
+                why = f" (a completed run keeps no {cls.CHECKPOINT} unless trained with --keep-checkpoint)"
+                raise SentimentError(f"{path} completed; nothing to resume{why if looped else ''}")
+            raise SentimentError(f"{path} cannot be resumed: {cls.CHECKPOINT} is missing")
         return cls(path)
 
     def read_json(self, name: str) -> dict:

@@ -34,7 +34,7 @@ def text_run(tmp_path_factory):
         from sentiment.cli import main
 
         with pytest.raises(SystemExit) as e:
-            main([*TRAIN, "--data", str(csv), "--out", str(root / "runs")])
+            main([*TRAIN, "--data", str(csv), "--out", str(root / "runs"), "--keep-checkpoint"])
         assert e.value.code == 0
     return (root / "runs" / "latest").resolve()
 

@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import signal
 
 import pytest
@@ -111,7 +112,16 @@ def test_resume_refuses_what_it_cannot_continue(data, tmp_path, capsys, monkeypa
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli(capsys, "train", "--resume", tmp_path / "nowhere", "--quiet")
     assert_user_error(code, err, "not a run folder")
-    code, _, err = run_cli(capsys, *_train_args(data, "textcnn"), "--epochs", "1", "--out", "done")
+    code, out, err = run_cli(capsys, *_train_args(data, "textcnn"), "--epochs", "1", "--out", "lean")
+    assert code == 0, err
+    lean = Run.open("lean/latest")
+    assert not lean.file("checkpoint.pt").exists(), "a completed run drops its optimizer state"
+    summary = lean.read_json("summary.json")
+    assert summary["folder_bytes"] == pytest.approx(lean.size_bytes(), rel=0.05)
+    assert re.search(r"run folder \S+ \(\d+(\.\d)? [kM]B\)", out)
+    code, _, err = run_cli(capsys, "train", "--resume", lean.path, "--quiet")
+    assert_user_error(code, err, "completed")
+    code, _, err = run_cli(capsys, *_train_args(data, "textcnn"), "--epochs", "1", "--out", "done", "--keep-checkpoint")
     assert code == 0, err
     finished = Run.open("done/latest").path
     code, _, err = run_cli(capsys, "train", "--resume", finished, "--quiet")
@@ -122,6 +132,10 @@ def test_resume_refuses_what_it_cannot_continue(data, tmp_path, capsys, monkeypa
     code, _, err = run_cli(capsys, "train", "--resume", finished, "--quiet")
     assert_user_error(code, err, "checkpoint.pt is damaged")
     (finished / "checkpoint.pt").unlink()
+    code, _, err = run_cli(capsys, "train", "--resume", finished, "--quiet")
+    assert_user_error(code, err, "completed", "nothing to resume")
+    summary = json.loads((finished / "summary.json").read_text())
+    (finished / "summary.json").write_text(json.dumps(summary | {"status": "interrupted"}))
     code, _, err = run_cli(capsys, "train", "--resume", finished, "--quiet")
     assert_user_error(code, err, "checkpoint.pt is missing")
 
