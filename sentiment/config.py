@@ -51,6 +51,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
 SCHEDULES = ("none", "step", "cosine", "linear")
 REDUCTIONS = ("mean", "sum")
 CLASS_WEIGHTS = ("none", "auto")
+LOGS = ("tensorboard", "mlflow", "none")
 KEEP = ("best", "last")
 SELECT = ("acc", "f1", "loss")
 
@@ -72,6 +73,12 @@ class RunSettings:
         "none", "auto (each class weighted by its inverse frequency in training) or none", choices=CLASS_WEIGHTS
     )
     calibrate: bool = setting(True, "fit a temperature to the validation split, so probabilities mean what they say")
+    log: str = setting(
+        "tensorboard",
+        "where training figures go besides metrics.jsonl: tensorboard (event files in the run folder), "
+        "mlflow (those, and an MLflow run at MLFLOW_TRACKING_URI) or none",
+        choices=LOGS,
+    )
 
     def finish(self, given: dict) -> RunSettings:
         """The settings after layering, given what the flags set (`given`): a family whose defaults

@@ -157,7 +157,7 @@ def train_epoch(
     step_scheduler=None,
     micro_batch: int | None = None,
     class_weights: torch.Tensor | None = None,
-    after_step: Callable[[], None] | None = None,
+    after_step: Callable[[int, float], None] | None = None,
 ) -> EpochResult:
     """One pass over `batches`. `loss_reduction="sum"` steps on the batch's summed loss, as the
     reference image recipe does (its learning rates assume it); the reported loss is always the mean.
@@ -173,7 +173,8 @@ def train_epoch(
     weighted by its share of the batch, so the gradient is the whole batch's (to float rounding),
     except that BatchNorm normalises each part with that part's own statistics.
 
-    `after_step` is called after every optimizer step (the recipe re-sizes the thread pool there).
+    `after_step(step, loss)` is called after every optimizer step with the step's number in this
+    epoch and the batch's mean loss (the recipe logs it and re-sizes the thread pool there).
     `class_weights` weights each example's loss by its class (`--class-weights auto`); the mean is
     then the weighted mean over the whole batch, whatever its parts.
     """
@@ -206,6 +207,7 @@ def train_epoch(
         # a weighted mean divides by the whole batch's weight, so its parts add up to it
         weight_sum = weights[labels].sum() if weights is not None and loss_reduction == "mean" else None
         optimizer.zero_grad(set_to_none=True)
+        loss_before = pos.loss_sum
         for k, part in enumerate(parts):
             last = k == len(parts) - 1
             part_inputs, part_labels = tuple(_rows(x, part, n) for x in inputs), labels[part]
@@ -235,7 +237,7 @@ def train_epoch(
         pos.seen += n
         pos.step = step
         if after_step is not None:
-            after_step()
+            after_step(step, (pos.loss_sum - loss_before) / n)
         if progress and (step % 10 == 0 or step == total):
             elapsed = time.perf_counter() - start
             bar.set_postfix(
@@ -360,7 +362,7 @@ class TrainingSetup:
     select: str = "acc"  # what "better" means: "acc" (ties: lower loss), "f1" or "loss"
     keep: str = "best"  # which epoch's weights the run keeps: "best" (validation) or "last"
     class_weights: torch.Tensor | None = None  # per-class loss weights
-    after_step: Callable[[], None] | None = None  # called after every optimizer step
+    after_step: Callable[[int, float], None] | None = None  # (global optimizer step, batch loss), after each
     selection: Selection = field(default_factory=Selection)  # where fit stands; updated as it goes
 
 
@@ -525,6 +527,13 @@ def fit(
             if hasattr(loop.train_batches, "set_epoch"):
                 loop.train_batches.set_epoch(epoch)
             lr = loop.optimizer.param_groups[0]["lr"]
+            steps_before = (epoch - 1) * len(loop.train_batches)
+            step_hook = None
+            if loop.after_step is not None:
+
+                def step_hook(step: int, loss: float, _before: int = steps_before) -> None:
+                    loop.after_step(_before + step, loss)
+
             try:
                 tr = train_epoch(
                     model,
@@ -541,7 +550,7 @@ def fit(
                     step_scheduler=loop.scheduler if loop.scheduler_per_step else None,
                     micro_batch=loop.micro_batch,
                     class_weights=loop.class_weights,
-                    after_step=loop.after_step,
+                    after_step=step_hook,
                 )
             except StopRequested as e:
                 if save_checkpoint is not None:

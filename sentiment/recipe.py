@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from sentiment import distributed
+from sentiment import distributed, tracking
 from sentiment.config import apply, saved, to_dict
 from sentiment.curves import plot_runs
 from sentiment.errors import SentimentError
@@ -64,6 +64,7 @@ def fine_tune(
     runtime = Runtime.resolve(cfg.device, cfg.precision, cpu_bf16=task.cpu_bf16)
     runtime = dataclasses.replace(runtime, device=distributed.setup(runtime.device))
     threads = None if task.solver else _size_threads(cfg, runtime, echo)
+    tracker = tracking.open_trackers(cfg.log) if main else tracking.Tracker()
 
     seed_everything(cfg.seed)
     data = task.data(runtime, echo)
@@ -113,6 +114,19 @@ def fine_tune(
         f"{runtime.precision}, {processes} process{'es' if processes > 1 else ''})"
     )
 
+    steps_per_epoch = len(setup.train_batches) if setup is not None else 0
+    if main:
+        resumed_at = None if state is None else int(state["epoch"]) * steps_per_epoch + _step_of(state) + 1
+        tracker.start(run.path, to_dict(cfg), resumed_at)
+        if setup is not None:
+            setup.after_step = tracking.step_logger(tracker, lambda: setup.optimizer.param_groups[0]["lr"])
+    told = after_epoch
+
+    def after_epoch(metrics: dict) -> None:
+        tracker.epoch(metrics["epoch"] * steps_per_epoch, metrics)
+        if told is not None:
+            told(metrics)
+
     final: dict = {}  # the kept weights' validation and test figures, once training has ended
 
     def summary(status: str) -> dict:
@@ -131,13 +145,21 @@ def fine_tune(
             "precision": runtime.precision,
         }
 
-    if setup is None:
-        _fit_with_solver(run, task, model, data, echo, after_epoch)
-    else:
-        _fit_into(run, task.kind, model, setup, summary, echo, after_epoch, state, threads)
-    digests = distributed.weight_digests(model) if processes > 1 else None  # every process ends the same
+    try:
+        if setup is None:
+            _fit_with_solver(run, task, model, data, echo, after_epoch)
+        else:
+            _fit_into(run, task.kind, model, setup, summary, echo, after_epoch, state, threads)
+        digests = distributed.weight_digests(model) if processes > 1 else None  # every process ends the same
+        if main:
+            final.update(_finish(run, task, cfg, model, data, runtime, setup, progress, echo))
+            last_step = (run.headline()["epochs"] or 0) * steps_per_epoch
+            tracker.finish(last_step, final, [run.file(n) for n in ("summary.json", "curves.png", "calibration.json")])
+    except BaseException as e:
+        tracker.close("interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
+        raise
     if main:
-        final.update(_finish(run, task, cfg, model, data, runtime, setup, progress, echo))
+        tracker.close()
         if setup is not None and not cfg.keep_checkpoint:
             run.drop_checkpoint()
         final["folder_bytes"] = run.size_bytes()
@@ -146,6 +168,12 @@ def fine_tune(
         if digests is not None:
             run.save_json("summary.json", {**run.read_json("summary.json"), "rank_weight_digests": digests})
     return run
+
+
+def _step_of(state: dict) -> int:
+    """The optimizer steps a checkpoint taken mid-epoch had made in that epoch."""
+    position = state.get("position")
+    return int(position.get("step", 0)) if isinstance(position, dict) else 0
 
 
 def _finish(run: Run, task: Task, cfg, model, data: TaskData, runtime: Runtime, setup, progress, echo) -> dict:
@@ -249,7 +277,7 @@ class ThreadWatch:
         self.plan, self.say, self.every = plan, say, every
         self.last = time.monotonic()
 
-    def __call__(self) -> None:
+    def __call__(self, *_step) -> None:
         if self.plan is None or self.plan.reason != "cores" or time.monotonic() - self.last < self.every:
             return
         self.last = time.monotonic()
@@ -445,7 +473,14 @@ def _fit_into(
     if threads is not None:
         from tqdm.auto import tqdm
 
-        setup.after_step = ThreadWatch(threads, tqdm.write if setup.progress else echo)
+        watch, logged = ThreadWatch(threads, tqdm.write if setup.progress else echo), setup.after_step
+
+        def after_step(step: int, loss: float) -> None:
+            watch()
+            if logged is not None:
+                logged(step, loss)
+
+        setup.after_step = after_step
     try:
         fit(model, setup, on_epoch_end=on_epoch_end, save_checkpoint=save_checkpoint, resume=state)
     except StopRequested as e:

@@ -8,6 +8,7 @@
         calibration.json   the temperature fitted on the validation split
         metrics.jsonl      one line per epoch: train and validation figures
         curves.png         loss and accuracy per epoch, train vs validation
+        events.out.tfevents.*  TensorBoard's record (see tracking.py); mlflow.json with --log mlflow
         summary.json       the headline figures
         checkpoint.pt      weights, optimizer, schedule, random states and batch position (--resume);
                            removed when the run completes unless --keep-checkpoint

@@ -49,3 +49,12 @@ def three_class_csv(path, n: int = 240, seed: int = 0):
 
 def jsonl(out: str) -> list[dict]:
     return [json.loads(line) for line in out.split("\n") if line.strip()]  # not splitlines(): U+0085 is text
+
+
+def logged(folder, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of every event of a TensorBoard scalar in `folder`, as TensorBoard shows them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []

@@ -46,7 +46,7 @@ def test_linear_run_predicts_evaluates_and_compares(trained, capsys, monkeypatch
     assert code == 0, err
     assert (root / "c.png").is_file()
     code, _, err = run_cli(capsys, "train", "--resume", run)
-    assert_user_error(code, err, "cannot be resumed")
+    assert_user_error(code, err, "completed; nothing to resume")
 
 
 def test_probabilities_are_scikit_learns(trained, capsys, monkeypatch):

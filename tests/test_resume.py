@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cli_helpers import assert_user_error, run_cli, three_class_csv
+from cli_helpers import assert_user_error, logged, run_cli, three_class_csv
 from sentiment.runs import Run
 from sentiment.text import batching as pipeline
 
@@ -106,6 +106,8 @@ def test_stopped_and_resumed_equals_uninterrupted(model, stop_batch, sig, data, 
     assert [m["val_acc"] for m in metrics] == [m["val_acc"] for m in whole_metrics]
     assert [m["best_epoch"] for m in metrics] == [m["best_epoch"] for m in whole_metrics]
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    # TensorBoard: the resumed run's step losses join up with no step twice, as the whole run's
+    assert logged(run_dir, "train/loss_step") == logged(Run.open("whole/latest").path, "train/loss_step")
 
 
 def test_resume_refuses_what_it_cannot_continue(data, tmp_path, capsys, monkeypatch):
