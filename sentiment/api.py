@@ -66,18 +66,35 @@ def train(
     return run.path
 
 
-def load(run: str | Path | None = None, *, device: str = "cpu", kind: str | None = None, texts: int | None = None):
+def load(
+    run: str | Path | None = None,
+    *,
+    device: str = "cpu",
+    kind: str | None = None,
+    texts: int | None = None,
+    backend: str = "torch",
+):
     """A trained run folder as its family's classifier (`tasks.Classifier`): `.predict(inputs)` gives
     a `Prediction` (label, probability, scores) per input, `.explain(text)` says why, `.classes`
     names the labels. `run` defaults to the newest run (of `kind`: "text" or "image"); `texts`, the
-    number of inputs about to be asked at once, picks the family's fastest form for that many."""
+    number of inputs about to be asked at once, picks the family's fastest form for that many.
+    `backend` "onnx" or "onnx-int8" runs a text run's export (`sentiment export`) with onnxruntime."""
     if run is None:
         opened = Run.open(None, kind=kind or "text")
     else:
         opened = Run.open(run)
     kind = kind or opened.read_json("config.json").get("kind", "text")
     hint = "; use sentiment image-predict" if kind == "text" else "; use sentiment predict"
-    return registry.open_classifier(opened, device, kind=kind, texts=texts, hint=hint)
+    if backend == "torch":
+        return registry.open_classifier(opened, device, kind=kind, texts=texts, hint=hint)
+    from sentiment import export
+
+    if backend not in export.BACKENDS:
+        raise SentimentError(f"unknown backend {backend!r}; one of {', '.join(export.BACKENDS)}")
+    if device not in ("cpu", "auto"):
+        raise SentimentError(f"--backend {backend} runs on the CPU (onnxruntime); drop --device {device}")
+    clf = registry.open_classifier(opened, "cpu", kind=kind, hint=hint)  # the torch form: tokenization, batches
+    return export.with_backend(clf, backend)
 
 
 def evaluate(
@@ -89,6 +106,7 @@ def evaluate(
     device: str = "auto",
     progress: bool = False,
     echo: Callable[[str], None] | None = None,
+    backend: str = "torch",
 ) -> dict:
     """Accuracy, macro F1, per-class precision/recall/F1 and the confusion matrix of a text run.
 
@@ -97,7 +115,7 @@ def evaluate(
     part of its training file, or its test file). The training file itself scores its held-out part
     (and says so through `echo`). `limit` draws a balanced subset, with the seed training's
     `limit_test` drew with unless `seed` is given. The report's `run` and `source` name what was read."""
-    clf = load(run, device=device, kind="text")
+    clf = load(run, device=device, kind="text", backend=backend)
     corpus = test_corpus(clf.run, data, echo=echo or _quiet)
     meta = clf.run.read_json("config.json")
     from sentiment.text.corpus import balanced_subset

@@ -153,6 +153,13 @@ DataOpt = Annotated[str | None, typer.Option("--data", help=config.help_of(TextD
 RunOpt = Annotated[str | None, typer.Option("--run", help="a text run folder (default: runs/latest-text)")]
 ImageRunOpt = Annotated[str | None, typer.Option("--run", help="an image run folder (default: runs/latest-image)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output")]
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="torch, or the run's ONNX export run by onnxruntime: onnx, onnx-int8 (see sentiment export)",
+    ),
+]
 PlotOpt = Annotated[
     str | None, typer.Option("--plot", help="draw a reliability diagram (PNG) of the probabilities here")
 ]
@@ -286,10 +293,11 @@ def predict_cmd(
     file: Annotated[str | None, typer.Option("--file", help="one review per line; - reads stdin")] = None,
     as_json: JsonOpt = False,
     device: Annotated[str, typer.Option("--device")] = "cpu",
+    backend: BackendOpt = "torch",
 ):
     """Classify texts with a trained run: label, probability and the text, one line each."""
     lines = _read_texts(texts or [], file)
-    clf = api.load(run, device=device, kind="text", texts=len(lines))
+    clf = api.load(run, device=device, kind="text", texts=len(lines), backend=backend)
     probs, known = clf.scores(lines, progress=len(lines) > 5000 and _bars())
     best = probs.argmax(1).tolist()
     rows = []
@@ -362,6 +370,7 @@ def serve_cmd(
     ] = 2.0,
     threads: Annotated[int | None, typer.Option("--threads", help="torch threads (default: the usable cores)")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="log every request")] = False,
+    backend: BackendOpt = "torch",
 ):
     """Serve a text run over HTTP: POST /predict and /explain, GET /health, /docs and a page at /."""
     import os
@@ -371,7 +380,15 @@ def serve_cmd(
     try:
         import uvicorn
 
-        from sentiment.serve import BATCH_ENV, RUN_ENV, THREADS_ENV, ServedModel, check_address, create_app
+        from sentiment.serve import (
+            BACKEND_ENV,
+            BATCH_ENV,
+            RUN_ENV,
+            THREADS_ENV,
+            ServedModel,
+            check_address,
+            create_app,
+        )
     except ImportError as e:
         raise SentimentError(f"serve needs {e.name}: pip install 'sentiment[serve]'") from None
     from sentiment.runs import Run
@@ -387,15 +404,45 @@ def serve_cmd(
         os.environ[RUN_ENV] = str(the_run.path.resolve())
         os.environ[THREADS_ENV] = str(threads)
         os.environ[BATCH_ENV] = f"{max_batch},{wait_ms}"
+        os.environ[BACKEND_ENV] = backend
+        if backend != "torch":  # a missing export or onnxruntime: one line now, not in every worker
+            from sentiment import export
+
+            export.onnx_model(the_run, backend)
         typer.echo(f"serving {the_run.path} at {where} with {workers} workers (docs at {where}/docs); Ctrl-C stops")
         uvicorn.run("sentiment.serve:create_app_from_env", factory=True, workers=workers, **settings)
         return
-    model = ServedModel(the_run)
+    model = ServedModel(the_run, backend=backend)
     typer.echo(
-        f"serving {the_run.path} ({model.family}; {', '.join(model.classes)}) at {where} "
+        f"serving {the_run.path} ({model.family}{'' if backend == 'torch' else ', ' + backend}; "
+        f"{', '.join(model.classes)}) at {where} "
         f"(docs at {where}/docs); Ctrl-C stops"
     )
     uvicorn.run(create_app(model, max_batch=max_batch, wait_ms=wait_ms), **settings)
+
+
+@app.command("export")
+def export_cmd(
+    run: Annotated[str, typer.Argument(help="a text run folder")],
+    format: Annotated[str, typer.Option("--format", help="onnx (TextCNN, BiRNN, fastText, transformer)")] = "onnx",
+    quantize: Annotated[
+        str | None, typer.Option("--quantize", help="int8: also onnxruntime's dynamic int8 quantization")
+    ] = None,
+    out: Annotated[
+        str | None,
+        typer.Option("--out", help="a folder to ship (with the tokenizer's files); default: RUN/export, for --backend"),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an export that is there")] = False,
+):
+    """Export a text run's network to ONNX, checked against the torch model; --backend onnx runs it."""
+    from sentiment import export
+
+    if format != "onnx":
+        raise SentimentError(f"--format {format!r} is not one this version writes; it writes onnx")
+    if quantize not in (None, "int8"):
+        raise SentimentError(f"--quantize {quantize!r}: the one quantization is int8")
+    files = export.onnx(run, quantize=quantize, out=out, force=force, echo=typer.echo)
+    typer.echo(f"export: {files[0].parent}")
 
 
 @app.command("evaluate")
@@ -407,12 +454,13 @@ def evaluate_cmd(
     as_json: JsonOpt = False,
     device: Annotated[str, typer.Option("--device")] = "auto",
     plot: PlotOpt = None,
+    backend: BackendOpt = "torch",
 ):
     """Accuracy, balanced accuracy, macro F1, calibration (ECE), per-class precision/recall/F1 and
     the confusion matrix on a test split."""
     notes: list[str] = []
     report = api.evaluate(run, data, limit=limit, seed=seed, device=device, progress=not as_json and _bars(),
-                          echo=notes.append)  # fmt: skip
+                          echo=notes.append, backend=backend)  # fmt: skip
     if plot:
         report["reliability_plot"] = str(_reliability_plot(report, plot, f"{Path(report['run']).name} on "
                                                                         f"{Path(report['source']).name}"))  # fmt: skip

@@ -39,17 +39,20 @@ MAX_BODY = 4 << 20  # bytes: MAX_TEXTS reviews of three times IMDb's mean length
 RUN_ENV = "SENTIMENT_SERVE_RUN"  # the run for `create_app_from_env` (several uvicorn workers)
 THREADS_ENV = "SENTIMENT_SERVE_THREADS"  # and each worker's torch threads
 BATCH_ENV = "SENTIMENT_SERVE_BATCH"  # and its "max_batch,wait_ms"
+BACKEND_ENV = "SENTIMENT_SERVE_BACKEND"  # and its backend (torch, onnx, onnx-int8)
 
 
 class ServedModel:
     """One text run, loaded once: batched `predict` and `explain`, each run in the caller's thread."""
 
-    def __init__(self, run: Run, device: str = "cpu"):
+    def __init__(self, run: Run, device: str = "cpu", backend: str = "torch"):
+        from sentiment import export
         from sentiment.registry import family_of_run, open_classifier
 
         self.run = run
         self.family: str = family_of_run(run.read_meta("text"), "text")
-        self.clf = open_classifier(run, device, kind="text")
+        self.backend = backend
+        self.clf = export.with_backend(open_classifier(run, device, kind="text"), backend)
         self.clf.serve()  # e.g. TextCNN: the form `predict` uses for a file, for every batch
         self.classes: list[str] = self.clf.classes
         self._lock = threading.Lock()  # one batch at a time through the model
@@ -62,6 +65,7 @@ class ServedModel:
             "model": self.family,
             "classes": self.classes,
             "precision": self.clf.precision,
+            "backend": self.backend,
         }
 
     def predict(self, texts: Sequence[str]) -> list[dict | None]:
@@ -337,6 +341,6 @@ def create_app_from_env():
         import torch
 
         torch.set_num_threads(int(os.environ[THREADS_ENV]))
-    model = ServedModel(Run.open(os.environ.get(RUN_ENV), kind="text"))
+    model = ServedModel(Run.open(os.environ.get(RUN_ENV), kind="text"), backend=os.environ.get(BACKEND_ENV, "torch"))
     max_batch, wait_ms = os.environ.get(BATCH_ENV, "64,2").split(",")
     return create_app(model, max_batch=int(max_batch), wait_ms=float(wait_ms))

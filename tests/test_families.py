@@ -4,6 +4,7 @@ sentiment/families/ (or through the `sentiment.families` entry points) is covere
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -142,6 +143,53 @@ def test_a_text_run_serves_what_it_predicts(trained):
             assert got is None
     assert served.health()["model"] == family.name
     assert served.explain(TEXTS[0])["label"] == want[0].label
+
+
+def test_a_text_network_exports_to_onnx_and_answers_as_torch(trained, capsys, tmp_path, monkeypatch):
+    family, settings, run = trained
+    if family.kind != "text":
+        pytest.skip("ONNX export is for text runs")
+    pytest.importorskip("onnxruntime")
+    with monkeypatch.context() as mp:
+        mp.setitem(sys.modules, "onnxruntime", None)
+        code, _, err = run_cli(capsys, "export", run)
+        assert code == 2 and "need onnx and onnxruntime" in err, err
+    code, out, err = run_cli(capsys, "export", run, "--quantize", "int8")
+    if family.task.solver:
+        assert code == 2 and "no network to export" in err and err.count("\n") == 1, err
+        return
+    assert code == 0, err
+    assert "probabilities within" in out and (run / "export" / "model-int8.onnx").is_file()
+    code, _, err = run_cli(capsys, "export", run)
+    assert code == 2 and "already has an ONNX export" in err and "--force" in err
+
+    texts = TEXTS * 30  # batches of mixed lengths, shorter ones than TextCNN's widest kernel among them
+    torch_p = np.asarray(sentiment.load(run).probabilities(texts))
+    for backend, atol in (("onnx", 1e-3), ("onnx-int8", 0.1)):
+        clf = sentiment.load(run, backend=backend)
+        np.testing.assert_allclose(np.asarray(clf.probabilities(texts)), torch_p, atol=atol, err_msg=backend)
+    code, out, err = run_cli(capsys, "predict", *TEXTS, "--run", run, "--json", "--backend", "onnx")
+    assert code == 0, err
+    assert [r["label"] for r in jsonl(out)] == [p.label for p in sentiment.load(run).predict(TEXTS)]
+    from sentiment.runs import Run
+    from sentiment.serve import ServedModel
+
+    served = ServedModel(Run.open(run), backend="onnx")
+    assert served.health()["backend"] == "onnx"
+    want = sentiment.load(run, texts=1000).predict(TEXTS)
+    for got, p in zip(served.predict(TEXTS), want, strict=True):
+        assert (got is None) if not p.known else got["probability"] == pytest.approx(p.probability, abs=1e-3)
+
+    shipped = tmp_path / "shipped"
+    code, _, err = run_cli(capsys, "export", run, "--out", shipped)
+    assert code == 0, err
+    meta = json.loads((shipped / "onnx.json").read_text())
+    assert meta["classes"] == sentiment.load(run).classes and meta["max_abs_diff"]["onnx"] <= 1e-3
+    assert all((shipped / name).exists() for name in meta["tokenization"]) and (shipped / "model.onnx").is_file()
+    code, _, err = run_cli(capsys, "export", run, "--out", shipped)
+    assert code == 2 and "exists" in err
+    code, _, err = run_cli(capsys, "export", run, "--out", shipped, "--force")
+    assert code == 0, err
 
 
 def test_the_cli_predicts_as_the_api_does(trained, capsys):

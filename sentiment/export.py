@@ -1,0 +1,292 @@
+"""A trained text run's network as ONNX, run by onnxruntime: `sentiment export RUN --format onnx`
+writes it, `predict`/`evaluate`/`serve --backend onnx|onnx-int8` run it.
+
+The exported graph takes what every text family's network takes, `ids [batch, length]` (int64,
+padded with the run's pad id) and `lengths [batch]` (int64), and gives `logits` and
+`probabilities [batch, classes]`; batch and length are free. Tokenization stays outside it, as the
+run folder defines it (vocab.json and the tokenizer, or the encoder's tokenizer files): `onnx.json`
+says which files, the pad id and the least length the graph reads (TextCNN's widest kernel; pad
+shorter batches up to it). `--quantize int8` adds onnxruntime's dynamic int8 quantization of it.
+
+Every export is checked before it is kept: the graph's probabilities against the torch model's in
+fp32, on batches of other shapes than the one it was traced with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+from sentiment.errors import SentimentError
+from sentiment.fsutil import atomic_path, atomic_write_json
+from sentiment.runs import Run
+
+FOLDER = "export"  # inside the run folder, where --backend finds the exports
+FILES = {"onnx": "model.onnx", "onnx-int8": "model-int8.onnx"}
+META = "onnx.json"
+BACKENDS = ("torch", "onnx", "onnx-int8")
+TOLERANCE = 1e-3  # the largest difference from the torch model's probabilities an fp32 export may show
+OPSET = 17
+
+
+def _onnx_modules():
+    try:
+        import onnx  # noqa: F401 - the exporter writes through it
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(3)  # errors only: its graph-rewriting notices are not the user's
+    except ImportError:
+        raise SentimentError(
+            "ONNX export and --backend onnx need onnx and onnxruntime: pip install -e '.[export]'"
+        ) from None
+    return onnxruntime
+
+
+def exportable(clf, run: Run) -> None:
+    """Raise, naming what can be exported, unless `clf` is a text run with a network."""
+    from sentiment.text.classify import EncodedTextClassifier
+
+    if not isinstance(clf, EncodedTextClassifier):
+        family = run.read_json("config.json").get("model") or "this"
+        raise SentimentError(
+            f"{run.path} is a {family} run, which has no network to export to ONNX; the text families "
+            "with one (textcnn, birnn, fasttext, transformer) export to onnx, transformer runs also to hf"
+        )
+
+
+def min_length(clf) -> int:
+    """The least length the exported graph reads: TextCNN's widest kernel, fastText's longest n-gram
+    (their torch forms pad or skip a shorter batch in Python, which a graph cannot), 1 for the
+    others. Padding a batch up to it changes no answer: those networks mask what lies past a length."""
+    model = clf.model
+    return max(max(getattr(model, "kernel_sizes", (1,))), getattr(model, "ngrams", 1))
+
+
+def _graph(model):
+    import torch
+
+    class Graph(torch.nn.Module):
+        """The network, with probabilities beside the logits."""
+
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, ids, lengths):
+            logits = self.net(ids, lengths)
+            return logits, logits.softmax(dim=1)
+
+    return Graph(model).eval()
+
+
+def _samples(clf, lengths: list[int], seed: int = 0):
+    """Batches of random ids of the given lengths (every review of its own length, one of each
+    batch full): inputs the export is traced and checked with."""
+    import torch
+
+    rows = len(clf.vocab) if hasattr(clf, "vocab") else len(clf.tokenizer)
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for steps in lengths:
+        n = 3
+        ids = torch.randint(0, rows, (n, steps), generator=g)
+        lens = torch.randint(1, steps + 1, (n,), generator=g)
+        lens[0] = steps
+        ids[torch.arange(steps)[None, :] >= lens[:, None]] = clf.pad
+        batches.append((ids, lens))
+    return batches
+
+
+def _check(clf, model, path: Path, least: int, tolerance: float | None) -> float:
+    """The largest difference between the exported graph's and the torch model's probabilities."""
+    import numpy as np
+    import torch
+
+    ort = _onnx_modules()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for ids, lens in _samples(clf, [least, least + 6, 3 * least + 29], seed=1):
+        with torch.no_grad():
+            want = model(ids, lens).softmax(dim=1).numpy()
+        got = session.run(["probabilities"], {"ids": ids.numpy(), "lengths": lens.numpy()})[0]
+        worst = max(worst, float(np.abs(got - want).max()))
+    if tolerance is not None and worst > tolerance:
+        raise SentimentError(
+            f"the ONNX export of {clf.run.path} differs from the torch model by {worst:.2g} (more than "
+            f"{tolerance:g}); it was not kept"
+        )
+    return worst
+
+
+def onnx(run_path, *, quantize: str | None = None, out=None, force: bool = False, echo=print) -> list[Path]:
+    """Export `run_path`'s network to ONNX (and int8 with `quantize="int8"`) into `out`, by default
+    the run folder's `export/`; returns the files written."""
+    import torch
+
+    _onnx_modules()
+    from sentiment import registry
+
+    run = Run.open(run_path)
+    clf = registry.open_classifier(run, "cpu", kind="text", hint="; export writes text runs")
+    exportable(clf, run)
+    target = Path(out) if out is not None else run.file(FOLDER)
+    names = [FILES["onnx"], META] + ([FILES["onnx-int8"]] if quantize else [])
+    if out is not None and target.exists() and not force:
+        raise SentimentError(f"{target} exists; give --force to replace it, or another --out")
+    if out is None and not force and any((target / n).exists() for n in names):
+        raise SentimentError(f"{run.path} already has an ONNX export in {target}; give --force to replace it")
+    model = clf.model.float().cpu().eval()
+    least = min_length(clf)
+    graph = _graph(model)
+    ((ids, lens),) = _samples(clf, [max(least, 16)])
+    started = time.perf_counter()
+    target.mkdir(parents=True, exist_ok=True)
+    fp32 = target / FILES["onnx"]
+    failures = []
+    for exporter in EXPORTERS:  # the first whose graph holds to the torch model is kept
+        try:
+            with atomic_path(fp32) as tmp:
+                _write(graph, (ids, lens), tmp, exporter)
+                diff = _check(clf, model, tmp, least, TOLERANCE)
+            break
+        except Exception as e:  # noqa: BLE001 - an exporter that cannot trace this network: try the next
+            failures.append(f"{exporter}: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}")
+    else:
+        raise SentimentError(f"{run.path} could not be exported to ONNX ({'; '.join(failures)})")
+    echo(
+        f"wrote {fp32} ({fp32.stat().st_size / 1e6:.1f} MB, {exporter} exporter): probabilities within "
+        f"{diff:.1e} of the torch model (fp32)"
+    )
+    written = [fp32]
+    record = {
+        "format": "onnx",
+        "opset": OPSET,
+        "inputs": {"ids": "int64 [batch, length], padded with pad_id", "lengths": "int64 [batch]"},
+        "outputs": {"logits": "float32 [batch, classes]", "probabilities": "float32 [batch, classes]"},
+        "classes": clf.classes,
+        "pad_id": int(clf.pad),
+        "min_length": least,
+        "family": run.read_json("config.json").get("model"),
+        "tokenization": _tokenization(run),
+        "max_abs_diff": {"onnx": diff},
+        "exporter": exporter,
+        "torch": torch.__version__,
+        "onnxruntime": _onnx_modules().__version__,
+        "seconds": None,
+    }
+    if quantize == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        int8 = target / FILES["onnx-int8"]
+        with atomic_path(int8) as tmp, _quiet_root_logger():
+            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
+            record["max_abs_diff"]["onnx-int8"] = _check(clf, model, tmp, least, None)
+        echo(
+            f"wrote {int8} ({int8.stat().st_size / 1e6:.1f} MB): dynamic int8, probabilities within "
+            f"{record['max_abs_diff']['onnx-int8']:.1e} of the torch model"
+        )
+        written.append(int8)
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    if out is not None:  # shipped elsewhere: with what tokenizing needs
+        for name in record["tokenization"]:
+            source = run.file(name)
+            if source.is_dir():
+                shutil.copytree(source, target / name, dirs_exist_ok=True)
+            else:
+                shutil.copy2(source, target / name)
+        shutil.copy2(run.file("config.json"), target / "config.json")
+    atomic_write_json(target / META, record)
+    return [*written, target / META]
+
+
+EXPORTERS = ("torchscript", "dynamo")  # TorchScript keeps the BiRNN's lengths free; dynamo traces fastText's bags
+
+
+def _write(graph, inputs: tuple, path: Path, exporter: str) -> None:
+    import torch
+
+    names = {"input_names": ["ids", "lengths"], "output_names": ["logits", "probabilities"]}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporters' notices; the check that follows is what counts
+        if exporter == "torchscript":
+            axes = {"ids": {0: "batch", 1: "length"}, "lengths": {0: "batch"}, "logits": {0: "batch"},
+                    "probabilities": {0: "batch"}}  # fmt: skip
+            torch.onnx.export(graph, inputs, str(path), dynamo=False, opset_version=OPSET, dynamic_axes=axes, **names)
+        else:
+            batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
+            shapes = {"ids": {0: batch, 1: length}, "lengths": {0: batch}}
+            program = torch.onnx.export(graph, inputs, dynamo=True, dynamic_shapes=shapes, verbose=False, **names)
+            program.save(str(path))
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """onnxruntime's quantizer logs advice through the root logger; the export says what matters."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _tokenization(run: Run) -> list[str]:
+    """The run folder's files that turn a text into ids."""
+    meta = run.read_json("config.json")
+    if run.file("vocab.json").is_file():
+        return ["vocab.json"]
+    return [meta.get("encoder_folder", "encoder")]
+
+
+def onnx_model(run: Run, backend: str, threads: int | None = None):
+    """The exported graph of `run` as a torch module (ids, lengths -> logits) that onnxruntime runs."""
+    import numpy as np
+    import torch
+
+    ort = _onnx_modules()
+    path = run.file(FOLDER) / FILES[backend]
+    if not path.is_file():
+        flag = " --quantize int8" if backend == "onnx-int8" else ""
+        raise SentimentError(
+            f"{run.path} has no {FOLDER}/{path.name}; make it with: sentiment export {run.path} --format onnx{flag}"
+        )
+    meta = json.loads((run.file(FOLDER) / META).read_text())
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    least, pad = int(meta["min_length"]), int(meta["pad_id"])
+
+    class OnnxNetwork(torch.nn.Module):
+        """onnxruntime behind the torch module interface the classifiers batch through."""
+
+        def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            ids = ids.numpy()
+            if ids.shape[1] < least:
+                ids = np.pad(ids, ((0, 0), (0, least - ids.shape[1])), constant_values=pad)
+            logits = session.run(["logits"], {"ids": ids, "lengths": lengths.numpy()})[0]
+            return torch.from_numpy(logits)
+
+    return OnnxNetwork()
+
+
+def with_backend(clf, backend: str):
+    """`clf` (a text run's torch classifier) answering through `backend`: torch as it is, or its
+    ONNX export run by onnxruntime (the family's own tokenization and batches)."""
+    if backend == "torch":
+        return clf
+    exportable(clf, clf.run)
+    from sentiment.runtime import Runtime
+
+    clf.model = onnx_model(clf.run, backend)
+    clf.model_for = lambda texts: clf.model
+    clf.runtime = Runtime.resolve("cpu", "fp32")
+    clf.backend = backend
+    return clf
