@@ -1,12 +1,15 @@
 """`sentiment serve` under load: N concurrent clients, each sending one real IMDb test review at a
 time (`POST /predict` with one text) for a fixed time, against a server started as a user would.
 
-    python -m benchmarks.serve --run RUN [--run RUN ...] [--clients 16] [--seconds 30] [--readme]
+    python -m benchmarks.serve --run RUN [--run RUN ...] [--backends torch,onnx-int8] [--clients 16]
+        [--seconds 30] [--readme]
 
-Reports requests/s, latency percentiles and how many answers differ from `sentiment predict --json`
-of the same reviews (label, and probability to 1e-6; how many labels differ and by how much the
-probabilities do). The clients are one asyncio process speaking
-HTTP/1.1 over kept-alive connections with no HTTP library, so they take little of the CPU they share
+Each run is served with each backend asked for (`sentiment serve --backend`; the ONNX ones need
+`sentiment export RUN --format onnx --quantize int8` first). Reports requests/s, latency
+percentiles and how many answers differ from `sentiment predict --json` (same backend) of the same
+reviews (label, and probability to 1e-6; how many labels differ and by how much the probabilities
+do). The clients are one asyncio process speaking HTTP/1.1 over kept-alive connections with no HTTP
+library, so they take little of the CPU they share
 with the server. Writes benchmarks/results/serve.json and, with `--readme`, the table between the
 docs/results.md's `bench-serve` markers (rows of other runs are kept).
 """
@@ -47,13 +50,25 @@ def reviews(data: str, n: int, seed: int = 0) -> list[str]:
     return texts[:n]
 
 
-def predict_file(run: str, texts: list[str]) -> list[dict]:
+def predict_file(run: str, texts: list[str], backend: str = "torch") -> list[dict]:
     """What `sentiment predict --file --json` says of each text (one per line)."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write("\n".join(texts))
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "sentiment", "predict", "--run", run, "--file", f.name, "--json"],
+            [
+                sys.executable,
+                "-m",
+                "sentiment",
+                "predict",
+                "--run",
+                run,
+                "--file",
+                f.name,
+                "--json",
+                "--backend",
+                backend,
+            ],
             capture_output=True,
             text=True,
             check=True,
@@ -201,12 +216,15 @@ def explain_times(port: int, texts: list[str]) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    columns = "run | model | precision | clients | seconds | requests/s | p50 ms | p90 ms | p99 ms | errors"
-    rows = [f"| {columns} | differ from predict | explain median / max ms |", "|---" * 12 + "|"]
+    columns = "run | model | backend | precision | clients | seconds | requests/s | p50 ms | p90 ms | p99 ms | errors"
+    rows = [f"| {columns} | differ from predict | explain median / max ms |", "|---" * 13 + "|"]
     for r in results:
-        cells = [r["run"], r["model"], r.get("precision", "?"), r["clients"], f"{r['seconds']:.0f}"]
-        cells += [f"{r['requests_per_s']:.0f}", r["p50_ms"], r["p90_ms"], r["p99_ms"], r["errors"]]
-        explain = f"{r['explain_median_ms']:.0f} / {r['explain_max_ms']:.0f} ({r['explain_reviews']} reviews)"
+        cells = [r["run"], r["model"], r.get("backend", "torch"), r.get("precision", "?"), r["clients"]]
+        cells += [f"{r['seconds']:.0f}", f"{r['requests_per_s']:.0f}", r["p50_ms"], r["p90_ms"], r["p99_ms"]]
+        cells.append(r["errors"])
+        explain = "—"
+        if r.get("explain_reviews"):
+            explain = f"{r['explain_median_ms']:.0f} / {r['explain_max_ms']:.0f} ({r['explain_reviews']} reviews)"
         differ = f"{r['differ_from_predict']} (labels {r['labels_differ']}, "
         differ += f"by at most {r['largest_probability_difference']:.0e})"
         cells += [differ if r["differ_from_predict"] else "0", explain]
@@ -214,7 +232,8 @@ def table(results: list[dict]) -> str:
     machines = sorted({f"{r['cpu']}, {r['cores']} cores for server and clients, {r['date']}" for r in results})
     rows += [
         "",
-        f"One IMDb test review per request; explain: POST /explain of reviews one after another; "
+        f"One IMDb test review per request; explain: POST /explain of reviews one after another (torch "
+        "rows only: explanations use the torch model whatever the backend); "
         f"{'; '.join(machines)}. Re-run: `make bench-serve RUNS=...`.",
     ]
     return "\n".join(rows)
@@ -227,6 +246,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--reviews", type=int, default=2000, help="distinct test reviews the clients cycle through")
+    ap.add_argument("--backends", default="torch", help="comma-separated: torch, onnx, onnx-int8")
     ap.add_argument("--serve-args", default="", help="extra `sentiment serve` options, e.g. '--max-batch 32'")
     ap.add_argument("--readme", action="store_true")
     ap.add_argument("--explain", type=int, default=20, help="reviews to time POST /explain on, one at a time")
@@ -236,23 +256,25 @@ def main() -> None:
         raise SystemExit("name the IMDb archive with --data or $SENTIMENT_IMDB")
     texts = reviews(a.data, a.reviews)
     fresh = []
-    for run in a.run:
-        want = predict_file(run, texts)
+    for run, backend in [(r, b) for r in a.run for b in a.backends.split(",")]:
+        want = predict_file(run, texts, backend)
         meta = json.loads((Path(run) / "config.json").read_text())
         port = free_port()
-        server = start_server(run, port, a.serve_args.split())
+        server = start_server(run, port, [*a.serve_args.split(), "--backend", backend])
         try:
-            if a.screenshot and run == a.run[0]:
+            if a.screenshot and run == a.run[0] and backend == "torch":
                 screenshot(port, SCREENSHOT_REVIEW, Path(a.screenshot))
             asyncio.run(load(port, texts[:50], want[:50], 2, 3))  # warm-up
             result = asyncio.run(load(port, texts, want, a.clients, a.seconds))
             result["precision"] = health(port)["precision"]
-            result |= explain_times(port, texts[: a.explain])
+            if backend == "torch":
+                result |= explain_times(port, texts[: a.explain])
         finally:
             server.terminate()
             server.wait(timeout=30)
         result |= {
             "run": Path(run).resolve().name,
+            "backend": backend,
             "model": meta["config"].get("model"),
             "clients": a.clients,
             "seconds": a.seconds,
@@ -263,7 +285,7 @@ def main() -> None:
         }
         print(json.dumps(result), flush=True)
         fresh.append(result)
-    results = merge_results(RESULTS, fresh, key=lambda r: r["run"])
+    results = merge_results(RESULTS, fresh, key=lambda r: (r["run"], r.get("backend", "torch")))
     print(table(results))
     if a.readme:
         replace_section("bench-serve", table(results))

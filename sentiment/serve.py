@@ -22,11 +22,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
+from typing import Annotated
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from sentiment import jsonlines
@@ -68,27 +69,23 @@ class ServedModel:
             "backend": self.backend,
         }
 
-    def predict(self, texts: Sequence[str]) -> list[dict | None]:
-        """One prediction per text; None for a text with no word the model knows."""
+    def predict(self, texts: Sequence[str]) -> list[dict]:
+        """One prediction per text, flagged `no_known_words` where the text has no word the model knows."""
         with self._lock:
             probs, known = self.clf.scores(texts)
         out = []
         for p, k in zip(probs.tolist(), known, strict=True):
             best = max(range(len(p)), key=p.__getitem__)
-            out.append(
-                {"label": self.classes[best], "probability": p[best], "scores": dict(zip(self.classes, p, strict=True))}
-                if k
-                else None
-            )
+            scores = dict(zip(self.classes, p, strict=True))
+            out.append({"label": self.classes[best], "probability": p[best], "scores": scores, "no_known_words": not k})
         return out
 
-    def explain(self, text: str) -> dict | None:
-        """The explanation of one text; None for a text with no word the model knows (found by
-        encoding it, without the model). Explainers that need a model build one of their own."""
-        if not self.clf.knows([text])[0]:
-            return None
+    def explain(self, text: str) -> dict:
+        """The explanation of one text, flagged as `predict` flags it. Explainers that need a model
+        build one of their own."""
+        known = self.clf.knows([text])[0]  # by encoding it, without the model
         with self._explain_lock:
-            return self.clf.explain(text).to_json()
+            return self.clf.explain(text).to_json() | {"no_known_words": not known}
 
 
 class Batcher:
@@ -137,22 +134,47 @@ class Batcher:
                 at += len(chunk)
 
 
-class PredictRequest(BaseModel):
-    texts: list[str] = Field(description=f"1 to {MAX_TEXTS} texts to classify", examples=[["this movie is so great"]])
+# What the server accepts, stated in the schema: a text has a character that is not white space
+# (Python's notion, as `check_texts` has it) and is at most MAX_TEXT_CHARS long.
+Text = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        pattern=r"\S",
+        description=f"a review: at most {MAX_TEXT_CHARS:,} characters, not only white space",
+    ),
+]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(regex_engine="python-re")  # `pattern` as Python (and the schema's readers) read it
+
+
+class PredictRequest(Body):
+    texts: list[Text] = Field(
+        min_length=1,
+        max_length=MAX_TEXTS,
+        description=f"1 to {MAX_TEXTS:,} texts to classify",
+        examples=[["this movie is so great"]],
+    )
 
 
 class Prediction(BaseModel):
     label: str
     probability: float
     scores: dict[str, float]
+    no_known_words: bool = Field(
+        description="the text has no word the model knows, so the label is only the model's prior"
+    )
 
 
 class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
-class ExplainRequest(BaseModel):
-    text: str = Field(description="one text to explain", examples=["this movie is so great"])
+class ExplainRequest(Body):
+    text: Text = Field(examples=["this movie is so great"])
 
 
 class Token(BaseModel):
@@ -173,14 +195,26 @@ class ExplainResponse(BaseModel):
     margin: float
     completeness_gap: float | None
     cut: bool
+    no_known_words: bool
 
 
-def _json(obj, status: int = 200) -> Response:
-    return Response(jsonlines.dumps(obj).encode(), status_code=status, media_type="application/json")
+class ErrorResponse(BaseModel):
+    error: str = Field(description="what was wrong, in one line")
 
 
-def _error(status: int, message: str) -> Response:
-    return _json({"error": message}, status)
+ERRORS = {
+    400: {"model": ErrorResponse, "description": "the body is not valid JSON"},
+    413: {"model": ErrorResponse, "description": f"the body is over {MAX_BODY:,} bytes (refused before it is read)"},
+    422: {"model": ErrorResponse, "description": "the body does not follow the schema"},
+}
+
+
+def _json(obj, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(jsonlines.dumps(obj).encode(), status_code=status, media_type="application/json", headers=headers)
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> Response:
+    return _json({"error": message}, status, headers)
 
 
 class BodyLimit:
@@ -225,7 +259,14 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
         return 400, "the body is not valid JSON"
     first = errors[0] if errors else {}
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
-    return 422, f"{where}: {first.get('msg', 'invalid request')}"
+    said = {
+        "too_short": "give at least one text",
+        "too_long": f"at most {MAX_TEXTS:,} texts per request",
+        "string_too_short": "the text is empty; give a review",
+        "string_pattern_mismatch": "the text is empty (only white space); give a review",
+        "string_too_long": f"the text is over {MAX_TEXT_CHARS:,} characters (is this the right input?)",
+    }.get(first.get("type"), first.get("msg", "invalid request"))
+    return 422, f"{where}: {said}"
 
 
 def create_app(model: ServedModel, *, max_batch: int = 64, wait_ms: float = 2.0) -> FastAPI:
@@ -258,7 +299,7 @@ def create_app(model: ServedModel, *, max_batch: int = 64, wait_ms: float = 2.0)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
-        return _error(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))  # 405 keeps its Allow
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception):
@@ -266,40 +307,30 @@ def create_app(model: ServedModel, *, max_batch: int = 64, wait_ms: float = 2.0)
         return _error(500, f"internal error: {type(exc).__name__}: {first}")
 
     def checked(texts: list[str]) -> Response | None:
-        if not texts:
-            return _error(422, "texts: give at least one text")
-        if len(texts) > MAX_TEXTS:
-            return _error(413, f"texts: {len(texts):,} texts; at most {MAX_TEXTS:,} per request")
+        """What the schema already refused, checked again where the model needs it."""
         try:
             check_texts(texts)
         except SentimentError as e:
             return _error(422, str(e))
         return None
 
-    def unknown(results: list) -> Response | None:
-        missing = [i + 1 for i, r in enumerate(results) if r is None]
-        if not missing:
-            return None
-        which = f"text {missing[0]} has" if len(missing) == 1 else f"texts {', '.join(map(str, missing[:10]))} have"
-        return _error(422, f"{which} no word the model knows; its label would be only the model's prior")
-
-    @app.post("/predict", responses={200: {"model": PredictResponse}})
+    @app.post("/predict", responses={200: {"model": PredictResponse}, **ERRORS})
     async def predict(body: PredictRequest) -> Response:
-        """Classify texts: the label, its probability and every class's probability, one per text."""
+        """Classify texts: the label, its probability and every class's probability, one per text.
+        A text with no word the model knows is answered too, flagged `no_known_words`: its label is
+        then only the model's prior."""
         bad = checked(body.texts)
         if bad is not None:
             return bad
-        results = await batcher.submit(body.texts)
-        return unknown(results) or _json({"predictions": results})
+        return _json({"predictions": await batcher.submit(body.texts)})
 
-    @app.post("/explain", responses={200: {"model": ExplainResponse}})
+    @app.post("/explain", responses={200: {"model": ExplainResponse}, **ERRORS})
     async def explain(body: ExplainRequest) -> Response:
         """The label and, for every token, how much it pushed towards it (character offsets into the text)."""
         bad = checked([body.text])
         if bad is not None:
             return bad
-        result = await asyncio.get_running_loop().run_in_executor(explainer, model.explain, body.text)
-        return unknown([result]) or _json(result)
+        return _json(await asyncio.get_running_loop().run_in_executor(explainer, model.explain, body.text))
 
     @app.get("/health")
     async def health() -> dict:
