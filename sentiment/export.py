@@ -31,6 +31,9 @@ META = "onnx.json"
 BACKENDS = ("torch", "onnx", "onnx-int8")
 TOLERANCE = 1e-3  # the largest difference from the torch model's probabilities an fp32 export may show
 OPSET = 17
+CHUNK_TOKENS = (
+    8192  # ids per onnxruntime call: bounds its memory (a transformer's attention grows with batch x length^2)
+)
 
 
 def _onnx_modules():
@@ -51,11 +54,18 @@ def exportable(clf, run: Run) -> None:
     from sentiment.text.classify import EncodedTextClassifier
 
     if not isinstance(clf, EncodedTextClassifier):
-        family = run.read_json("config.json").get("model") or "this"
+        family = _family(run)
         raise SentimentError(
             f"{run.path} is a {family} run, which has no network to export to ONNX; the text families "
             "with one (textcnn, birnn, fasttext, transformer) export to onnx, transformer runs also to hf"
         )
+
+
+def _family(run: Run) -> str:
+    from sentiment.registry import family_of_run
+
+    meta = run.read_json("config.json")
+    return family_of_run(meta, meta.get("kind", "text"))
 
 
 def min_length(clf) -> int:
@@ -170,7 +180,7 @@ def onnx(run_path, *, quantize: str | None = None, out=None, force: bool = False
         "classes": clf.classes,
         "pad_id": int(clf.pad),
         "min_length": least,
-        "family": run.read_json("config.json").get("model"),
+        "family": _family(run),
         "tokenization": _tokenization(run),
         "max_abs_diff": {"onnx": diff},
         "exporter": exporter,
@@ -268,11 +278,15 @@ def onnx_model(run: Run, backend: str, threads: int | None = None):
         """onnxruntime behind the torch module interface the classifiers batch through."""
 
         def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-            ids = ids.numpy()
+            ids, lengths = ids.numpy(), lengths.numpy()
             if ids.shape[1] < least:
                 ids = np.pad(ids, ((0, 0), (0, least - ids.shape[1])), constant_values=pad)
-            logits = session.run(["logits"], {"ids": ids, "lengths": lengths.numpy()})[0]
-            return torch.from_numpy(logits)
+            rows = max(1, CHUNK_TOKENS // ids.shape[1])  # onnxruntime keeps every activation of a batch
+            parts = [
+                session.run(["logits"], {"ids": ids[at : at + rows], "lengths": lengths[at : at + rows]})[0]
+                for at in range(0, len(ids), rows)
+            ]
+            return torch.from_numpy(np.concatenate(parts))
 
     return OnnxNetwork()
 
@@ -290,3 +304,156 @@ def with_backend(clf, backend: str):
     clf.runtime = Runtime.resolve("cpu", "fp32")
     clf.backend = backend
     return clf
+
+
+# -- Hugging Face ---------------------------------------------------------------------------------
+
+HF_FOLDER = "hf"  # inside export/
+
+
+def _check_hf(clf, model, xlm) -> float:
+    """The largest difference between the two models' probabilities, one unpadded text at a time
+    (as `pipeline` runs them), on random ids of several lengths."""
+    import torch
+
+    worst = 0.0
+    for ids, lens in _samples(clf, [4, 19, 61], seed=2):
+        for row, n in zip(ids, lens.tolist(), strict=True):
+            one = row[None, :n]
+            with torch.no_grad():
+                want = model(one, torch.tensor([n])).softmax(dim=1)
+                got = xlm(input_ids=one, attention_mask=torch.ones_like(one)).logits.softmax(dim=1)
+            worst = max(worst, float((want - got).abs().max()))
+    return worst
+
+
+CHECK_TEXTS = (
+    "a wonderful film, I loved it",
+    "dull, boring and far too long",
+    "the plot was thin but the acting superb",
+)
+
+
+def _check_folder(clf, model, folder: Path) -> float:
+    """The folder as `transformers` loads it (its tokenizer and model) against the run, on a few texts."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # loading is a moment; the export says what it wrote
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    loaded = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
+    worst = 0.0
+    for text in CHECK_TEXTS:
+        enc = clf.encode([text])
+        ids = torch.as_tensor(enc.ids[: enc.lengths[0]])[None, :]
+        with torch.no_grad():
+            want = model(ids, torch.tensor([ids.shape[1]])).softmax(dim=1)
+            got = loaded(**tokenizer(text, return_tensors="pt", truncation=True)).logits.softmax(dim=1)
+        worst = max(worst, float((want - got).abs().max()))
+    return worst
+
+
+def hf(run_path, *, out=None, force: bool = False, echo=print) -> list[Path]:
+    """Write a transformer run as a Hugging Face model folder (config with the labels, weights,
+    tokenizer, a model card) that `transformers.pipeline("text-classification", model=FOLDER)`
+    loads; into `out`, by default the run folder's `export/hf`. Returns the folder's files."""
+    from sentiment import registry
+
+    run = Run.open(run_path)
+    meta = run.read_json("config.json")
+    clf = registry.open_classifier(run, "cpu", kind="text", hint="; export writes text runs")
+    if not hasattr(clf, "huggingface"):
+        raise SentimentError(
+            f"{run.path} is a {_family(run)} run; --format hf writes transformer runs (the others export to onnx)"
+        )
+    target = Path(out) if out is not None else run.file(FOLDER) / HF_FOLDER
+    if target.exists() and not force:
+        raise SentimentError(
+            f"{target} exists; give --force to replace it" + ("" if out is None else ", or another --out")
+        )
+    model, xlm = clf.huggingface()
+    diff = _check_hf(clf, model, xlm)
+    if diff > TOLERANCE:
+        raise SentimentError(f"the Hugging Face form of {run.path} differs from the run by {diff:.2g}; it was not kept")
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    xlm.save_pretrained(str(target), safe_serialization=True)
+    tokenizer = clf.tokenizer
+    tokenizer.model_max_length = int(meta["config"]["max_len"])
+    tokenizer.save_pretrained(str(target))
+    settings = json.loads((target / "tokenizer_config.json").read_text())
+    settings["model_input_names"] = ["input_ids", "attention_mask"]  # no token types: XLM would read them as words
+    atomic_write_json(target / "tokenizer_config.json", settings)
+    (target / "README.md").write_text(_model_card(run, meta, diff), encoding="utf-8")
+    loaded = _check_folder(clf, model, target)
+    if loaded > TOLERANCE:
+        shutil.rmtree(target)
+        raise SentimentError(f"{target} as transformers loads it differs from the run by {loaded:.2g}; it was not kept")
+    diff = max(diff, loaded)
+    echo(f"wrote {target}: a Hugging Face text classifier, probabilities within {diff:.1e} of the run's (fp32)")
+    return sorted(p for p in target.iterdir())
+
+
+def _model_card(run: Run, meta: dict, diff: float) -> str:
+    summary = run.read_json("summary.json") if run.file("summary.json").is_file() else {}
+    cfg = meta["config"]
+    classes = ", ".join(meta["classes"])
+    epochs, kept = summary.get("epochs", "?"), summary.get("best_epoch", summary.get("epochs", "?"))
+    recipe = f"{cfg.get('recipe', 'standard')} ({epochs} epoch{'' if epochs == 1 else 's'}, lr {cfg.get('lr')}, "
+    recipe += f"batch {cfg.get('batch_size')})"
+    temperature = summary.get("temperature")
+    calibrated = f"temperature {temperature:.3f}" if isinstance(temperature, float) else "not calibrated"
+    cut, head = cfg.get("max_len"), cfg.get("head_tokens")
+    counts = (summary.get("train_examples", "?"), summary.get("val_examples", 0), summary.get("test_examples", "?"))
+
+    def figure(key: str) -> str:
+        value = summary.get(key)
+        return f"{value:.4f}" if isinstance(value, int | float) else "not recorded"
+
+    return f"""---
+library_name: transformers
+pipeline_tag: text-classification
+---
+
+# {run.path.name}
+
+A text classifier ({classes}) fine-tuned by `sentiment` from the encoder `{cfg.get("encoder")}`.
+
+## Use
+
+```python
+from transformers import pipeline
+
+classify = pipeline("text-classification", model="PATH/TO/THIS/FOLDER", top_k=None, truncation=True)
+classify("this movie is so great")
+```
+
+## Training
+
+- Data: {meta.get("data_source") or cfg.get("data") or "IMDb"}; {counts[0]} training examples,
+  {counts[1]} for validation, {counts[2]} for test.
+- Recipe: {recipe}, {cfg.get("pooling")} pooling, reviews cut to {cut} tokens (the first {head} and the last).
+- Kept: epoch {kept}; probabilities calibrated on validation ({calibrated}).
+
+## Measured
+
+Test accuracy {figure("test_acc")}, macro-F1 {figure("test_f1")}, ECE {figure("test_ece")} on the run's test split
+(scored once, on these weights).
+
+## How this folder is made
+
+The encoder is BERT; it is stored as `XLMForSequenceClassification`, whose encoder computes the same
+function once BERT's token-type embedding is folded into the position embeddings, and whose
+sequence summary is the run's pooling and linear head. So it loads with plain `from_pretrained`, no
+custom code. Checked when written: probabilities within {diff:.1e} of the run's, one text at a time.
+
+## Limits
+
+- One text at a time (the pipeline's default) matches the run. With mean pooling, a padded batch
+  does not: XLM's summary averages over the padding too.
+- A review longer than {cut} tokens: `sentiment` keeps its first {head} and last tokens, the
+  tokenizer here (`truncation=True`) its first {cut}; the answers differ.
+- Trained on {classes} for the data above; other domains and languages are untested.
+"""

@@ -29,7 +29,7 @@ def tiny_encoder(folder: Path, architecture: str = "bert", *, seed: int = 0, voc
     if architecture == "distilbert":
         config = tf.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, **size)
     else:
-        layers = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, **size)
+        layers = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, **size)
         config = {
             "bert": tf.BertConfig,
             "roberta": tf.RobertaConfig,

@@ -190,6 +190,29 @@ def test_a_text_network_exports_to_onnx_and_answers_as_torch(trained, capsys, tm
     assert code == 0, err
 
 
+def test_a_transformer_run_is_a_hugging_face_classifier(trained, capsys, tmp_path):
+    family, settings, run = trained
+    if family.kind != "text":
+        pytest.skip("Hugging Face export is for text runs")
+    code, out, err = run_cli(capsys, "export", run, "--format", "hf", "--out", tmp_path / "hf")
+    if family.name != "transformer":
+        assert code == 2 and "--format hf writes transformer runs" in err, err
+        return
+    assert code == 0, err
+    from transformers import pipeline
+
+    classify = pipeline("text-classification", model=str(tmp_path / "hf"), top_k=None, truncation=True)
+    want = sentiment.load(run).predict(TEXTS)  # trained and answering in fp32
+    for got, p in zip(classify(TEXTS), want, strict=True):
+        scores = {g["label"]: g["score"] for g in got}
+        assert max(scores, key=scores.get) == p.label
+        assert scores == pytest.approx(p.scores, abs=2e-3)
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "pipeline(" in card and "Test accuracy" in card
+    code, _, err = run_cli(capsys, "export", run, "--format", "hf", "--out", tmp_path / "hf")
+    assert code == 2 and "exists" in err
+
+
 def test_the_cli_predicts_as_the_api_does(trained, capsys):
     family, settings, run = trained
     inputs = _inputs(family, settings)

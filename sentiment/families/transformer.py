@@ -564,6 +564,11 @@ class TransformerRunClassifier(EncodedTextClassifier):
             check_texts(texts)
         return encode_texts(self.tokenizer, texts, self.max_len, self.head_tokens)[0]
 
+    def huggingface(self):
+        """(this run's torch model in fp32, the same as a `transformers` classifier): see
+        `as_xlm_classifier`; `sentiment export --format hf` writes the second."""
+        return as_xlm_classifier(self)
+
     def explain(self, text: str):
         from sentiment.explain import GradientExplainer
 
@@ -576,6 +581,66 @@ class TransformerRunClassifier(EncodedTextClassifier):
             layer = own.model.encoder.get_input_embeddings()
             self._explainer = GradientExplainer(own, layer, tokens, keep=own.special, family="transformer")
         return self._explainer.explain(text)
+
+
+def as_xlm_classifier(clf):
+    """(the run's torch model in fp32, the same model as a `transformers`
+    XLMForSequenceClassification). A BERT encoder is the XLM encoder (post-norm blocks, exact GELU)
+    once the token-type embedding (always type 0) is folded into the position embeddings, and XLM's
+    sequence summary ("mean" or "first", then a linear layer to the labels) is the run's pooling and
+    head; so it loads with plain `from_pretrained`, no remote code. Raises where the encoder does not
+    map exactly."""
+    import torch
+    from transformers import XLMConfig, XLMForSequenceClassification
+
+    model = clf.model.float().cpu().eval()
+    bert = model.encoder.config
+    why = []
+    if bert.model_type != "bert":
+        why.append(f"its encoder is {bert.model_type!r}, not BERT")
+    if bert.hidden_act != "gelu":
+        why.append(f"its activation is {bert.hidden_act!r}, not gelu")
+    if getattr(bert, "position_embedding_type", "absolute") != "absolute":
+        why.append("its positions are not absolute embeddings")
+    if bert.intermediate_size != 4 * bert.hidden_size:
+        why.append(f"its feed-forward width {bert.intermediate_size} is not 4 x {bert.hidden_size}")
+    if why:
+        raise SentimentError(
+            f"{clf.run.path} cannot be written as a Hugging Face classifier without custom code "
+            f"({'; '.join(why)}); export it with --format onnx"
+        )
+    config = XLMConfig(
+        vocab_size=bert.vocab_size, emb_dim=bert.hidden_size, n_layers=bert.num_hidden_layers,
+        n_heads=bert.num_attention_heads, dropout=0.0, attention_dropout=0.0, gelu_activation=True,
+        sinusoidal_embeddings=False, causal=False, asm=False, n_langs=1, use_lang_emb=False,
+        max_position_embeddings=bert.max_position_embeddings, layer_norm_eps=bert.layer_norm_eps,
+        pad_index=int(clf.pad), summary_type="mean" if model.pooling == "mean" else "first",
+        summary_use_proj=True, summary_activation=None, summary_proj_to_labels=True, summary_first_dropout=0.0,
+        num_labels=len(clf.classes), id2label=dict(enumerate(clf.classes)),
+        label2id={c: i for i, c in enumerate(clf.classes)},
+    )  # fmt: skip
+    xlm = XLMForSequenceClassification(config).eval()
+    sd = model.encoder.state_dict()
+    state = {
+        "transformer.embeddings.weight": sd["embeddings.word_embeddings.weight"],
+        "transformer.position_embeddings.weight": sd["embeddings.position_embeddings.weight"]
+        + sd["embeddings.token_type_embeddings.weight"][0],
+        "transformer.layer_norm_emb.weight": sd["embeddings.LayerNorm.weight"],
+        "transformer.layer_norm_emb.bias": sd["embeddings.LayerNorm.bias"],
+        "sequence_summary.summary.weight": model.head.weight.detach(),
+        "sequence_summary.summary.bias": model.head.bias.detach(),
+    }
+    pairs = {"attentions.{i}.q_lin": "attention.self.query", "attentions.{i}.k_lin": "attention.self.key",
+             "attentions.{i}.v_lin": "attention.self.value", "attentions.{i}.out_lin": "attention.output.dense",
+             "layer_norm1.{i}": "attention.output.LayerNorm", "ffns.{i}.lin1": "intermediate.dense",
+             "ffns.{i}.lin2": "output.dense", "layer_norm2.{i}": "output.LayerNorm"}  # fmt: skip
+    for i in range(bert.num_hidden_layers):
+        for theirs, ours in pairs.items():
+            for t in ("weight", "bias"):
+                state[f"transformer.{theirs.format(i=i)}.{t}"] = sd[f"encoder.layer.{i}.{ours}.{t}"]
+    with torch.no_grad():
+        xlm.load_state_dict({k: v.clone() for k, v in state.items()}, strict=True)
+    return model, xlm
 
 
 _ACTIVATIONS = {"gelu", "relu", "gelu_new", "gelu_pytorch_tanh"}
@@ -697,7 +762,7 @@ def tiny_encoder(folder: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(str(find_encoder("all-MiniLM-L6-v2")))
     config = BertConfig(
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
+        intermediate_size=128, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
     )  # fmt: skip
     torch.manual_seed(0)
     AutoModel.from_config(config).save_pretrained(str(folder))
