@@ -201,6 +201,11 @@ CASES = [
     ("predict-file-not-utf8", lambda t, r: ["predict", "--run", r, "--file", _csv(t, b"\xff\xfe\n", "r.txt")], "UTF-8"),
     ("evaluate-unknown-labels", lambda t, r: ["evaluate", "--run", r, "--data", _csv(t, "text,label\nx,zzz\n")], "zzz"),
     ("resume-damaged-checkpoint", lambda t, r: ["train", "--resume", _bad_checkpoint(r, t), "--quiet"], "damaged"),
+    ("export-not-a-run-folder", lambda t, r: ["export", t], "not a complete run folder"),
+    ("export-unknown-format", lambda t, r: ["export", r, "--format", "tflite"], "onnx or hf"),
+    ("export-hf-of-textcnn", lambda t, r: ["export", r, "--format", "hf"], "writes transformer runs"),
+    ("predict-backend-without-export", lambda t, r: ["predict", "--run", r, "--backend", "onnx", "great"], "no export/"),
+    ("predict-unknown-backend", lambda t, r: ["predict", "--run", r, "--backend", "tpu", "great"], "unknown backend"),
     # images and checkpoints
     (
         "image-not-an-image",

@@ -296,7 +296,7 @@ def test_the_openapi_schema_states_what_the_server_enforces(server, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
          f"http://127.0.0.1:{port}/openapi.json", "--checks", "all", "--max-examples", "40", "--seed", "1"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,  # its example database stays there
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "No issues found" in done.stdout
