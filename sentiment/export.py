@@ -193,7 +193,7 @@ def onnx(run_path, *, quantize: str | None = None, out=None, force: bool = False
 
         int8 = target / FILES["onnx-int8"]
         with atomic_path(int8) as tmp, _quiet_root_logger():
-            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
             record["max_abs_diff"]["onnx-int8"] = _check(clf, model, tmp, least, None)
         echo(
             f"wrote {int8} ({int8.stat().st_size / 1e6:.1f} MB): dynamic int8, probabilities within "
