@@ -65,7 +65,7 @@ class ServedModel:
             "run": self.run.path.name,
             "model": self.family,
             "classes": self.classes,
-            "precision": self.clf.precision,
+            "precision": "int8" if self.backend == "onnx-int8" else self.clf.precision,
             "backend": self.backend,
         }
 
