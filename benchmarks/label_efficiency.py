@@ -2,7 +2,7 @@
 same encoder, on balanced IMDb training sets of 8 / 32 / 128 / 512 reviews per class, 3 seeds each.
 
     python -m benchmarks.label_efficiency [--data PATH] [--sizes 8,32,128,512] [--seeds 0,1,2]
-        [--models linear,fasttext,textcnn,transformer] [--setfit-python PYTHON] [--readme]
+        [--models linear,fasttext,textcnn,transformer] [--setfit-python PYTHON] [--readme] [--table-only]
 
 Every training set is a seeded, balanced draw from IMDb's 25,000 training reviews; the test set is
 one draw of 1,000 balanced reviews from IMDb's test split, the same for every run, scored once at
@@ -176,6 +176,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="threads for SetFit (ours take the cores they find)")
     ap.add_argument("--again", action="store_true", help="rerun what the results file already holds")
     ap.add_argument("--readme", action="store_true")
+    ap.add_argument(
+        "--table-only", action="store_true", help="run nothing: draw the table and plot from the results file"
+    )
     args = ap.parse_args()
     sizes = [int(k) for k in args.sizes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -184,9 +187,11 @@ def main() -> None:
     done = {(r["model"], r["k"], r["seed"]): r for r in saved["runs"]}
     per_step = None
     with tempfile.TemporaryDirectory(prefix="label-efficiency-") as tmp:
+        if args.table_only:
+            sizes = sorted({r["k"] for r in done.values() if r["k"] in sizes})
         folder = Path(tmp)
-        files = write_sets(args.data, folder, sizes, seeds)
-        for k in sizes:
+        files = write_sets(args.data, folder, sizes, seeds) if not args.table_only else {}
+        for k in sizes if not args.table_only else []:
             for seed in seeds:
                 for m in models:
                     if (m, k, seed) in done and not args.again:
