@@ -126,10 +126,11 @@ def table(results: list[dict], sizes: list[int], models: list[str]) -> str:
                 cells.append("—")
                 continue
             accs = [r["acc"] for r in rows]
-            cap = " (capped)" if any(r.get("capped") for r in rows) else ""
-            if cap:
-                notes.add(f"SetFit at {k} per class: capped at {rows[0]['steps']:,} steps of its default "
-                          f"{setfit_steps(k):,} (pairs {rows[0]['pairs']:,}).")  # fmt: skip
+            capped = [r for r in rows if r.get("capped")]
+            cap = " (capped)" if capped else ""
+            for r in capped:
+                notes.add(f"SetFit at {k} per class, seed {r['seed']}: capped at {r['steps']:,} steps of its "
+                          f"default {setfit_steps(k):,} (pairs {r['pairs']:,}).")  # fmt: skip
             cells.append(
                 f"**{_mean(accs):.3f}**{cap} ({', '.join(f'{a:.3f}' for a in accs)}; "
                 f"{_mean([r['seconds'] for r in rows]):.0f} s)"
