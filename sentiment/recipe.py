@@ -153,6 +153,11 @@ def fine_tune(
         digests = distributed.weight_digests(model) if processes > 1 else None  # every process ends the same
         if main:
             final.update(_finish(run, task, cfg, model, data, runtime, setup, progress, echo))
+            if setup is not None and not cfg.keep_checkpoint:
+                run.drop_checkpoint()
+            final["folder_bytes"] = run.size_bytes()
+            run.save_json("summary.json", summary("completed"))
+            # after summary.json is final: the trackers receive it as written
             last_step = (run.headline()["epochs"] or 0) * steps_per_epoch
             tracker.finish(last_step, final, [run.file(n) for n in ("summary.json", "curves.png", "calibration.json")])
     except BaseException as e:
@@ -160,10 +165,6 @@ def fine_tune(
         raise
     if main:
         tracker.close()
-        if setup is not None and not cfg.keep_checkpoint:
-            run.drop_checkpoint()
-        final["folder_bytes"] = run.size_bytes()
-        run.save_json("summary.json", summary("completed"))
         run.mark_latest(task.kind)
         if digests is not None:
             run.save_json("summary.json", {**run.read_json("summary.json"), "rank_weight_digests": digests})

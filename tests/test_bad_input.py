@@ -204,7 +204,7 @@ CASES = [
     ("export-not-a-run-folder", lambda t, r: ["export", t], "not a complete run folder"),
     ("export-unknown-format", lambda t, r: ["export", r, "--format", "tflite"], "onnx or hf"),
     ("export-hf-of-textcnn", lambda t, r: ["export", r, "--format", "hf"], "writes transformer runs"),
-    ("predict-backend-without-export", lambda t, r: ["predict", "--run", r, "--backend", "onnx", "great"], "no export/"),
+    ("predict-no-export", lambda t, r: ["predict", "--run", r, "--backend", "onnx", "great"], "no export/"),
     ("predict-unknown-backend", lambda t, r: ["predict", "--run", r, "--backend", "tpu", "great"], "unknown backend"),
     # images and checkpoints
     (

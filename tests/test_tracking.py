@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -78,6 +79,8 @@ def test_mlflow_gets_the_same_figures(csv, tmp_path, capsys, monkeypatch):
     )
     assert got.data.metrics["final_test_acc"] == pytest.approx(run.read_json("summary.json")["test_acc"])
     assert {a.path for a in client.list_artifacts(run_id)} >= {"summary.json", "curves.png"}
+    sent = json.loads(Path(client.download_artifacts(run_id, "summary.json", str(tmp_path))).read_text())
+    assert sent["status"] == "completed" and sent == run.read_json("summary.json")
 
 
 def test_mlflow_that_is_missing_or_refuses_is_one_line_before_any_run(csv, tmp_path, capsys, monkeypatch):
