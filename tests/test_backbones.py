@@ -6,6 +6,7 @@ and bee photos, which checks its weights and its input normalisation together.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shlex
 import sys
@@ -30,8 +31,8 @@ from sentiment.vision.backbones import (
     get_backbone,
     head_parameter_prefix,
     imagenet_state_dict,
-    parse_head_init,
 )
+from sentiment.vision.imagenet import FOOD_ROWS, class_names, parse_head_init, short_name
 
 ANT, BEE, HOTDOG = 310, 309, 934  # ImageNet-1k class rows
 
@@ -295,6 +296,23 @@ def test_head_init_copies_rows_and_negates_their_mean_elsewhere(resnet18_checkpo
     assert _body_equal(model, state) and model.fc.weight.requires_grad
 
 
+def test_head_init_from_several_rows_starts_at_their_mean_plus_log_rows(resnet18_checkpoint):
+    path, state = resnet18_checkpoint
+    rows = (963, 933, 924)
+    model, _ = build_model(get_backbone("resnet18"), 2, weights=str(path), head_init={0: HOTDOG, 1: rows})
+    w, b = state["fc.weight"], state["fc.bias"]
+    assert torch.equal(model.fc.weight[0], w[HOTDOG]) and torch.equal(model.fc.bias[0], b[HOTDOG])
+    assert torch.allclose(model.fc.weight[1], w[list(rows)].mean(0))
+    assert torch.allclose(model.fc.bias[1], b[list(rows)].mean() + math.log(3))
+    # the log term: a class of three equal rows gets three times the probability of one
+    triple, _ = build_model(get_backbone("resnet18"), 2, weights=str(path), head_init={0: HOTDOG, 1: (7, 7, 7)})
+    feats = torch.randn(5, 512)
+    imagenet = (feats @ w.T + b).softmax(1)
+    expected = torch.stack([imagenet[:, HOTDOG], 3 * imagenet[:, 7]], 1)
+    got = triple.fc(feats).softmax(1)
+    assert torch.allclose(got, expected / expected.sum(1, keepdim=True), atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs, expected",
     [
@@ -320,9 +338,30 @@ def test_head_init_needs_an_imagenet_classifier(tmp_path):
 
 
 def test_parse_head_init():
-    assert parse_head_init("imagenet:hotdog=934", ["hotdog", "not-hotdog"]) == {0: 934}
-    assert parse_head_init(" imagenet: ants = 310 , bees=309", ["ants", "bees"]) == {0: 310, 1: 309}
-    assert parse_head_init("imagenet:bees=309", ["ants", "bees"]) == {1: 309}
+    assert parse_head_init("imagenet:hotdog=934", ["hotdog", "not-hotdog"]) == {0: (934,)}
+    assert parse_head_init(" imagenet: ants = 310 , bees=309", ["ants", "bees"]) == {0: (310,), 1: (309,)}
+    assert parse_head_init("imagenet:bees=309", ["ants", "bees"]) == {1: (309,)}
+
+
+def test_imagenet_class_names_are_the_classifier_rows():
+    names = class_names()
+    assert len(names) == 1000 and len(set(names)) == 999  # "crane" is a bird (134) and a machine (517)
+    assert names[134] == names[517] == "crane"
+    assert (short_name(ANT), short_name(BEE), short_name(HOTDOG)) == ("ant", "bee", "hotdog")
+    assert short_name(963) == "pizza" and short_name(713) == "photocopier" and short_name(0) == "tench"
+    assert HOTDOG in FOOD_ROWS and {short_name(r) for r in FOOD_ROWS} >= {"cheeseburger", "pizza", "guacamole"}
+
+
+def test_parse_head_init_rows_by_name_range_and_group():
+    classes = ["hotdog", "not-hotdog"]
+    food = parse_head_init("imagenet:hotdog=934,not-hotdog=food", classes)
+    assert food == {0: (HOTDOG,), 1: tuple(r for r in FOOD_ROWS if r != HOTDOG)}
+    # names: any synonym, any case, `_` for a space; ranges; `+` joins; a row given twice counts once
+    spec = "imagenet:hotdog=Hot_Dog,not-hotdog=pizza+cheeseburger+924-926+963"
+    assert parse_head_init(spec, classes) == {0: (HOTDOG,), 1: (963, 933, 924, 925, 926)}
+    # `all` beside a named class is every other row
+    every_other = tuple(r for r in range(1000) if r != 934)
+    assert parse_head_init("imagenet:hotdog=934,not-hotdog=all", classes)[1] == every_other
 
 
 @pytest.mark.parametrize(
@@ -330,12 +369,18 @@ def test_parse_head_init():
     [
         ("hotdog=934", "must start with 'imagenet:'"),
         ("imagenet:", "names no class"),
-        ("imagenet:hotdog", "not of the form class=row"),
+        ("imagenet:hotdog", "not of the form class=rows"),
         ("imagenet:pizza=963", "'pizza', which is not one of the classes: hotdog, not-hotdog"),
-        ("imagenet:hotdog=dog", "row 'dog'"),
-        ("imagenet:hotdog=1000", "row '1000'"),
-        ("imagenet:hotdog=-3", "row '-3'"),
+        ("imagenet:hotdog=dogg", "'dogg' for class 'hotdog' is not an ImageNet class name"),
+        ("imagenet:hotdog=1000", "row 1000 for class 'hotdog' must be an ImageNet class index"),
+        ("imagenet:hotdog=-3", "'-3' for class 'hotdog' is not an ImageNet class name"),
         ("imagenet:hotdog=934,hotdog=1", "'hotdog' twice"),
+        ("imagenet:hotdog=934,not-hotdog=934+963", "row 934 (hotdog) to both 'hotdog' and 'not-hotdog'"),
+        ("imagenet:hotdog=food,not-hotdog=all", "groups give ImageNet row 923 (plate) to 'hotdog' and 'not-hotdog'"),
+        ("imagenet:hotdog=934,not-hotdog=963+", "empty item"),
+        ("imagenet:hotdog=940-930", "runs backwards"),
+        ("imagenet:hotdog=crane", "'crane' for class 'hotdog' is more than one ImageNet class: 134"),
+        ("imagenet:hotdog=934,not-hotdog=hotdog+all", "row 934 (hotdog) to both"),
     ],
 )
 def test_parse_head_init_errors(spec, expected):

@@ -6,6 +6,7 @@ transforms and backbones it builds on are in `sentiment/vision/`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,6 +24,19 @@ from sentiment.tasks import ClassifierBase, Task, TaskData
 # Training from random weights, as in the reference comparison: 10x the configured learning rate,
 # one learning rate for every layer (unless the flags say otherwise).
 SCRATCH_LR_FACTOR = 10.0
+RECIPES = ("auto", "few-shot", "standard")
+# The few-shot recipe (`--recipe auto` picks it for pretrained weights, at most FEW_SHOT_MAX training
+# photos and the loop's default settings): the backbone stays as it is; the head starts from ImageNet
+# rows (`--head-init`, or the class names: `auto`) and is fitted in closed form on the frozen
+# features of every training photo, its mirror image and a few crops, kept near that start
+# (`sentiment.headfit`).
+# A few hundred photos take the backbone's fine-tuning steps away from what ImageNet taught it
+# faster than they teach it the task.
+FEW_SHOT_MAX = 500
+FEW_SHOT_CROPS = 6  # random crops of each photo the head is fitted on, besides the photo and its mirror image
+FEW_SHOT_CROP = (0.35, 1.0)  # their share of the photo's area
+LOOP_SETTINGS = ("epochs", "batch_size", "optimizer", "lr", "head_lr_mult", "momentum", "weight_decay",
+                 "loss_reduction", "schedule", "layer_decay", "patience")  # fmt: skip
 
 
 @dataclass(kw_only=True)
@@ -41,8 +55,16 @@ class ImageSettings(LoopSettings, RunSettings):
     # model
     weights: str = setting("imagenet", "imagenet (default) or a checkpoint file")
     scratch: bool = setting(False, "start from random weights")
-    head_init: str | None = setting(None, "start head rows from ImageNet classes, e.g. imagenet:hotdog=934")
+    head_init: str | None = setting(
+        None, "start classes from ImageNet classifier rows, e.g. imagenet:hotdog=934,not-hotdog=food"
+    )
     freeze_backbone: bool = setting(False, "train the head only")
+    recipe: str = setting(
+        "auto",
+        f"auto (few-shot for pretrained weights and up to {FEW_SHOT_MAX} training photos, unless the loop's "
+        "settings are changed), few-shot or standard",
+        choices=RECIPES,
+    )
     # the reference recipe: SGD on the summed loss, head at 10x
     batch_size: int = default(LoopSettings, "batch_size", 128)
     optimizer: str = default(LoopSettings, "optimizer", "sgd")
@@ -61,6 +83,14 @@ class ImageSettings(LoopSettings, RunSettings):
             {"lr": given.get("lr", self.lr * SCRATCH_LR_FACTOR), "head_lr_mult": given.get("head_lr_mult", 1.0)},
             "command line",
         )
+
+    def few_shot(self, photos: int) -> bool:
+        """Whether these settings train `photos` training photos with the few-shot recipe."""
+        if self.recipe != "auto":
+            return self.recipe == "few-shot"
+        defaults = ImageSettings()
+        changed = any(getattr(self, k) != getattr(defaults, k) for k in LOOP_SETTINGS)
+        return not self.scratch and photos <= FEW_SHOT_MAX and not changed
 
 
 def _subset(ds, n: int | None, seed: int):
@@ -100,6 +130,62 @@ def _validation(train_set, train_ds, root, backbone, size: dict, cfg):
     return Subset(train_ds, rows[keep].tolist()), Subset(plain, rows[held].tolist())
 
 
+def _features(model, head, photos, runtime, views: int, *, mirror: bool = False) -> tuple:
+    """`(features, labels)`: what `head` receives for `views` readings of each photo of `photos` (view
+    v is the loader's epoch v, so random crops differ between views and repeat between runs; `mirror`
+    flips each image left to right), with the model in eval mode (BatchNorm on its running
+    statistics); features `[views, photos, dim]`."""
+    import torch
+
+    from sentiment.vision.folder import make_loader
+
+    seen: list = []
+    hook = head.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].detach().float().cpu()))
+    loader = make_loader(photos, 32, shuffle=False, seed=0, num_workers=0)
+    out, labels = [], []
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for view in range(views):
+                loader.set_epoch(view)
+                for _, (images,), y in loader:
+                    if mirror:
+                        images = torch.flip(images, dims=[3])
+                    with runtime.autocast():
+                        model(images.to(runtime.device, memory_format=torch.channels_last))
+                    out.append(seen.pop())
+                    if view == 0:
+                        labels.append(y)
+    finally:
+        hook.remove()
+    return torch.cat(out).view(views, len(photos), -1), torch.cat(labels)
+
+
+def _fit_views(train_set, train_ds, root, backbone, size: dict):
+    """The photos of `train_set` as the few-shot fit reads them: `(plain, cropped)`, read as the test
+    split is, and as random crops of FEW_SHOT_CROP of each photo's area, mirrored half the time."""
+    from torch.utils.data import Subset
+
+    from sentiment.vision.folder import ImageFolder, SkippedImagesWarning
+    from sentiment.vision.transforms import (
+        Compose,
+        Normalize,
+        RandomHorizontalFlip,
+        RandomResizedCrop,
+        eval_transform,
+    )
+
+    rows = list(getattr(train_set, "indices", range(len(train_ds))))
+    crop = Compose([RandomResizedCrop(size["size"], scale=FEW_SHOT_CROP), RandomHorizontalFlip(),
+                    Normalize(size["mean"], size["std"])])  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedImagesWarning)
+        plain = ImageFolder(root, "train", eval_transform(resize_size=backbone.resize_size, **size),
+                            classes=train_ds.classes)  # fmt: skip
+        cropped = ImageFolder(root, "train", crop, classes=train_ds.classes)
+    return Subset(plain, rows), Subset(cropped, rows)
+
+
 class ImageTask(Task):
     """An ImageNet CNN with a new head, fine-tuned on a folder of photos (the hot dog recipe)."""
 
@@ -114,6 +200,16 @@ class ImageTask(Task):
         super().__init__(cfg)
         self.backbone = get_backbone(cfg.backbone)
         self.head = self.backbone.head
+        self.solver = False  # True for the few-shot recipe, decided once the data is known
+        self.fitted: dict | None = None
+
+    def settings(self, data: TaskData) -> ImageSettings:
+        """The few-shot recipe records itself: its name, the head start and the frozen backbone."""
+        if not self.solver:
+            return dataclasses.replace(self.cfg, recipe="standard") if self.cfg.recipe == "auto" else self.cfg
+        return dataclasses.replace(
+            self.cfg, recipe="few-shot", head_init=self.cfg.head_init or "auto", freeze_backbone=True
+        )
 
     def run_name(self) -> str:
         return self.cfg.backbone
@@ -140,7 +236,14 @@ class ImageTask(Task):
         self.skipped = [f"{p}: {r}" for p, r in train_ds.skipped + test_ds.skipped]
         classes = train_ds.classes
         train_set = _subset(train_ds, cfg.limit_train, cfg.seed)
-        train_set, val_set = _validation(train_set, train_ds, root, backbone, size, cfg)
+        self.solver = cfg.few_shot(len(train_set))
+        if self.solver:
+            if cfg.scratch:
+                raise SentimentError("--recipe few-shot fits a head on pretrained features; drop --scratch")
+            val_set = None  # every photo fits the head; cross-validation on them chooses how far it moves
+            self.fit_sets = _fit_views(train_set, train_ds, root, backbone, size)
+        else:
+            train_set, val_set = _validation(train_set, train_ds, root, backbone, size, cfg)
         test_set = _subset(test_ds, cfg.limit_test, held_out_seed(cfg.seed))
         test_labels = torch.tensor([test_ds.targets[i] for i in getattr(test_set, "indices", range(len(test_ds)))])
         val_labels = torch.tensor([train_ds.targets[i] for i in val_set.indices]) if val_set is not None else None
@@ -170,20 +273,91 @@ class ImageTask(Task):
         import torch
 
         from sentiment.finetune import freeze
-        from sentiment.vision.backbones import build_model, parse_head_init
+        from sentiment.vision.backbones import build_model
+        from sentiment.vision.imagenet import auto_head_init, describe, parse_head_init, summary_line
 
         cfg, backbone = self.cfg, self.backbone
-        head_init = parse_head_init(cfg.head_init, data.classes) if cfg.head_init else None
+        head_init = None
+        if cfg.head_init == "auto" and self.solver:  # no ImageNet classifier or class name: a zero start
+            head_init = auto_head_init(data.classes) if cfg.weights == "imagenet" else None
+        elif cfg.head_init:
+            head_init = parse_head_init(cfg.head_init, data.classes)
+        self.head_rows = describe(head_init, data.classes) if head_init else None
         self.weights = weights = None if cfg.scratch else cfg.weights
         if head_init and weights is None:
             raise SentimentError("--head-init needs pretrained weights; drop --scratch or --head-init")
         model, self.report = build_model(backbone, len(data.classes), weights=weights, head_init=head_init)
         echo(f"weights: {weights or 'random (scratch)'}" + (f"; {self.report.summary()}" if self.report else ""))
+        if head_init:
+            echo(summary_line(head_init, data.classes))
+        elif self.solver:
+            echo("head: no class name is an ImageNet class, so the head starts at zero (--head-init gives rows)")
+            torch.nn.init.zeros_(getattr(model, backbone.head).weight)
+        self.runtime = runtime
         if cfg.freeze_backbone:
             freeze(model, but=(backbone.head,))
         # channels-last lets the CPU (oneDNN) and cuDNN convolutions skip layout conversions (most for
         # EfficientNet-Lite0's depthwise convolutions)
         return model.to(runtime.device, memory_format=torch.channels_last)
+
+    def fit(self, model, data: TaskData, echo: Callable[[str], None]) -> dict:
+        """The few-shot recipe: the head fitted on the frozen features of every training photo (as it
+        is, mirrored, and cropped), kept near its start; the backbone is not changed."""
+        import time
+
+        import torch
+
+        from sentiment import headfit
+
+        started = time.perf_counter()
+        head = getattr(model, self.backbone.head)
+        plain_set, cropped_set = self.fit_sets
+        plain, labels = _features(model, head, plain_set, self.runtime, 1)
+        mirrored, _ = _features(model, head, plain_set, self.runtime, 1, mirror=True)
+        cropped, _ = _features(model, head, cropped_set, self.runtime, FEW_SHOT_CROPS)
+        views = torch.cat([plain, mirrored, cropped])
+        x = views.reshape(-1, views.shape[-1])
+        y = labels.repeat(len(views))
+        groups = torch.arange(len(labels)).repeat(len(views))
+        scored = torch.zeros(len(views), len(labels), dtype=torch.bool)
+        scored[0] = True  # held-out photos are scored as the test split is read
+        w0, b0 = head.weight.detach().float().cpu().clone(), head.bias.detach().float().cpu().clone()
+        result = headfit.choose_and_fit(x, y, w0, b0, groups=groups, scored=scored.reshape(-1), seed=self.cfg.seed)
+        with torch.no_grad():
+            head.weight.copy_(result.weight)
+            head.bias.copy_(result.bias)
+        seconds = time.perf_counter() - started
+        logits = plain[0] @ result.weight.T + result.bias
+        loss = float(torch.nn.functional.cross_entropy(logits, labels))
+        acc = float((logits.argmax(1) == labels).float().mean())
+        prior_acc = float(((plain[0] @ w0.T + b0).argmax(1) == labels).float().mean())
+        self.fitted = {
+            "head_c": result.c,
+            "cv_folds": result.folds,
+            "cv_accuracy": result.cv_accuracy,
+            "cv_standard_error": round(result.cv_error, 4),
+            "start_train_acc": round(prior_acc, 4),
+        }
+        chosen = result.cv_accuracy.get(f"{result.c:g}")
+        how = (
+            f"C {result.c:g} by {result.folds}-fold cross-validation on the training photos (accuracy "
+            f"{chosen:.3f}; the smallest C within one standard error, {result.cv_error:.3f}, of the best)"
+            if result.folds
+            else f"C {result.c:g} (too few photos of a class to cross-validate)"
+        )
+        echo(
+            f"few-shot recipe: head fitted on the frozen backbone's features of {len(labels)} photos (each as it "
+            f"is, mirrored and {FEW_SHOT_CROPS} random crops), kept near its start; {how}; train acc "
+            f"{prior_acc:.3f} at the start, {acc:.3f} fitted ({seconds:.1f} s)"
+        )
+        return {
+            "epoch": 1,
+            "train_loss": round(loss, 4),
+            "train_acc": round(acc, 4),
+            "train_examples": len(labels),
+            "train_s": round(seconds, 3),
+            "train_examples_per_s": round(len(labels) / max(seconds, 1e-9), 1),
+        }
 
     def example_inputs(self, n: int) -> tuple:
         import torch
@@ -210,8 +384,11 @@ class ImageTask(Task):
     def summary(self, data: TaskData) -> dict:
         cfg = self.cfg
         return {
+            "recipe": cfg.recipe,
+            **(self.fitted or {}),
             "weights": self.weights or "scratch",
             "head_init": cfg.head_init,
+            "head_rows": self.head_rows,
             "freeze_backbone": cfg.freeze_backbone,
         }
 

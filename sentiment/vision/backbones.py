@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import http.client
 import importlib.util
+import math
 import os
 import pickle
 import re
 import urllib.error
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -331,8 +332,9 @@ def build_model(
       fit is loaded. The ImageNet head fits only when `num_classes` is 1000, which gives back the
       ImageNet classifier itself (`report.ok` is then True). The whole body must fit: a checkpoint of
       another architecture raises `SentimentError` listing the first mismatches, and loads nothing.
-    - `head_init` maps a class index to an ImageNet classifier row: that class starts from the row's
-      weights and bias; every class left out starts from the negated mean of the mapped rows.
+    - `head_init` maps a class index to an ImageNet classifier row or rows: that class starts from the
+      row's weights and bias (for several rows, see `_init_head_rows`); every class left out starts
+      from the negated mean of the mapped classes.
 
     Returns `(model, report)`; `report` is None when `weights` is None (random initialisation).
     """
@@ -341,7 +343,7 @@ def build_model(
     if head_init is not None:
         if weights is None:
             raise SentimentError("head_init copies rows of the ImageNet classifier, so it needs pretrained weights")
-        _check_head_init(head_init, num_classes, backbone.num_imagenet_classes)
+        head_init = _head_rows(head_init, num_classes, backbone.num_imagenet_classes)
 
     model = backbone.build(num_classes)
     old = getattr(model, backbone.head)
@@ -384,28 +386,41 @@ def _with_bn_counters(state: dict[str, torch.Tensor], model_keys: Collection[str
     return out
 
 
-def _check_head_init(head_init: Mapping[int, int], num_classes: int, imagenet_classes: int) -> None:
+def _head_rows(head_init: Mapping[int, int | Sequence[int]], num_classes: int, imagenet_classes: int):
+    """`head_init` checked, with each class's rows as a tuple."""
     if not head_init:
         raise SentimentError("head_init maps no class to an ImageNet row; give at least one, or none at all")
-    for cls, row in head_init.items():
+    out: dict[int, tuple[int, ...]] = {}
+    for cls, given in head_init.items():
         if isinstance(cls, bool) or not isinstance(cls, int) or not 0 <= cls < num_classes:
             raise SentimentError(f"head_init class index {cls!r} is out of range: the model has {num_classes} classes")
-        if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < imagenet_classes:
-            raise SentimentError(
-                f"head_init row {row!r} (for class {cls}) is not an ImageNet class: rows go from 0 to "
-                f"{imagenet_classes - 1}"
-            )
+        rows = tuple(given) if isinstance(given, Sequence) else (given,)
+        if not rows:
+            raise SentimentError(f"head_init gives class {cls} no ImageNet row")
+        for row in rows:
+            if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < imagenet_classes:
+                raise SentimentError(
+                    f"head_init row {row!r} (for class {cls}) is not an ImageNet class: rows go from 0 to "
+                    f"{imagenet_classes - 1}"
+                )
+        out[cls] = rows
+    return out
 
 
 def _init_head_rows(
     head: nn.Linear,
     backbone: Backbone,
     state: Mapping[str, torch.Tensor],
-    head_init: Mapping[int, int],
+    head_init: Mapping[int, tuple[int, ...]],
     num_classes: int,
     source: str,
 ) -> None:
-    """Start each mapped class from its ImageNet row, and the others from the negated mean of those rows."""
+    """Start each mapped class from its ImageNet rows, and the others from the negated mean of those classes.
+
+    A class of several rows starts from their mean weight and their mean bias plus log(rows): its logit
+    is then the log of the rows' summed probability when their logits are equal (by Jensen's
+    inequality, a lower bound on it otherwise), so a class of many rows is not outvoted by one of a few.
+    """
     w_key, b_key = f"{backbone.head}.weight", f"{backbone.head}.bias"
     weight, bias = state.get(w_key), state.get(b_key)
     expected = (backbone.num_imagenet_classes, backbone.feature_dim)
@@ -415,45 +430,15 @@ def _init_head_rows(
             f"head_init copies rows of the ImageNet classifier {w_key} {expected}, but {source} has {found}; "
             "use ImageNet weights or drop head_init"
         )
-    picked = torch.tensor(list(head_init.values()))
-    new_weight = (-weight[picked].float().mean(0)).expand(num_classes, -1).clone()
-    new_bias = (-bias[picked].float().mean()).expand(num_classes).clone()
-    for cls, row in head_init.items():
-        new_weight[cls] = weight[row]
-        new_bias[cls] = bias[row]
+    starts = {}
+    for cls, rows in head_init.items():
+        picked = torch.tensor(rows)
+        starts[cls] = (weight[picked].float().mean(0), bias[picked].float().mean() + math.log(len(rows)))
+    new_weight = (-torch.stack([w for w, _ in starts.values()]).mean(0)).expand(num_classes, -1).clone()
+    new_bias = (-torch.stack([b for _, b in starts.values()]).mean()).expand(num_classes).clone()
+    for cls, (w, b) in starts.items():
+        new_weight[cls] = w
+        new_bias[cls] = b
     with torch.no_grad():
         head.weight.copy_(new_weight)
         head.bias.copy_(new_bias)
-
-
-def parse_head_init(spec: str, classes: list[str]) -> dict[int, int]:
-    """`"imagenet:hotdog=934"` or `"imagenet:ants=310,bees=309"` -> {class index in `classes`: ImageNet row}."""
-    prefix = "imagenet:"
-    text = spec.strip()
-    if not text.startswith(prefix):
-        raise SentimentError(
-            f"head_init {spec!r} must start with {prefix!r}, e.g. 'imagenet:hotdog=934' (class name = ImageNet row)"
-        )
-    items = [item.strip() for item in text[len(prefix) :].split(",")]
-    if not any(items):
-        raise SentimentError(f"head_init {spec!r} names no class; write class=row pairs, e.g. 'imagenet:hotdog=934'")
-    out: dict[int, int] = {}
-    for item in items:
-        name, sep, row_text = item.rpartition("=")
-        name, row_text = name.strip(), row_text.strip()
-        if not sep or not name:
-            raise SentimentError(f"head_init item {item!r} in {spec!r} is not of the form class=row")
-        if name not in classes:
-            raise SentimentError(
-                f"head_init names class {name!r}, which is not one of the classes: {', '.join(classes)}"
-            )
-        if not re.fullmatch(r"[0-9]+", row_text) or not 0 <= int(row_text) < IMAGENET_CLASSES:
-            raise SentimentError(
-                f"head_init row {row_text!r} for class {name!r} must be an ImageNet class index from 0 to "
-                f"{IMAGENET_CLASSES - 1}"
-            )
-        index = classes.index(name)
-        if index in out:
-            raise SentimentError(f"head_init names class {name!r} twice in {spec!r}")
-        out[index] = int(row_text)
-    return out
