@@ -24,6 +24,7 @@ from sentiment.tasks import ClassifierBase, Task, TaskData
 # Training from random weights, as in the reference comparison: 10x the configured learning rate,
 # one learning rate for every layer (unless the flags say otherwise).
 SCRATCH_LR_FACTOR = 10.0
+EVAL_BATCH = 32  # photos scored at a time (validation, test)
 RECIPES = ("auto", "few-shot", "standard")
 # The few-shot recipe (`--recipe auto` picks it for pretrained weights, at most FEW_SHOT_MAX training
 # photos and the loop's default settings): the backbone stays as it is; the head starts from ImageNet
@@ -255,15 +256,19 @@ class ImageTask(Task):
         cores = usable_cores()
         workers = min(cfg.num_workers, cores) if cores > 1 else 0  # one core: decode in the main process
         loader = dict(seed=cfg.seed, num_workers=workers, pin_memory=runtime.pin_memory)
+        # Scoring keeps no activations for a backward pass, but a whole batch of 128 photos still
+        # holds more at once than the training's micro-batches do; EVAL_BATCH photos at a time cost
+        # no speed on a CPU and keep scoring within the training's memory.
+        evaluation = min(cfg.batch_size, EVAL_BATCH)
         return TaskData(
             train=make_loader(train_set, cfg.batch_size, shuffle=True, **loader),
-            test=make_loader(test_set, cfg.batch_size, shuffle=False, **loader),
+            test=make_loader(test_set, evaluation, shuffle=False, **loader),
             test_labels=test_labels,
             classes=classes,
             train_examples=len(train_set),
             test_examples=len(test_set),
             source=str(Path(root).resolve()),
-            val=make_loader(val_set, cfg.batch_size, shuffle=False, **loader) if val_set is not None else None,
+            val=make_loader(val_set, evaluation, shuffle=False, **loader) if val_set is not None else None,
             val_labels=val_labels,
             val_examples=len(val_set or ()),
             train_labels=train_labels,
