@@ -371,6 +371,7 @@ def serve_cmd(
     threads: Annotated[int | None, typer.Option("--threads", help="torch threads (default: the usable cores)")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="log every request")] = False,
     backend: BackendOpt = "torch",
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto: where the model answers")] = "cpu",
 ):
     """Serve a text run over HTTP: POST /predict and /explain, GET /health, /docs and a page at /."""
     import os
@@ -383,6 +384,7 @@ def serve_cmd(
         from sentiment.serve import (
             BACKEND_ENV,
             BATCH_ENV,
+            DEVICE_ENV,
             RUN_ENV,
             THREADS_ENV,
             ServedModel,
@@ -392,9 +394,13 @@ def serve_cmd(
     except ImportError as e:
         raise SentimentError(f"serve needs {e.name}: pip install 'sentiment[serve]'") from None
     from sentiment.runs import Run
-    from sentiment.runtime import usable_cores
+    from sentiment.runtime import resolve_device, usable_cores
 
     the_run = Run.open(run, kind="text")
+    if backend != "torch" and device not in ("cpu", "auto"):
+        raise SentimentError(f"--backend {backend} runs on the CPU (onnxruntime); drop --device {device}")
+    # no GPU: one line now, not once the server (or each of its workers) has started
+    device = str(resolve_device(device)) if backend == "torch" else "cpu"
     check_address(host, port)
     threads = threads or max(1, usable_cores() // workers)
     torch.set_num_threads(threads)
@@ -405,6 +411,7 @@ def serve_cmd(
         os.environ[THREADS_ENV] = str(threads)
         os.environ[BATCH_ENV] = f"{max_batch},{wait_ms}"
         os.environ[BACKEND_ENV] = backend
+        os.environ[DEVICE_ENV] = device
         if backend != "torch":  # a missing export or onnxruntime: one line now, not in every worker
             from sentiment import export
 
@@ -412,9 +419,10 @@ def serve_cmd(
         typer.echo(f"serving {the_run.path} at {where} with {workers} workers (docs at {where}/docs); Ctrl-C stops")
         uvicorn.run("sentiment.serve:create_app_from_env", factory=True, workers=workers, **settings)
         return
-    model = ServedModel(the_run, backend=backend)
+    model = ServedModel(the_run, device=device, backend=backend)
+    how = [model.family] + ([device] if device != "cpu" else []) + ([backend] if backend != "torch" else [])
     typer.echo(
-        f"serving {the_run.path} ({model.family}{'' if backend == 'torch' else ', ' + backend}; "
+        f"serving {the_run.path} ({', '.join(how)}; "
         f"{', '.join(model.classes)}) at {where} "
         f"(docs at {where}/docs); Ctrl-C stops"
     )

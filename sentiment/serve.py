@@ -41,6 +41,7 @@ RUN_ENV = "SENTIMENT_SERVE_RUN"  # the run for `create_app_from_env` (several uv
 THREADS_ENV = "SENTIMENT_SERVE_THREADS"  # and each worker's torch threads
 BATCH_ENV = "SENTIMENT_SERVE_BATCH"  # and its "max_batch,wait_ms"
 BACKEND_ENV = "SENTIMENT_SERVE_BACKEND"  # and its backend (torch, onnx, onnx-int8)
+DEVICE_ENV = "SENTIMENT_SERVE_DEVICE"  # and its device (cpu, cuda)
 
 
 class ServedModel:
@@ -372,6 +373,10 @@ def create_app_from_env():
         import torch
 
         torch.set_num_threads(int(os.environ[THREADS_ENV]))
-    model = ServedModel(Run.open(os.environ.get(RUN_ENV), kind="text"), backend=os.environ.get(BACKEND_ENV, "torch"))
+    model = ServedModel(
+        Run.open(os.environ.get(RUN_ENV), kind="text"),
+        device=os.environ.get(DEVICE_ENV, "cpu"),
+        backend=os.environ.get(BACKEND_ENV, "torch"),
+    )
     max_batch, wait_ms = os.environ.get(BATCH_ENV, "64,2").split(",")
     return create_app(model, max_batch=int(max_batch), wait_ms=float(wait_ms))

@@ -213,6 +213,21 @@ def test_a_port_in_use_or_a_bad_host_is_one_line(server, run, capsys):
     assert_user_error(code, err, "no such address")
 
 
+def test_a_device_the_server_cannot_use_is_one_line(run, capsys):
+    """Refused before the server starts (with several workers, each would fail on its own)."""
+    import torch
+
+    from cli_helpers import assert_user_error
+
+    code, _, err = run_cli(capsys, "serve", "--run", run, "--backend", "onnx", "--device", "cuda")
+    assert_user_error(code, err, "--backend onnx runs on the CPU", "drop --device cuda")
+    code, _, err = run_cli(capsys, "serve", "--run", run, "--device", "tpu")
+    assert_user_error(code, err, "unknown device 'tpu'")
+    if not torch.cuda.is_available():  # with a GPU, tests/test_cuda.py serves on it
+        code, _, err = run_cli(capsys, "serve", "--run", run, "--device", "cuda", "--workers", "2")
+        assert_user_error(code, err, "--device cuda was asked for", "no CUDA GPU")
+
+
 def _browser():
     """Headless Chromium through Selenium, or a skip saying what is missing (a failure where CI
     promised them: SENTIMENT_BROWSER_TESTS=1)."""
