@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from test_families import _photos
 
 import sentiment
 from cli_helpers import jsonl, three_class_csv
@@ -35,19 +35,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an 
 FAMILIES = registry.families()
 TEXTS = ["superb wonderful great, it was a film", "awful terrible worst", "the table by the river", "great"]
 MANY = 300  # past TextCNN's LOOKUP_MIN_TEXTS: the form for many texts
-
-
-def _photos(root: Path) -> Path:
-    """Red and blue photos of a few sizes, 6 per class and split."""
-    rng = random.Random(0)
-    for split in ("train", "test"):
-        for name, colour in (("blue", (20, 40, 200)), ("red", (200, 30, 20))):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(6):
-                tint = tuple(min(255, max(0, c + rng.randint(-30, 30))) for c in colour)
-                Image.new("RGB", (40 + 4 * i, 36), tint).save(folder / f"{i}.png")
-    return root
 
 
 def _data(family: registry.Family, root: Path) -> Path:
