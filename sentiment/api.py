@@ -148,7 +148,9 @@ def test_corpus(run: Run, data: str | Path | None, *, echo: Callable[[str], None
             f"{cfg.get('test_fraction', 0.2):.0%} (the rest was training data)"
         )
     if data is not None and is_labeled_file(data):  # a user's file: every row is test data
-        return load_test_file(data, text_col=cfg.get("text_col"), label_col=cfg.get("label_col"))
+        return load_test_file(
+            data, text_col=cfg.get("text_col"), label_col=cfg.get("label_col"), target=cfg.get("target", "label")
+        )
     # IMDb's test split, or the run's own held-out split, from where the run read it
     return load_corpus(
         data if data is not None else trained_on or cfg.get("data"),
@@ -158,6 +160,7 @@ def test_corpus(run: Run, data: str | Path | None, *, echo: Callable[[str], None
         test_fraction=cfg.get("test_fraction", 0.2),
         seed=cfg.get("seed", 0),
         splits=("test",),
+        target=cfg.get("target", "label"),
     )
 
 

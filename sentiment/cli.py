@@ -213,7 +213,7 @@ def train_cmd(
         return
     summary = json.loads((path / "summary.json").read_text())
     typer.echo(
-        f"done: test accuracy {summary['test_acc']:.4f} after {_count(summary['epochs'], 'epoch')}{_kept(summary)}, "
+        f"done: {_tested(summary)} after {_count(summary['epochs'], 'epoch')}{_kept(summary)}, "
         f"{summary['train_examples_per_s']:.0f} train examples/s, {summary['wall_s']:.0f} s; "
         f"run folder {path}{_size(summary)}"
     )
@@ -227,13 +227,22 @@ def _size(summary: dict) -> str:
     return f" ({size / 1e6:.1f} MB)" if size >= 1e5 else f" ({size / 1e3:.0f} kB)"
 
 
+def _tested(summary: dict) -> str:
+    """The test figure the done line leads with: accuracy, or a rating run's MAE and Spearman."""
+    if summary.get("target") == "rating":
+        return f"test MAE {summary['test_mae']:.4f} (Spearman {summary['test_spearman']:.4f})"
+    return f"test accuracy {summary['test_acc']:.4f}"
+
+
 def _kept(summary: dict) -> str:
     """Which epoch's weights the run kept, as the done line says it."""
-    if summary.get("val_acc") is None or summary.get("best_epoch") is None:
+    figure = "mae" if summary.get("target") == "rating" else "acc"
+    if summary.get(f"val_{figure}") is None or summary.get("best_epoch") is None:
         return ""
     epoch = summary["best_epoch"] if summary.get("kept") == "best" else summary["epochs"]
     early = "; stopped early" if summary.get("stopped_early") else ""
-    return f" (kept epoch {epoch}: validation acc {summary['val_acc']:.4f}{early})"
+    shown = "MAE" if figure == "mae" else "acc"
+    return f" (kept epoch {epoch}: validation {shown} {summary[f'val_{figure}']:.4f}{early})"
 
 
 def _torchrun(nproc: int, flags: dict, quiet: bool) -> int:
@@ -295,14 +304,19 @@ def predict_cmd(
     device: Annotated[str, typer.Option("--device")] = "cpu",
     backend: BackendOpt = "torch",
 ):
-    """Classify texts with a trained run: label, probability and the text, one line each."""
+    """Classify texts with a trained run: label, probability and the text, one line each (a rating
+    run: the rating and the text)."""
     lines = _read_texts(texts or [], file)
     clf = api.load(run, device=device, kind="text", texts=len(lines), backend=backend)
     probs, known = clf.scores(lines, progress=len(lines) > 5000 and _bars())
     best = probs.argmax(1).tolist()
     rows = []
+    rating = getattr(clf, "rating", None) is not None
     for text, p, b, k in zip(lines, probs.tolist(), best, known, strict=True):
-        if as_json:
+        if rating:
+            shown = {"text": text, "rating": p[0], "no_known_words": not k}
+            rows.append(jsonlines.dumps(shown) if as_json else f"{p[0]:.2f}  {text}")
+        elif as_json:
             rows.append(
                 jsonlines.dumps(
                     {
@@ -321,7 +335,8 @@ def predict_cmd(
     if unknown:
         which = "1 text has" if unknown == 1 else f"{unknown} of {len(lines)} texts have"
         typer.echo(
-            f"note: {which} no word the model knows; such a label is only the model's prior, not a reading of the text",
+            f"note: {which} no word the model knows; such {'a rating' if rating else 'a label'} is only the model's "
+            "prior, not a reading of the text",
             err=True,
         )
 
@@ -476,6 +491,8 @@ def evaluate_cmd(
     """Accuracy, balanced accuracy, macro F1, calibration (ECE), per-class precision/recall/F1 and
     the confusion matrix on a test split."""
     notes: list[str] = []
+    if plot and _is_rating_run(run):
+        raise SentimentError("--plot draws a reliability diagram of probabilities; a rating run has none")
     report = api.evaluate(run, data, limit=limit, seed=seed, device=device, progress=not as_json and _bars(),
                           echo=notes.append, backend=backend)  # fmt: skip
     if plot:
@@ -499,8 +516,20 @@ def _reliability_plot(report: dict, out: str, title: str) -> Path:
     return path
 
 
+def _is_rating_run(run: str | None) -> bool:
+    from sentiment.runs import Run
+
+    return Run.open(run, kind="text").read_json("config.json").get("target") == "rating"
+
+
 def _print_report(report: dict) -> None:
-    """`loop.classification_report` as a terminal reads it."""
+    """`loop.classification_report` (or a rating run's `targets.rating_report`) as a terminal reads it."""
+    if report.get("target") == "rating":
+        typer.echo(
+            f"MAE {report['mae']:.4f}   RMSE {report['rmse']:.4f}   Spearman {report['spearman']:.4f}   "
+            f"(mean rating {report['mean_rating']:.2f}, mean prediction {report['mean_prediction']:.2f})"
+        )
+        return
     typer.echo(
         f"accuracy {report['accuracy']:.4f}   balanced accuracy {report['balanced_accuracy']:.4f}   "
         f"macro F1 {report['f1']:.4f}"
@@ -544,7 +573,12 @@ def compare_cmd(
     if as_json:
         typer.echo(json.dumps({"picture": str(path), "runs": summaries}))
         return
-    keys = ("model", "epochs", "best_epoch", "train_examples", "val_acc", "test_acc", "train_examples_per_s", "wall_s")
+    figures = (
+        ("val_mae", "test_mae", "test_spearman")
+        if all(s.get("target") == "rating" for s in summaries)
+        else ("val_acc", "test_acc")
+    )
+    keys = ("model", "epochs", "best_epoch", "train_examples", *figures, "train_examples_per_s", "wall_s")
     header = ["run", *keys]
     table = [[Path(s["run"]).name, *(_fmt(s.get(k), k) for k in keys)] for s in summaries]
     widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(len(header))]
@@ -555,7 +589,7 @@ def compare_cmd(
 
 def _fmt(v, key: str) -> str:
     if isinstance(v, float):
-        return f"{v:.4f}" if key.endswith("acc") else f"{v:.1f}"
+        return f"{v:.4f}" if key.endswith(("acc", "mae", "spearman")) else f"{v:.1f}"
     return "-" if v is None else str(v)
 
 

@@ -53,7 +53,9 @@ REDUCTIONS = ("mean", "sum")
 CLASS_WEIGHTS = ("none", "auto")
 LOGS = ("tensorboard", "mlflow", "none")
 KEEP = ("best", "last")
-SELECT = ("acc", "f1", "loss")
+SELECT = ("auto", "acc", "f1", "loss", "mae", "spearman")
+TARGETS = ("label", "rating")  # sentiment.targets holds what a rating run is
+RATING_LOSSES = ("mse", "huber")
 
 
 @dataclass(kw_only=True)
@@ -118,7 +120,12 @@ class LoopSettings:
         None, "stop once validation has not improved for this many epochs (default: train every epoch)", at_least=1
     )
     keep: str = setting("best", "the weights a run keeps: best (validation) or last epoch's", choices=KEEP)
-    select: str = setting("acc", "what 'best' means: validation acc (ties: lower loss), f1 or loss", choices=SELECT)
+    select: str = setting(
+        "auto",
+        "what 'best' means on validation: acc (ties: lower loss), f1 or loss; a rating run's mae, spearman or "
+        "loss (auto: acc, or mae for a rating run)",
+        choices=SELECT,
+    )
     test_each_epoch: bool = setting(
         False, "also score the test split after every epoch (the textbook's test curve; not for choosing)"
     )
@@ -142,6 +149,12 @@ class TextData:
     val_data: str | None = setting(None, "a labeled file to validate on instead of a share of the training data")
     limit_train: int | None = setting(None, "a balanced random subset", above=0)
     limit_test: int | None = setting(None, "a balanced random subset", above=0)
+    target: str = setting(
+        "label",
+        "label (a class per text) or rating (a number: IMDb's stars from its file names, or a file's numeric "
+        "label column)",
+        choices=TARGETS,
+    )
 
 
 @dataclass(kw_only=True)
@@ -154,6 +167,7 @@ class TextLoopRun(TextData, LoopSettings, RunSettings):
     """A text family the training loop fits."""
 
     no_decay_1d: bool = default(LoopSettings, "no_decay_1d", True)
+    loss: str = setting("mse", "the loss of a rating run (--target rating): mse or huber", choices=RATING_LOSSES)
 
 
 def declared(cls) -> list[dataclasses.Field]:

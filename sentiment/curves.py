@@ -38,6 +38,9 @@ def figure(runs: list[Run], *, title: str | None = None, labels: list[str] | Non
     from matplotlib.ticker import MaxNLocator
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    # rating runs (--target rating) draw their mean absolute error where classifiers draw accuracy
+    rated = all(any("train_mae" in m or "val_mae" in m for m in run.metrics) for run in runs)
+    figure_key, figure_name = ("mae", "mean absolute error") if rated else ("acc", "accuracy")
     handles = []
     drawn: set[str] = set()
     styles = (("train", "--"), ("val", "-"), ("test", ":"))
@@ -47,7 +50,7 @@ def figure(runs: list[Run], *, title: str | None = None, labels: list[str] | Non
         if label:
             handles.append(Line2D([], [], color=colour, linewidth=4, label=label))
         epochs = [m["epoch"] for m in run.metrics]
-        for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
+        for ax, key in ((ax_loss, "loss"), (ax_acc, figure_key)):
             for split, style in styles:
                 points = [
                     (e, m[f"{split}_{key}"])
@@ -61,7 +64,7 @@ def figure(runs: list[Run], *, title: str | None = None, labels: list[str] | Non
     names = {"train": "train", "val": "validation", "test": "test"}
     handles += [Line2D([], [], color="black", linestyle=st, label=names[sp]) for sp, st in styles if sp in drawn]
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax_acc.set(xlabel="epoch", ylabel=figure_name, title=figure_name)
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)

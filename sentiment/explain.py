@@ -2,7 +2,8 @@
 
 A token's `contribution` is its share of the *margin*: the predicted class's logit minus the mean
 of the other classes' logits (with two classes, the logit difference). Positive pushes towards the
-predicted label, negative away from it.
+predicted label, negative away from it. A rating run's margin is its one output, the rating (before
+it is clipped to the training range): positive raises it, negative lowers it.
 
 Each family explains its own runs (`Classifier.explain`): TextCNN and linear exactly (the
 contributions sum to the margin minus the `bias` no token accounts for, to rounding), BiRNN and the
@@ -33,7 +34,7 @@ IG_BATCH = 25  # of them in one forward and backward: bounds the memory of a lon
 class Explanation:
     text: str
     label: str
-    probability: float
+    probability: float | None
     scores: dict[str, float]
     tokens: list[dict]  # {token, start, end, contribution}, in reading order
     method: str  # "exact" or "integrated gradients"
@@ -41,6 +42,7 @@ class Explanation:
     margin: float = 0.0  # the predicted class's logit minus the mean of the others'
     completeness_gap: float | None = None  # integrated gradients: sum - (margin - baseline margin)
     cut: bool = False  # the text was longer than the model reads: only the tokens it read are listed
+    rating: float | None = None  # a rating run's answer (clipped); its label is "rating", probability None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -58,14 +60,19 @@ def margin_weights(n: int, label: int) -> np.ndarray:
     return v
 
 
-def explanation(text, classes, logits, tokens, contributions, method, **extra) -> Explanation:
+def explanation(text, classes, logits, tokens, contributions, method, *, rating=None, **extra) -> Explanation:
+    """An `Explanation` of `logits` (one text's); a rating run passes its `targets.Rating`."""
     logits = np.asarray(logits, dtype=np.float64)
-    probs = _softmax(logits)
-    label = int(probs.argmax())
     rows = [
         {"token": tok, "start": int(start), "end": int(end), "contribution": float(c)}
         for (tok, start, end), c in zip(tokens, contributions, strict=True)
     ]
+    if rating is not None:
+        answer = float(rating.clip(logits[:1])[0])
+        return Explanation(text=text, label=classes[0], probability=None, scores={}, tokens=rows, method=method,
+                           margin=float(logits[0]), rating=answer, **extra)  # fmt: skip
+    probs = _softmax(logits)
+    label = int(probs.argmax())
     return Explanation(
         text=text,
         label=classes[label],
@@ -152,6 +159,7 @@ class GradientExplainer:
             bias=at_baseline,
             completeness_gap=float(delta[0]),
             cut=cut,
+            rating=self.clf.rating,
         )
 
 

@@ -20,8 +20,10 @@ def _strength(expl: Explanation) -> float:
 
 
 def headline(expl: Explanation) -> str:
-    target = f"{expl.label} against the other class" if len(expl.scores) == 2 else f"{expl.label} against the rest"
     gap = "" if expl.completeness_gap is None else f"; completeness gap {expl.completeness_gap:+.2g}"
+    if expl.rating is not None:
+        return f"rating {expl.rating:.2f}  ({expl.method}: contributions to the rating, from {expl.bias:+.2f}{gap})"
+    target = f"{expl.label} against the other class" if len(expl.scores) == 2 else f"{expl.label} against the rest"
     return f"{expl.label} {expl.probability:.2f}  ({expl.method}: contributions to {target}{gap})"
 
 
@@ -87,8 +89,14 @@ def page(expl: Explanation, run_name: str = "") -> str:
     def items(tokens):
         return "".join(f"<li>{html.escape(t['token'])} <code>{t['contribution']:+.3f}</code></li>" for t in tokens)
 
+    answer = f"rating {expl.rating:.2f}" if expl.rating is not None else f"{expl.label} {expl.probability:.2f}"
+    push = (
+        "raised the rating, red lowered it"
+        if expl.rating is not None
+        else (f"pushed towards {html.escape(expl.label)}, red away from it")
+    )
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>sentiment explain: {html.escape(expl.label)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>sentiment explain: {html.escape(answer)}</title>
 <style>
 body {{ font: 16px/1.6 system-ui, sans-serif; max-width: 50rem; margin: 2rem auto; padding: 0 1rem; color: #111; }}
 .label {{ font-size: 1.5rem; font-weight: 600; }}
@@ -96,9 +104,9 @@ body {{ font: 16px/1.6 system-ui, sans-serif; max-width: 50rem; margin: 2rem aut
 .tok {{ border-radius: 3px; padding: 0 1px; }}
 .lists {{ display: flex; gap: 3rem; }} small {{ color: #555; }}
 </style></head><body>
-<p class="label" id="label">{html.escape(expl.label)} {expl.probability:.2f}</p>
+<p class="label" id="label">{html.escape(answer)}</p>
 <p><small>{html.escape(headline(expl))}{" · run " + html.escape(run_name) if run_name else ""}.
-Green pushed towards {html.escape(expl.label)}, red away from it; hover a word for its contribution.</small></p>
+Green {push}; hover a word for its contribution.</small></p>
 <div class="text" id="text">{token_html(expl)}</div>
 <div class="lists"><div><h3>for</h3><ol>{items(towards)}</ol></div>
 <div><h3>against</h3><ol>{items(against)}</ol></div></div>

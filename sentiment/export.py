@@ -59,6 +59,10 @@ def exportable(clf, run: Run) -> None:
             f"{run.path} is a {family} run, which has no network to export to ONNX; the text families "
             "with one (textcnn, birnn, fasttext, transformer) export to onnx, transformer runs also to hf"
         )
+    if getattr(clf, "rating", None) is not None:
+        raise SentimentError(
+            f"{run.path} is a rating run (--target rating); export and the onnx backends take classifiers only"
+        )
 
 
 def _family(run: Run) -> str:

@@ -77,10 +77,95 @@ def make_scheduler(
     return None
 
 
+class Objective:
+    """What training minimises and how a split is scored, for a classifier: cross-entropy; accuracy
+    while training; loss, accuracy and macro-F1 per split. `RatingObjective` is the rating run's."""
+
+    running = "acc"  # the figure the progress bar and `train_<running>` carry
+    figures = ("acc", "f1")  # what a split is scored by, besides its loss
+
+    def loss_fn(self, reduction: str, weights: torch.Tensor | None = None):
+        return nn.CrossEntropyLoss(reduction=reduction, weight=weights)
+
+    def mean_loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> float:
+        """A scored split's mean loss (no class weights)."""
+        return nn.functional.cross_entropy(outputs, labels).item()
+
+    def hits(self, outputs: torch.Tensor, labels: torch.Tensor):
+        """The running figure's sum over a batch: correct answers."""
+        return int((outputs.argmax(1) == labels).sum().item())
+
+    def split_figures(self, outputs: torch.Tensor, labels: torch.Tensor) -> dict:
+        return {
+            "loss": self.mean_loss(outputs, labels),
+            "acc": (outputs.argmax(1) == labels).float().mean().item(),
+            "f1": macro_f1(labels, outputs.argmax(1), outputs.shape[1]),
+        }
+
+    def score(self, metrics: dict, select: str) -> list[float]:
+        """The validation figures as a tuple to maximise: `select`'s figure first, lower loss breaking ties."""
+        if select == "loss":
+            return [-metrics["val_loss"]]
+        return [metrics[f"val_{'acc' if select == 'auto' else select}"], -metrics["val_loss"]]
+
+    def shown(self, metrics: dict, split: str) -> str:
+        return f"{split} loss {metrics[f'{split}_loss']:.4f} acc {metrics[f'{split}_acc']:.3f}"
+
+
+class RatingObjective(Objective):
+    """A rating run's (`rating`: a `targets.Rating`): the squared (or Huber) error of the model's one
+    output, each error divided by the training ratings' standard deviation (so the loss is in
+    standardized units whatever the scale); mean absolute error while training; loss, MAE, RMSE and
+    Spearman per split, of the answers clipped to the training range as `predict` gives them."""
+
+    running = "mae"
+    figures = ("mae", "rmse", "spearman")
+
+    def __init__(self, rating, loss: str = "mse"):
+        self.rating, self.std, self.kind = rating, float(rating.std), loss
+
+    def loss_fn(self, reduction: str, weights: torch.Tensor | None = None):
+        base = nn.MSELoss(reduction=reduction) if self.kind == "mse" else nn.HuberLoss(reduction=reduction, delta=1.0)
+        std = self.std
+
+        def loss(outputs: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+            return base(outputs[:, 0] / std, ratings.to(outputs.dtype) / std)
+
+        return loss
+
+    def mean_loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> float:
+        return self.loss_fn("mean")(outputs, labels).item()
+
+    def hits(self, outputs: torch.Tensor, labels: torch.Tensor):
+        """The running figure's sum over a batch: absolute errors."""
+        return float((outputs[:, 0] - labels).abs().sum().item())
+
+    def split_figures(self, outputs: torch.Tensor, labels: torch.Tensor) -> dict:
+        from sentiment.targets import rating_report
+
+        report = rating_report(self.rating.clip(outputs[:, 0].numpy()), labels.numpy())
+        return {
+            "loss": self.mean_loss(outputs, labels),
+            "mae": report["mae"],
+            "rmse": report["rmse"],
+            "spearman": report["spearman"],
+        }
+
+    def score(self, metrics: dict, select: str) -> list[float]:
+        if select == "loss":
+            return [-metrics["val_loss"]]
+        if select == "spearman":
+            return [metrics["val_spearman"], -metrics["val_loss"]]
+        return [-metrics["val_mae"], -metrics["val_loss"]]
+
+    def shown(self, metrics: dict, split: str) -> str:
+        return f"{split} loss {metrics[f'{split}_loss']:.4f} mae {metrics[f'{split}_mae']:.3f}"
+
+
 @dataclass
 class EpochResult:
     loss: float
-    acc: float
+    acc: float  # the objective's running figure: accuracy, or a rating run's mean absolute error
     examples: int
     seconds: float
 
@@ -158,6 +243,7 @@ def train_epoch(
     micro_batch: int | None = None,
     class_weights: torch.Tensor | None = None,
     after_step: Callable[[int, float], None] | None = None,
+    objective: Objective | None = None,
 ) -> EpochResult:
     """One pass over `batches`. `loss_reduction="sum"` steps on the batch's summed loss, as the
     reference image recipe does (its learning rates assume it); the reported loss is always the mean.
@@ -176,14 +262,16 @@ def train_epoch(
     `after_step(step, loss)` is called after every optimizer step with the step's number in this
     epoch and the batch's mean loss (the recipe logs it and re-sizes the thread pool there).
     `class_weights` weights each example's loss by its class (`--class-weights auto`); the mean is
-    then the weighted mean over the whole batch, whatever its parts.
+    then the weighted mean over the whole batch, whatever its parts. `objective` says what the loss
+    and the running figure are (default: a classifier's).
     """
     from sentiment import distributed
 
     model.train()
     set_bn_eval(model)  # a frozen BatchNorm keeps its running statistics too
     weights = None if class_weights is None else runtime.to_device((class_weights,))[0]
-    loss_fn = nn.CrossEntropyLoss(reduction=loss_reduction if weights is None else "sum", weight=weights)
+    objective = objective or Objective()
+    loss_fn = objective.loss_fn(loss_reduction if weights is None else "sum", weights)
     pos = EpochPosition() if position is None else EpochPosition(**vars(position))
     skip = pos.step
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -228,7 +316,7 @@ def train_epoch(
                 share = part_labels.shape[0] / n if plain_mean else 1.0
                 (loss * share).backward()  # a whole batch's share is exactly 1
             pos.loss_sum += loss.item() * (part_labels.shape[0] if plain_mean else n if weight_sum is not None else 1)
-            pos.correct += int((logits.argmax(1) == part_labels).sum().item())
+            pos.correct += objective.hits(logits.float(), part_labels)
         if grad_clip > 0:
             nn.utils.clip_grad_norm_(trainable, grad_clip)
         optimizer.step()
@@ -242,7 +330,7 @@ def train_epoch(
             elapsed = time.perf_counter() - start
             bar.set_postfix(
                 loss=f"{pos.loss_sum / pos.seen:.4f}",
-                acc=f"{pos.correct / pos.seen:.3f}",
+                **{objective.running: f"{pos.correct / pos.seen:.3f}"},
                 ex_s=f"{pos.seen / elapsed:.0f}",
             )
         if stop is not None and distributed.any_rank(stop.requested) and step != total:
@@ -317,14 +405,17 @@ def evaluate(
     progress: bool = True,
     total: int | None = None,
     micro_batch: int | None = None,
+    objective: Objective | None = None,
 ) -> tuple[EpochResult, torch.Tensor]:
+    """Scores a split: (its loss and running figure, the outputs in data order)."""
     start = time.perf_counter()
     logits = predict_logits(
         model, batches, runtime, size=len(labels), desc=desc, progress=progress, total=total, micro_batch=micro_batch
     )
-    loss = nn.functional.cross_entropy(logits, labels).item()
-    acc = (logits.argmax(1) == labels).float().mean().item()
-    return EpochResult(loss, acc, len(labels), time.perf_counter() - start), logits
+    objective = objective or Objective()
+    loss = objective.mean_loss(logits, labels)
+    figure = objective.hits(logits, labels) / max(len(labels), 1)
+    return EpochResult(loss, figure, len(labels), time.perf_counter() - start), logits
 
 
 @dataclass
@@ -359,11 +450,12 @@ class TrainingSetup:
     val_labels: torch.Tensor | None = None
     test_each_epoch: bool = False  # also score the test split after every epoch (for curves, never for choosing)
     patience: int | None = None  # stop after this many epochs without a better validation score
-    select: str = "acc"  # what "better" means: "acc" (ties: lower loss), "f1" or "loss"
+    select: str = "acc"  # what "better" means: "acc" (ties: lower loss), "f1", "loss"; ratings: "mae", "spearman"
     keep: str = "best"  # which epoch's weights the run keeps: "best" (validation) or "last"
     class_weights: torch.Tensor | None = None  # per-class loss weights
     after_step: Callable[[int, float], None] | None = None  # (global optimizer step, batch loss), after each
     selection: Selection = field(default_factory=Selection)  # where fit stands; updated as it goes
+    objective: Objective = field(default_factory=Objective)  # the loss and figures: a classifier's or a rating's
 
 
 def macro_f1(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> float:
@@ -373,7 +465,8 @@ def macro_f1(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) ->
 
 
 def split_metrics(model: nn.Module, loop: TrainingSetup, split: str) -> dict:
-    """Loss, accuracy and macro-F1 of the `val` or `test` split, as `<split>_loss` ...; `<split>_s`."""
+    """The objective's figures of the `val` or `test` split (a classifier's: loss, accuracy and
+    macro-F1), as `<split>_loss` ...; `<split>_s`."""
     from sentiment import distributed
 
     batches, labels = getattr(loop, f"{split}_batches"), getattr(loop, f"{split}_labels")
@@ -386,20 +479,15 @@ def split_metrics(model: nn.Module, loop: TrainingSetup, split: str) -> dict:
         progress=loop.progress,
         total=len(batches),
         micro_batch=loop.micro_batch,  # what fits a training step fits an evaluation one
+        objective=loop.objective,
     )
-    return {
-        f"{split}_loss": result.loss,
-        f"{split}_acc": result.acc,
-        f"{split}_f1": macro_f1(labels, logits.argmax(1), logits.shape[1]),
-        f"{split}_s": round(result.seconds, 3),
-    }
+    figures = loop.objective.split_figures(logits, labels)
+    return {f"{split}_{k}": v for k, v in figures.items()} | {f"{split}_s": round(result.seconds, 3)}
 
 
-def score(metrics: dict, select: str) -> list[float]:
+def score(metrics: dict, select: str, objective: Objective | None = None) -> list[float]:
     """The validation figures as a tuple to maximise: `select`'s figure first, lower loss breaking ties."""
-    if select == "loss":
-        return [-metrics["val_loss"]]
-    return [metrics[f"val_{select}"], -metrics["val_loss"]]
+    return (objective or Objective()).score(metrics, select)
 
 
 def _report(loop: TrainingSetup, line: str) -> None:
@@ -407,10 +495,6 @@ def _report(loop: TrainingSetup, line: str) -> None:
         tqdm.write(line)  # above the bars, which stay at the bottom
     elif loop.report is not None:
         loop.report(line)
-
-
-def _shown(metrics: dict, split: str) -> str:
-    return f"{split} loss {metrics[f'{split}_loss']:.4f} acc {metrics[f'{split}_acc']:.3f}"
 
 
 def training_state(model: nn.Module, loop: TrainingSetup, epoch: int, position: EpochPosition | None) -> dict:
@@ -472,7 +556,7 @@ def _choose(loop: TrainingSetup, metrics: dict) -> None:
     if "val_loss" not in metrics:  # nothing to choose with: the newest epoch is the one kept
         sel.best_epoch, sel.since_best = metrics["epoch"], 0
     else:
-        now = score(metrics, loop.select)
+        now = loop.objective.score(metrics, loop.select)
         if sel.best_score is None or now > sel.best_score:
             sel.best_epoch, sel.best_score, sel.since_best = metrics["epoch"], now, 0
         else:
@@ -508,7 +592,7 @@ def fit(
         shown = []
         for split in ("val",) * has_val + ("test",) * loop.test_each_epoch:
             metrics.update(split_metrics(model, loop, split))
-            shown.append(_shown(metrics, split))
+            shown.append(loop.objective.shown(metrics, split))
         history.append(metrics)
         _report(loop, f"epoch 0 (before training): {', '.join(shown)}")
         if on_epoch_end is not None:
@@ -551,6 +635,7 @@ def fit(
                     micro_batch=loop.micro_batch,
                     class_weights=loop.class_weights,
                     after_step=step_hook,
+                    objective=loop.objective,
                 )
             except StopRequested as e:
                 if save_checkpoint is not None:
@@ -563,7 +648,7 @@ def fit(
                 "epoch": epoch,
                 "lr": lr,
                 "train_loss": tr.loss,
-                "train_acc": tr.acc,
+                f"train_{loop.objective.running}": tr.acc,
                 "train_examples": tr.examples,
                 "train_s": round(tr.seconds, 3),
                 "train_examples_per_s": round(tr.examples_per_s, 1),
@@ -577,10 +662,10 @@ def fit(
             if loop.patience is not None and sel.since_best >= loop.patience and epoch < loop.epochs:
                 sel.stopped_early = True
             history.append(metrics)
-            shown = f"epoch {epoch}: train loss {tr.loss:.4f} acc {tr.acc:.3f}"
+            shown = f"epoch {epoch}: train loss {tr.loss:.4f} {loop.objective.running} {tr.acc:.3f}"
             for split in ("val", "test"):
-                if f"{split}_acc" in metrics:
-                    shown += ", " + _shown(metrics, split)
+                if f"{split}_loss" in metrics:
+                    shown += ", " + loop.objective.shown(metrics, split)
             if has_val:
                 shown += " (best)" if sel.best_epoch == epoch else f" (best: epoch {sel.best_epoch})"
             shown += f" ({tr.examples_per_s:.0f} examples/s)"

@@ -36,6 +36,7 @@ from sentiment.memory import default_budget, plan_micro_batch, step_bytes_per_ex
 from sentiment.registry import task_for
 from sentiment.runs import Run
 from sentiment.runtime import Runtime, ThreadPlan, busy_cores, plan_threads, tune_allocator
+from sentiment.targets import select_for
 from sentiment.tasks import Task, TaskData
 
 
@@ -56,6 +57,7 @@ def fine_tune(
     (from `resume`), continue that run instead. `after_epoch(metrics)` is called once an epoch is on
     disk. Under torchrun every process calls this; rank 0 writes and prints."""
     started = time.perf_counter()
+    _check_target(cfg)
     task = task_for(cfg)
     tune_allocator(keep_all=task.allocator == "keep_all")
     main = distributed.is_main()
@@ -75,6 +77,8 @@ def fine_tune(
     cfg = task.cfg = task.settings(data)
     seed_everything(cfg.seed)
     model = task.model(data, runtime, echo)
+    if data.rating is not None and not task.head_started:
+        start_rating_head(model, task.head, data.rating)
     trainable, total = count_parameters(model)
     setup = None
     if not task.solver:
@@ -97,6 +101,7 @@ def fine_tune(
                 "test_data_source": data.test_source,
                 "val_data_source": data.val_source,
                 "classes": data.classes,
+                **({"target": "rating", "rating": data.rating.record()} if data.rating is not None else {}),
                 **task.record(data),
                 "parameters": {"trainable": trainable, "total": total},
                 "device": str(runtime.device),
@@ -130,10 +135,13 @@ def fine_tune(
     final: dict = {}  # the kept weights' validation and test figures, once training has ended
 
     def summary(status: str) -> dict:
+        headline = run.headline()
+        if data.rating is not None:  # a rating run has no accuracy
+            headline = {k: v for k, v in headline.items() if not k.endswith("test_acc")}
         return {
             "model": name,
             "status": status,
-            **run.headline(),
+            **headline,
             **final,
             "train_examples": data.train_examples,
             "val_examples": data.val_examples,
@@ -141,6 +149,7 @@ def fine_tune(
             "wall_s": round(time.perf_counter() - started, 2),
             **task.summary(data),
             "classes": data.classes,
+            **({"target": "rating", "rating": data.rating.record()} if data.rating is not None else {}),
             "device": str(runtime.device),
             "precision": runtime.precision,
         }
@@ -171,6 +180,38 @@ def fine_tune(
     return run
 
 
+def _check_target(cfg) -> None:
+    """What a rating run cannot be asked for, as one-line errors before any data is read."""
+    target = getattr(cfg, "target", "label")
+    if getattr(cfg, "select", None) is not None:  # families the loop fits
+        select_for(target, cfg.select)
+    if target == "rating" and getattr(cfg, "class_weights", "none") != "none":
+        raise SentimentError("--class-weights weights classes; a rating run (--target rating) has none")
+
+
+def start_rating_head(model, head: str | None, rating) -> None:
+    """A rating run's head with its bias at the training ratings' mean (its weights as the family
+    starts them), so the first answers are near the mean and the output is in the ratings' units."""
+    from sentiment import calibration
+
+    weights_of = distributed.unwrap(model)
+    keys = calibration.head_keys(weights_of.state_dict(), head, 1)
+    if keys is None:
+        return
+    params = dict(weights_of.named_parameters())
+    with torch.no_grad():
+        params[keys[1]].fill_(rating.mean)
+
+
+def objective_of(cfg, data: TaskData):
+    """The loop's objective: a classifier's, or a rating run's with its loss."""
+    from sentiment.loop import Objective, RatingObjective
+
+    if data.rating is None:
+        return Objective()
+    return RatingObjective(data.rating, getattr(cfg, "loss", "mse"))
+
+
 def _step_of(state: dict) -> int:
     """The optimizer steps a checkpoint taken mid-epoch had made in that epoch."""
     position = state.get("position")
@@ -182,7 +223,6 @@ def _finish(run: Run, task: Task, cfg, model, data: TaskData, runtime: Runtime, 
     test split, their probabilities calibrated on the validation split (see `calibration`); returns
     the figures summary.json records."""
     from sentiment import calibration
-    from sentiment.loop import macro_f1
 
     weights_of = distributed.unwrap(model)
     out: dict = {}
@@ -191,12 +231,12 @@ def _finish(run: Run, task: Task, cfg, model, data: TaskData, runtime: Runtime, 
         out |= {"best_epoch": sel.best_epoch, "stopped_early": sel.stopped_early, "kept": cfg.keep}
         if data.val_examples and cfg.keep == "best" and sel.best_epoch != run.headline()["epochs"]:
             run.load_into(weights_of)  # the best epoch's weights, which are on disk
-            echo(f"kept: epoch {sel.best_epoch}, the best on validation ({cfg.select})")
+            echo(f"kept: epoch {sel.best_epoch}, the best on validation ({setup.select})")
     splits = {"val": task.logits(model, data, "val", runtime, progress=progress)} if data.val_examples else {}
     labels = {s: getattr(data, f"{s}_labels") for s in ("val", "test")}
     head = calibration.head_keys(weights_of.state_dict(), task.head, len(data.classes))
     temperature = None
-    if not cfg.calibrate:
+    if not cfg.calibrate or data.rating is not None:  # a rating has no probabilities to calibrate
         pass
     elif "val" not in splits:
         echo("calibration: no validation split, so probabilities are left as trained")
@@ -231,21 +271,23 @@ def _finish(run: Run, task: Task, cfg, model, data: TaskData, runtime: Runtime, 
         echo(f"calibration: temperature {temperature:.3f} (validation ECE {before:.3f} -> {after:.3f})")
     # the test split scored once, by the weights as saved (calibrated), as `evaluate` will score it
     splits["test"] = task.logits(model, data, "test", runtime, progress=progress)
+    objective = objective_of(cfg, data)
     for split, logits in splits.items():
-        probs = logits.softmax(dim=1).numpy()
         y = labels[split]
-        out |= {
-            f"{split}_loss": torch.nn.functional.cross_entropy(logits, y).item(),
-            f"{split}_acc": (logits.argmax(1) == y).float().mean().item(),
-            f"{split}_f1": macro_f1(y, logits.argmax(1), logits.shape[1]),
-            f"{split}_ece": calibration.ece(probs, y.numpy()),
-        }
-    out["temperature"] = temperature
-    if "test_acc" in out:
+        out |= {f"{split}_{k}": v for k, v in objective.split_figures(logits, y).items()}
+        if data.rating is None:
+            out[f"{split}_ece"] = calibration.ece(logits.softmax(dim=1).numpy(), y.numpy())
+    if data.rating is not None:
         echo(
-            f"test (once, on the kept weights): loss {out['test_loss']:.4f} acc {out['test_acc']:.4f} "
-            f"macro-F1 {out['test_f1']:.4f} ECE {out['test_ece']:.4f}"
+            f"test (once, on the kept weights): loss {out['test_loss']:.4f} MAE {out['test_mae']:.4f} "
+            f"RMSE {out['test_rmse']:.4f} Spearman {out['test_spearman']:.4f}"
         )
+        return out
+    out["temperature"] = temperature
+    echo(
+        f"test (once, on the kept weights): loss {out['test_loss']:.4f} acc {out['test_acc']:.4f} "
+        f"macro-F1 {out['test_f1']:.4f} ECE {out['test_ece']:.4f}"
+    )
     return out
 
 
@@ -334,7 +376,8 @@ def _training_setup(
         val_labels=data.val_labels if data.val_examples else None,
         test_each_epoch=cfg.test_each_epoch,
         patience=cfg.patience,
-        select=cfg.select,
+        select=select_for(getattr(cfg, "target", "label"), cfg.select),
+        objective=objective_of(cfg, data),
         keep=cfg.keep,
         class_weights=class_weights(cfg, data, echo),
         optimizer=optimizer,

@@ -1,6 +1,7 @@
 """`sentiment serve`: a trained text run behind HTTP (FastAPI + uvicorn).
 
     POST /predict  {"texts": [...]}  -> {"predictions": [{"label", "probability", "scores"}]}
+                                        (a rating run: [{"rating"}])
     POST /explain  {"text": "..."}   -> the label and every token's contribution (sentiment.explain)
     GET  /health                     -> the run's name, model and classes
     GET  /docs                       -> the OpenAPI page
@@ -56,6 +57,7 @@ class ServedModel:
         self.backend = backend
         self.clf = export.with_backend(open_classifier(run, device, kind="text"), backend)
         self.clf.serve()  # e.g. TextCNN: the form `predict` uses for a file, for every batch
+        self.rating = getattr(self.clf, "rating", None)  # a rating run's `targets.Rating`
         self.classes: list[str] = self.clf.classes
         self._lock = threading.Lock()  # one batch at a time through the model
         self._explain_lock = threading.Lock()  # and one explanation at a time through the explainer's own
@@ -68,12 +70,15 @@ class ServedModel:
             "classes": self.classes,
             "precision": "int8" if self.backend == "onnx-int8" else self.clf.precision,
             "backend": self.backend,
+            "target": "rating" if self.rating is not None else "label",
         }
 
     def predict(self, texts: Sequence[str]) -> list[dict]:
         """One prediction per text, flagged `no_known_words` where the text has no word the model knows."""
         with self._lock:
             probs, known = self.clf.scores(texts)
+        if self.rating is not None:
+            return [{"rating": p[0], "no_known_words": not k} for p, k in zip(probs.tolist(), known, strict=True)]
         out = []
         for p, k in zip(probs.tolist(), known, strict=True):
             best = max(range(len(p)), key=p.__getitem__)
@@ -174,6 +179,17 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
+class RatingPrediction(BaseModel):
+    rating: float = Field(description="the predicted rating, within the training data's range")
+    no_known_words: bool = Field(
+        description="the text has no word the model knows, so the rating is only the model's prior"
+    )
+
+
+class RatingPredictResponse(BaseModel):
+    predictions: list[RatingPrediction]
+
+
 class ExplainRequest(Body):
     text: Text = Field(examples=["this movie is so great"])
 
@@ -197,6 +213,14 @@ class ExplainResponse(BaseModel):
     completeness_gap: float | None
     cut: bool
     no_known_words: bool
+
+
+class RatingExplainResponse(ExplainResponse):
+    """A rating run's explanation: `label` is "rating", `probability` null, `scores` empty; `margin`
+    is the model's output (the rating before clipping) and the contributions add up to it less `bias`."""
+
+    probability: None
+    rating: float
 
 
 class ErrorResponse(BaseModel):
@@ -315,17 +339,21 @@ def create_app(model: ServedModel, *, max_batch: int = 64, wait_ms: float = 2.0)
             return _error(422, str(e))
         return None
 
-    @app.post("/predict", responses={200: {"model": PredictResponse}, **ERRORS})
+    rating = model.rating is not None
+    answers = RatingPredictResponse if rating else PredictResponse
+    explained = RatingExplainResponse if rating else ExplainResponse
+
+    @app.post("/predict", responses={200: {"model": answers}, **ERRORS})
     async def predict(body: PredictRequest) -> Response:
-        """Classify texts: the label, its probability and every class's probability, one per text.
-        A text with no word the model knows is answered too, flagged `no_known_words`: its label is
-        then only the model's prior."""
+        """Classify texts: the label, its probability and every class's probability, one per text
+        (a rating run: the rating). A text with no word the model knows is answered too, flagged
+        `no_known_words`: its answer is then only the model's prior."""
         bad = checked(body.texts)
         if bad is not None:
             return bad
         return _json({"predictions": await batcher.submit(body.texts)})
 
-    @app.post("/explain", responses={200: {"model": ExplainResponse}, **ERRORS})
+    @app.post("/explain", responses={200: {"model": explained}, **ERRORS})
     async def explain(body: ExplainRequest) -> Response:
         """The label and, for every token, how much it pushed towards it (character offsets into the text)."""
         bad = checked([body.text])

@@ -6,10 +6,13 @@ Imports no torch: a family module subclasses these at import time.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+import numpy as np
 
 from sentiment.errors import SentimentError
 from sentiment.runs import Run
@@ -32,6 +35,7 @@ class TaskData:
     val_examples: int = 0
     val_source: str | None = None  # a separate validation file, if any
     train_labels: object = None  # the training split's labels (all processes'), for `--class-weights auto`
+    rating: object = None  # a rating run's `targets.Rating` (of its training split); None for a classifier
 
 
 class Task:
@@ -44,6 +48,7 @@ class Task:
     evaluate_before = False  # an epoch-0 test line: how good the model is before any step
     head: str | None = None  # parameter prefix of the new head (trained at lr x head_lr_mult)
     solver = False  # fitted by its own solver (`fit`) instead of the training loop
+    head_started = False  # set by a task whose `model` fitted its head already (the recipe leaves it as it is)
     # Inputs for n examples at the largest size training sees: the recipe measures a step's memory
     # with them and splits batches into micro-batches that fit (`--micro-batch` overrides). None:
     # batches are split only when `--micro-batch` says so.
@@ -112,13 +117,15 @@ class Task:
 
 @dataclass
 class Prediction:
-    """One input's answer: the label, its probability and every class's."""
+    """One input's answer: the label, its probability and every class's; a rating run's: `rating`
+    (label "rating", probability None, scores empty)."""
 
     label: str
-    probability: float
+    probability: float | None
     scores: dict[str, float]
     known: bool = True  # False: the text has no word the model knows; the label is only its prior
     text: str | None = field(default=None, repr=False)
+    rating: float | None = None  # a rating run's answer, within its training range
 
 
 class Classifier(Protocol):
@@ -130,7 +137,8 @@ class Classifier(Protocol):
 
     def scores(self, inputs: Sequence, *, batch_size: int = 256, progress: bool = False):
         """`(probabilities [n, classes] (torch tensor or numpy array), whether each input holds
-        something the model knows)`, from one encoding of the inputs."""
+        something the model knows)`, from one encoding of the inputs; a rating run's `[n, 1]` are
+        its ratings (see `answers`)."""
 
     def knows(self, inputs: Sequence) -> list[bool]:
         """Whether each input holds something the model knows (a text: a word it has), without the model."""
@@ -154,6 +162,23 @@ class ClassifierBase:
     classes: list[str]
     precision = "fp32"
 
+    @functools.cached_property
+    def rating(self):
+        """A rating run's `targets.Rating` (from its config.json); None for a classifier."""
+        from sentiment.targets import Rating
+
+        return Rating.of_run(self.run.read_json("config.json"))
+
+    def answers(self, outputs):
+        """The model's outputs `[n, outputs]` (numpy array or torch tensor) as the run answers:
+        class probabilities (softmax), or a rating run's ratings, clipped to its training range."""
+        if self.rating is not None:
+            return self.rating.clip(outputs)
+        if not isinstance(outputs, np.ndarray):  # a torch tensor
+            return outputs.softmax(dim=1)
+        e = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
     def probabilities(self, inputs: Sequence, **kw):
         return self.scores(inputs, **kw)[0]
 
@@ -161,6 +186,11 @@ class ClassifierBase:
         """A `Prediction` per input, in order."""
         inputs = list(inputs)
         probs, known = self.scores(inputs, batch_size=batch_size, progress=progress)
+        if self.rating is not None:
+            return [
+                Prediction("rating", None, {}, known=k, text=text, rating=float(r[0]))
+                for text, r, k in zip(inputs, probs.tolist(), known, strict=True)
+            ]
         out = []
         for text, p, k in zip(inputs, probs.tolist(), known, strict=True):
             best = max(range(len(p)), key=p.__getitem__)

@@ -144,7 +144,8 @@ class FastTextExplainer:
         if not spans:  # nothing but spaces and newlines: one <unk> was read
             contrib = contrib[:0]
         bias = float(m @ w["decoder.bias"])
-        return explanation(text, self.classes, logits, spans, contrib[: len(spans)], "exact", bias=bias, cut=cut)
+        return explanation(text, self.classes, logits, spans, contrib[: len(spans)], "exact", bias=bias, cut=cut,
+                           rating=self.folder.rating)  # fmt: skip
 
 
 # -- the torch form ------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The linear baseline (`--model linear`): TF-IDF of words and word pairs -> logistic regression
-(scikit-learn).
+(scikit-learn); for a rating run (`--target rating`), ridge regression, its penalty chosen on the
+validation split.
 
 It trains in seconds and is the bar every other text model has to clear. It is a family like the
 others (same data options, run folder, predict, evaluate, compare), fitted by its own solver
@@ -27,6 +28,7 @@ from sentiment.errors import SentimentError
 from sentiment.fsutil import atomic_write_json
 from sentiment.registry import Family, register
 from sentiment.runs import Run
+from sentiment.targets import described
 from sentiment.tasks import ClassifierBase, Task, TaskData
 from sentiment.text.saved_run import check_texts
 
@@ -41,6 +43,15 @@ class LinearSettings(TextRun):
     ngrams: int = setting(2, "TF-IDF of 1- to N-word sequences", at_least=1)
     min_df: int = setting(2, "keep n-grams seen in at least this many reviews", at_least=1)
     c: float = setting(4.0, "inverse strength of the logistic regression's L2 penalty", above=0)
+    alpha: float | None = setting(
+        None,
+        "the ridge penalty of a rating run (default: the best of 0.03-3 on the validation split; 1 without one)",
+        above=0,
+    )
+
+
+RIDGE_ALPHAS = (0.03, 0.1, 0.3, 1.0, 3.0)  # a rating run's candidate penalties, compared on validation MAE
+DEFAULT_ALPHA = 1.0  # without a validation split
 
 
 def _vectorizer(ngrams: int, min_df: int = 1, vocabulary: dict[str, int] | None = None):
@@ -100,7 +111,7 @@ class LinearTask(Task):
     head = "linear"  # the logistic regression's coefficients (scaled when probabilities are calibrated)
 
     def data(self, runtime, echo: Callable[[str], None]) -> TaskData:
-        from sentiment.text.corpus import data_sources, load_subsets
+        from sentiment.text.corpus import data_sources, load_subsets, targets_of
 
         started = time.perf_counter()
         cfg = self.cfg
@@ -110,28 +121,35 @@ class LinearTask(Task):
         self.train_x = self.vectorizer.fit_transform([ex.text for ex in train])
         self.x = {"val": self.vectorizer.transform([ex.text for ex in val]) if val else None,
                   "test": self.vectorizer.transform([ex.text for ex in test])}  # fmt: skip
-        self.train_y = np.array([ex.label for ex in train], dtype=np.int64)
+        target = corpus.target
+        self.train_y = targets_of(train, target)
         echo(
             f"data: {corpus.source}: {len(train):,} train / {len(val):,} validation / {len(test):,} test "
-            f"reviews, {len(corpus.classes)} "
-            f"classes; {self.train_x.shape[1]:,} TF-IDF features (1- to {cfg.ngrams}-grams seen in at least "
+            f"reviews, {described(corpus.classes)}; {self.train_x.shape[1]:,} TF-IDF features "
+            f"(1- to {cfg.ngrams}-grams seen in at least "
             f"{cfg.min_df} reviews); prepared in {time.perf_counter() - started:.1f} s"
         )
         import torch
 
+        rating = None
+        if target == "rating":
+            from sentiment.targets import Rating
+
+            rating = Rating.of(self.train_y, "the training split")
         return TaskData(
             train=None,
             test=None,
-            test_labels=torch.tensor([ex.label for ex in test], dtype=torch.long),
+            test_labels=torch.from_numpy(targets_of(test, target)),
             classes=list(corpus.classes),
             train_examples=len(train),
             test_examples=len(test),
             source=source,
             test_source=test_source,
-            val_labels=torch.tensor([ex.label for ex in val], dtype=torch.long) if val else None,
+            val_labels=torch.from_numpy(targets_of(val, target)) if val else None,
             val_examples=len(val),
             val_source=val_source,
             train_labels=self.train_y,
+            rating=rating,
         )
 
     def model(self, data: TaskData, runtime, echo: Callable[[str], None]):
@@ -142,6 +160,8 @@ class LinearTask(Task):
         from sklearn.linear_model import LogisticRegression
 
         cfg = self.cfg
+        if data.rating is not None:
+            return self._fit_ridge(model, data, echo)
         started = time.perf_counter()
         balanced = "balanced" if cfg.class_weights == "auto" else None
         solver = LogisticRegression(C=cfg.c, max_iter=1000, random_state=cfg.seed, class_weight=balanced)
@@ -173,6 +193,66 @@ class LinearTask(Task):
         )
         return metrics
 
+    def _fit_ridge(self, model, data: TaskData, echo: Callable[[str], None]) -> dict:
+        """A rating run: ridge regression of the ratings on the TF-IDF features; its penalty `--alpha`,
+        or the one of RIDGE_ALPHAS whose fit to the training split has the lowest validation MAE."""
+        import torch
+        from sklearn.linear_model import Ridge
+
+        from sentiment.targets import rating_report
+
+        cfg, rating = self.cfg, data.rating
+        started = time.perf_counter()
+        val_x = self.x["val"]
+        val_y = data.val_labels.numpy() if val_x is not None else None
+        if cfg.alpha is not None:
+            alphas = [cfg.alpha]
+        else:
+            alphas = list(RIDGE_ALPHAS) if val_x is not None else [DEFAULT_ALPHA]
+        tried, best = {}, None
+        for alpha in alphas:
+            solver = Ridge(alpha=alpha, random_state=cfg.seed).fit(self.train_x, self.train_y)
+            mae = rating_report(rating.clip(solver.predict(val_x)), val_y)["mae"] if val_x is not None else 0.0
+            tried[f"{alpha:g}"] = round(mae, 4)
+            if best is None or mae < best[0]:
+                best = (mae, alpha, solver)
+        _, alpha, solver = best
+        if val_x is None:
+            tried = {}
+        seconds = time.perf_counter() - started
+        self.alpha, self.alphas_tried = alpha, tried
+        with torch.no_grad():
+            model.linear.weight.copy_(torch.from_numpy(solver.coef_.reshape(1, -1).astype(np.float32)))
+            model.linear.bias.fill_(float(solver.intercept_))
+            model.idf.copy_(torch.from_numpy(self.vectorizer.idf_.astype(np.float32)))
+        train_report = rating_report(rating.clip(solver.predict(self.train_x)), self.train_y)
+        metrics = {
+            "epoch": 1,
+            "train_loss": float(((solver.predict(self.train_x) - self.train_y) ** 2).mean() / rating.std**2),
+            "train_mae": train_report["mae"],
+            "train_examples": len(self.train_y),
+            "train_s": round(seconds, 3),
+            "train_examples_per_s": round(len(self.train_y) / max(seconds, 1e-9), 1),
+        }
+        if val_x is not None:
+            predicted = solver.predict(val_x)
+            report = rating_report(rating.clip(predicted), val_y)
+            metrics |= {
+                "val_loss": float(((predicted - val_y) ** 2).mean() / rating.std**2),
+                "val_mae": report["mae"],
+                "val_rmse": report["rmse"],
+                "val_spearman": report["spearman"],
+            }
+        chosen = f"alpha {alpha:g}"
+        if len(tried) > 1:
+            chosen += f" (validation MAE by alpha: {', '.join(f'{a} {m:.3f}' for a, m in tried.items())})"
+        echo(
+            f"fit: ridge regression, {chosen}; train MAE {metrics['train_mae']:.3f}"
+            + (f", val MAE {metrics['val_mae']:.3f}" if "val_mae" in metrics else "")
+            + f" ({seconds:.1f} s)"
+        )
+        return metrics
+
     def logits(self, model, data: TaskData, split: str, runtime, *, progress: bool = False):
         import torch
 
@@ -190,7 +270,10 @@ class LinearTask(Task):
         raise SentimentError(f"{run.path} is a linear run: it fits in one go; train it again instead")
 
     def summary(self, data: TaskData) -> dict:
-        return {"features": self.train_x.shape[1], "ngrams": self.cfg.ngrams}
+        out = {"features": self.train_x.shape[1], "ngrams": self.cfg.ngrams}
+        if data.rating is not None:
+            out |= {"ridge_alpha": self.alpha, "val_mae_by_alpha": self.alphas_tried}
+        return out
 
     @classmethod
     def tiny_settings(cls, folder) -> dict:
@@ -230,8 +313,7 @@ class LinearClassifier(ClassifierBase):
         check_texts(texts)
         features = self.vectorizer.transform(list(texts))
         logits = _logits(features, self.weight, self.bias)
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True), (features.getnnz(axis=1) > 0).tolist()
+        return self.answers(logits), (features.getnnz(axis=1) > 0).tolist()
 
     def explain(self, text: str):
         if self._explainer is None:
@@ -244,6 +326,10 @@ class LinearClassifier(ClassifierBase):
         from sentiment.loop import classification_report
         from sentiment.text.classify import corpus_labels
 
+        if self.rating is not None:
+            from sentiment.targets import evaluate_ratings
+
+            return evaluate_ratings(self.answers(self._logits([ex.text for ex in corpus.test]))[:, 0], corpus)
         labels = corpus_labels(corpus, self.classes)
         logits = torch.from_numpy(self._logits([ex.text for ex in corpus.test]))
         loss = torch.nn.functional.cross_entropy(logits, labels).item()
@@ -287,7 +373,8 @@ class LinearExplainer:
             share = value.get(f, 0.0) * feature_weight[f] / (len(starts) * n)
             for i in starts:
                 contrib[i : i + n] += share
-        return explanation(text, self.classes, logits, spans, contrib, "exact", bias=float(m @ bias))
+        return explanation(text, self.classes, logits, spans, contrib, "exact", bias=float(m @ bias),
+                           rating=self.clf.rating)  # fmt: skip
 
 
 def open_run(run: Run, device: str = "cpu", *, texts: int | None = None) -> LinearClassifier:

@@ -197,7 +197,8 @@ class TextCNNExplainer:
         logits, contrib, bias = self.contributions(enc.ids.astype(np.int64))
         if not spans:  # nothing but spaces and newlines: one <unk> was read
             contrib = contrib[:0]
-        return explanation(text, self.classes, logits, spans, contrib, "exact", bias=float(bias), cut=cut)
+        return explanation(text, self.classes, logits, spans, contrib, "exact", bias=float(bias), cut=cut,
+                           rating=self.folder.rating)  # fmt: skip
 
 
 # -- the torch forms -----------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from sentiment.config import LoopSettings, TextLoopRun, default, setting
 from sentiment.errors import SentimentError
 from sentiment.registry import Family, register, torch_forms
 from sentiment.runs import Run
+from sentiment.targets import described
 from sentiment.tasks import ClassifierBase, Task, TaskData
 from sentiment.text.batching import Encoded
 from sentiment.text.classify import EncodedTextClassifier, text_task_data
@@ -116,7 +117,12 @@ class TransformerSettings(TextLoopRun):
 
 
 def few_shot(cfg, examples: int) -> bool:
-    """Whether `cfg` trains with the few-shot recipe on a training set of `examples`."""
+    """Whether `cfg` trains with the few-shot recipe on a training set of `examples` (a rating run
+    trains with the standard one: the few-shot head is a logistic regression)."""
+    if getattr(cfg, "target", "label") == "rating":
+        if cfg.recipe == "few-shot":
+            raise SentimentError("--recipe few-shot fits a classifier's head; a rating run takes --recipe standard")
+        return False
     return cfg.recipe == "few-shot" or (cfg.recipe == "auto" and examples <= FEW_SHOT_MAX)
 
 
@@ -397,7 +403,7 @@ class TransformerTask(Task):
     head = "head"
 
     def data(self, runtime, echo: Callable[[str], None]) -> TaskData:
-        from sentiment.text.corpus import load_subsets, validation_split
+        from sentiment.text.corpus import load_subsets, targets_of, validation_split
 
         started = time.perf_counter()
         cfg = self.cfg
@@ -414,14 +420,13 @@ class TransformerTask(Task):
             cfg, self.passes = few_shot_settings(cfg, len(train))
             self.cfg = cfg
         self.train_texts = [ex.text for ex in train]
-        k = len(corpus.classes)
         train_enc, cut_train = encode_texts(self.tokenizer, [ex.text for ex in train], cfg.max_len, cfg.head_tokens)
         val_enc, cut_val = encode_texts(self.tokenizer, [ex.text for ex in val], cfg.max_len, cfg.head_tokens)
         test_enc, cut_test = encode_texts(self.tokenizer, [ex.text for ex in test], cfg.max_len, cfg.head_tokens)
         self.cut_share = round((cut_train + cut_val + cut_test) / max(len(train) + len(val) + len(test), 1), 4)
         echo(
             f"data: {corpus.source}: {len(train):,} train / {len(val):,} validation / {len(test):,} test reviews, "
-            f"{k} classes; "
+            f"{described(corpus.classes)}; "
             f"encoder {cfg.encoder}; {self.cut_share:.0%} of reviews cut to {cfg.max_len} tokens "
             f"(the first {min(cfg.head_tokens, cfg.max_len)} and the last); prepared in "
             f"{time.perf_counter() - started:.1f} s"
@@ -430,12 +435,12 @@ class TransformerTask(Task):
             cfg,
             runtime,
             train_enc,
-            [ex.label for ex in train],
+            targets_of(train, corpus.target),
             test_enc,
-            [ex.label for ex in test],
+            targets_of(test, corpus.target),
             corpus.classes,
             pad=self.tokenizer.pad_token_id,
-            val=(val_enc, [ex.label for ex in val]),
+            val=(val_enc, targets_of(val, corpus.target)),
             passes=self.passes,
         )
 
@@ -721,7 +726,7 @@ class QuickBertClassifier(ClassifierBase):
         torch = self.torch
         with torch.no_grad():
             rows = [self._ids(t) for t in texts]
-            probs = torch.stack([self._logits(ids) for ids in rows]).softmax(dim=1)
+            probs = self.answers(torch.stack([self._logits(ids) for ids in rows]))
         known = [any(i != self.unk for i in ids[self.before : len(ids) - self.after]) for ids in rows]
         return probs, known
 

@@ -197,6 +197,12 @@ class BucketBatchSampler:
 PAD_MULTIPLE = 16
 
 
+def label_array(labels) -> np.ndarray:
+    """Labels as the loss takes them: class indices as int64, ratings (any float) as float32."""
+    labels = np.asarray(labels)
+    return labels.astype(np.float32) if labels.dtype.kind == "f" else labels.astype(np.int64)
+
+
 class TextBatches:
     """`(index, (ids, lengths), labels)` batches of similar-length reviews, padded per batch."""
 
@@ -216,7 +222,7 @@ class TextBatches:
     ):
         self.enc = enc
         self.pad = pad
-        self.labels = np.zeros(len(enc), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+        self.labels = np.zeros(len(enc), dtype=np.int64) if labels is None else label_array(labels)
         self.sampler = BucketBatchSampler(
             enc.lengths, batch_size, shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank, passes=passes
         )

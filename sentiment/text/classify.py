@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from sentiment.errors import SentimentError
 from sentiment.tasks import ClassifierBase, TaskData
 from sentiment.text.batching import Encoded, TextBatches
@@ -29,15 +27,21 @@ def text_task_data(
     import torch
 
     from sentiment import distributed
+    from sentiment.text.batching import label_array
     from sentiment.text.corpus import data_sources
 
     source, test_source, val_source = data_sources(cfg)
     in_order = dict(shuffle=False, pin_memory=runtime.pin_memory, pad=pad)
     val_enc, val_labels = val if val is not None and len(val[0]) else (None, None)
+    rating = None
+    if getattr(cfg, "target", "label") == "rating":
+        from sentiment.targets import Rating
+
+        rating = Rating.of(train_labels, "the training split")
     return TaskData(
         train=TextBatches(
             train,
-            np.asarray(train_labels, dtype=np.int64),
+            label_array(train_labels),
             cfg.batch_size,
             shuffle=True,
             seed=cfg.seed,
@@ -49,17 +53,18 @@ def text_task_data(
         ),
         # evaluation in training-sized batches: larger ones were no faster and held 4x the activations
         test=TextBatches(test, None, cfg.batch_size, shuffle=False, pin_memory=runtime.pin_memory, pad=pad),
-        test_labels=torch.tensor(np.asarray(test_labels, dtype=np.int64)),
+        test_labels=torch.from_numpy(label_array(test_labels)),
         classes=list(classes),
         train_examples=len(train),
         test_examples=len(test),
         source=source,
         test_source=test_source,
         val=TextBatches(val_enc, None, cfg.batch_size, **in_order) if val_enc is not None else None,
-        val_labels=torch.tensor(np.asarray(val_labels, dtype=np.int64)) if val_enc is not None else None,
+        val_labels=torch.from_numpy(label_array(val_labels)) if val_enc is not None else None,
         val_examples=len(val_enc) if val_enc is not None else 0,
         val_source=val_source,
-        train_labels=np.asarray(train_labels, dtype=np.int64),
+        train_labels=label_array(train_labels),
+        rating=rating,
     )
 
 
@@ -123,15 +128,21 @@ class EncodedTextClassifier(ClassifierBase):
         batches = TextBatches(enc, None, batch_size, shuffle=False, pad=self.pad)
         model = self.model_for(len(enc))
         logits = predict_logits(model, batches, self.runtime, size=len(enc), progress=progress, total=len(batches))
-        return logits.softmax(dim=1)
+        return self.answers(logits)
 
     def evaluate(self, corpus: Corpus, *, progress: bool = True) -> dict:
-        from sentiment.loop import classification_report, evaluate
+        from sentiment.loop import classification_report, evaluate, predict_logits
 
-        labels = corpus_labels(corpus, self.classes)
         enc = self.encode([ex.text for ex in corpus.test], check=False)
         # as training evaluated: training-sized batches
         batches = TextBatches(enc, None, self.eval_batch_size, shuffle=False, pad=self.pad)
+        if self.rating is not None:
+            from sentiment.targets import evaluate_ratings
+
+            outputs = predict_logits(self.model, batches, self.runtime, size=len(enc), progress=progress,
+                                     total=len(batches))  # fmt: skip
+            return evaluate_ratings(self.answers(outputs)[:, 0].numpy(), corpus)
+        labels = corpus_labels(corpus, self.classes)
         result, logits = evaluate(self.model, batches, labels, self.runtime, progress=progress, total=len(batches))
         probs = logits.softmax(dim=1)
         return classification_report(labels, logits.argmax(1), self.classes, probs) | {"loss": result.loss}

@@ -22,6 +22,7 @@ class Corpus:
     classes: list[str]  # display names, index = label
     label_keys: list[str]  # the labels as the data spells them (IMDb: "neg", "pos")
     source: str
+    target: str = "label"  # "rating": every example's label is 0 (one output) and its rating the target
 
     def counts(self, split: str) -> dict[str, int]:
         examples = getattr(self, split)
@@ -29,11 +30,15 @@ class Corpus:
         return {key: int(c) for key, c in zip(self.label_keys, n, strict=True)}
 
 
-def _examples(rows, classes: list[str], path: str | os.PathLike, keys: list[str] | None = None) -> list[Example]:
+def _examples(
+    rows, classes: list[str], path: str | os.PathLike, keys: list[str] | None = None, target: str = "label"
+) -> list[Example]:
     """Rows as examples whose label is the index of its class (by name, or as `keys` spell it); a
-    label outside `classes` is an error."""
-    index = {c: i for i, c in enumerate(classes)} | {k: i for i, k in enumerate(keys or [])}
+    label outside `classes` is an error. A rating file's rows: label 0, the row's number as rating."""
     name = Path(path).name
+    if target == "rating":
+        return [Example(text=text, label=0, rating=value, id=f"{name}:{line}") for text, value, line in rows]
+    index = {c: i for i, c in enumerate(classes)} | {k: i for i, k in enumerate(keys or [])}
     out = []
     for text, lab, line in rows:
         if lab not in index:
@@ -52,17 +57,27 @@ def load_labeled(
     label_col: str | None = None,
     test_fraction: float = 0.2,
     seed: int = 0,
+    target: str = "label",
 ) -> Corpus:
-    """A corpus from a CSV/TSV/JSONL train file plus a test file, or one file split by `test_fraction`."""
-    train_rows = read_labeled_rows(train_path, text_col=text_col, label_col=label_col)
-    test_rows = read_labeled_rows(test_path, text_col=text_col, label_col=label_col) if test_path else None
-    classes = class_order(lab for _, lab, _ in train_rows)
-    if len(classes) < 2:
-        raise SentimentError(f"{train_path} has only one class ({classes[0]!r}); at least two are needed")
+    """A corpus from a CSV/TSV/JSONL train file plus a test file, or one file split by `test_fraction`;
+    `target="rating"` reads the label column as numbers."""
+    from sentiment.targets import RATING_CLASSES, Rating
+
+    rating = target == "rating"
+    columns = dict(text_col=text_col, label_col=label_col, rating=rating)
+    train_rows = read_labeled_rows(train_path, **columns)
+    test_rows = read_labeled_rows(test_path, **columns) if test_path else None
+    if rating:
+        Rating.of([lab for _, lab, _ in train_rows], str(train_path))  # two values at least
+        classes = list(RATING_CLASSES)
+    else:
+        classes = class_order(lab for _, lab, _ in train_rows)
+        if len(classes) < 2:
+            raise SentimentError(f"{train_path} has only one class ({classes[0]!r}); at least two are needed")
     name = Path(train_path).name
-    train = _examples(train_rows, classes, train_path)
+    train = _examples(train_rows, classes, train_path, target=target)
     if test_rows is not None:
-        test = _examples(test_rows, classes, test_path)
+        test = _examples(test_rows, classes, test_path, target=target)
     else:
         if not 0.0 < test_fraction < 1.0:
             raise SentimentError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
@@ -71,7 +86,7 @@ def load_labeled(
         train = [ex for i, ex in enumerate(train) if i not in held]
         if not test or not train:
             raise SentimentError(f"{train_path} is too small to split into train and test")
-    return Corpus(train=train, test=test, classes=classes, label_keys=classes, source=name)
+    return Corpus(train=train, test=test, classes=classes, label_keys=classes, source=name, target=target)
 
 
 def load_corpus(
@@ -83,18 +98,28 @@ def load_corpus(
     test_fraction: float = 0.2,
     seed: int = 0,
     splits: tuple[str, ...] = ("train", "test"),
+    target: str = "label",
 ) -> Corpus:
-    """IMDb (folder or archive, found as `imdb.find_imdb` says) or a user's labeled file."""
+    """IMDb (folder or archive, found as `imdb.find_imdb` says) or a user's labeled file; with
+    `target="rating"`, IMDb's star ratings (from its file names) or the file's numeric labels."""
+    given = dict(text_col=text_col, label_col=label_col, test_fraction=test_fraction, seed=seed, target=target)
     if data is not None and is_labeled_file(data):
-        return load_labeled(
-            data, test_data, text_col=text_col, label_col=label_col, test_fraction=test_fraction, seed=seed
-        )
+        return load_labeled(data, test_data, **given)
     path = imdb.find_imdb(data)
     if is_labeled_file(path):  # $SENTIMENT_IMDB may name a user's file too
-        return load_corpus(
-            path, test_data=test_data, text_col=text_col, label_col=label_col, test_fraction=test_fraction, seed=seed
-        )
+        return load_corpus(path, test_data=test_data, **given)
     read = imdb.read_imdb_splits(path, splits)
+    if target == "rating":
+        from sentiment.targets import RATING_CLASSES
+
+        return Corpus(
+            train=as_ratings(read.get("train", [])),
+            test=as_ratings(read.get("test", [])),
+            classes=list(RATING_CLASSES),
+            label_keys=list(RATING_CLASSES),
+            source=str(path),
+            target="rating",
+        )
     return Corpus(
         train=read.get("train", []),
         test=read.get("test", []),
@@ -104,12 +129,31 @@ def load_corpus(
     )
 
 
-def load_test_file(path: str | os.PathLike, *, text_col: str | None = None, label_col: str | None = None) -> Corpus:
+def as_ratings(examples: list[Example]) -> list[Example]:
+    """IMDb's reviews as a rating run reads them: label 0 (one output), their stars as the target."""
+    return [Example(text=ex.text, label=0, rating=float(ex.rating), id=ex.id) for ex in examples]
+
+
+def targets_of(examples: list[Example], target: str = "label") -> np.ndarray:
+    """What a model learns from `examples`: their class indices (int64), or their ratings (float32)."""
+    if target == "rating":
+        return np.array([ex.rating for ex in examples], dtype=np.float32)
+    return np.array([ex.label for ex in examples], dtype=np.int64)
+
+
+def load_test_file(
+    path: str | os.PathLike, *, text_col: str | None = None, label_col: str | None = None, target: str = "label"
+) -> Corpus:
     """Every row of a labeled file as a test split (for evaluating a trained run on new data)."""
-    rows = read_labeled_rows(path, text_col=text_col, label_col=label_col)
-    classes = class_order(lab for _, lab, _ in rows)
-    test = _examples(rows, classes, path)
-    return Corpus(train=[], test=test, classes=classes, label_keys=classes, source=str(path))
+    rows = read_labeled_rows(path, text_col=text_col, label_col=label_col, rating=target == "rating")
+    if target == "rating":
+        from sentiment.targets import RATING_CLASSES
+
+        classes = list(RATING_CLASSES)
+    else:
+        classes = class_order(lab for _, lab, _ in rows)
+    test = _examples(rows, classes, path, target=target)
+    return Corpus(train=[], test=test, classes=classes, label_keys=classes, source=str(path), target=target)
 
 
 def data_sources(cfg) -> tuple[str, str | None, str | None]:
@@ -128,8 +172,9 @@ def validation_split(cfg, corpus: Corpus, train: list[Example]) -> tuple[list[Ex
     from sentiment.config import validation_seed
 
     if cfg.val_data:
-        rows = read_labeled_rows(cfg.val_data, text_col=cfg.text_col, label_col=cfg.label_col)
-        return train, _examples(rows, corpus.classes, cfg.val_data, corpus.label_keys)
+        rating = corpus.target == "rating"
+        rows = read_labeled_rows(cfg.val_data, text_col=cfg.text_col, label_col=cfg.label_col, rating=rating)
+        return train, _examples(rows, corpus.classes, cfg.val_data, corpus.label_keys, target=corpus.target)
     fraction = cfg.val_fraction
     if fraction == 0:
         return train, []
@@ -153,6 +198,7 @@ def load_subsets(cfg, *, split_validation: bool = True) -> tuple[Corpus, list[Ex
         label_col=cfg.label_col,
         test_fraction=cfg.test_fraction,
         seed=cfg.seed,
+        target=getattr(cfg, "target", "label"),
     )
     k = len(corpus.classes)
     train = balanced_subset(corpus.train, cfg.limit_train, k, cfg.seed)

@@ -20,7 +20,7 @@ TEXT_COLUMNS = ("text", "sentence", "review", "content", "document")
 LABEL_COLUMNS = ("label", "sentiment", "class", "category", "target")
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 
-Rows = list[tuple[str, str, int]]  # (text, raw label, line number)
+Rows = list[tuple[str, str, int]]  # (text, raw label, line number); a rating file's label is a float
 
 
 def is_labeled_file(path: str | os.PathLike) -> bool:
@@ -76,7 +76,17 @@ def _text_str(value, path: Path, line: int) -> str:
     return value
 
 
-def _read_delimited(path: Path, text: str, delimiter: str, text_col, label_col) -> Rows:
+def _label_of(value, path: Path, line: int, rating: bool):
+    if not rating:
+        return _label_str(value, path, line)
+    from sentiment.targets import parse_rating
+
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise SentimentError(f"{path}, line {line}: empty rating")
+    return parse_rating(value, f"{path}, line {line}")
+
+
+def _read_delimited(path: Path, text: str, delimiter: str, text_col, label_col, rating: bool = False) -> Rows:
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     columns = [c for c in (reader.fieldnames or []) if c is not None]
     if not columns:
@@ -92,13 +102,13 @@ def _read_delimited(path: Path, text: str, delimiter: str, text_col, label_col) 
             t, lab = rec.get(tcol), rec.get(lcol)
             if t is None:
                 raise SentimentError(f"{path}, line {line}: the row has too few fields")
-            rows.append((t, _label_str(lab, path, line), line))
+            rows.append((t, _label_of(lab, path, line, rating), line))
     except csv.Error as e:
         raise SentimentError(f"{path}, line {reader.line_num}: {e}") from None
     return rows
 
 
-def _read_jsonl(path: Path, text: str, text_col, label_col) -> Rows:
+def _read_jsonl(path: Path, text: str, text_col, label_col, rating: bool = False) -> Rows:
     rows: Rows = []
     tcol = lcol = None
     for line_no, line in enumerate(split_lines(text), 1):
@@ -115,21 +125,24 @@ def _read_jsonl(path: Path, text: str, text_col, label_col) -> Rows:
             lcol = _pick(list(rec), label_col, LABEL_COLUMNS, "label", path)
         if tcol not in rec:
             raise SentimentError(f"{path}, line {line_no}: no {tcol!r} field")
-        rows.append((_text_str(rec[tcol], path, line_no), _label_str(rec.get(lcol), path, line_no), line_no))
+        rows.append((_text_str(rec[tcol], path, line_no), _label_of(rec.get(lcol), path, line_no, rating), line_no))
     return rows
 
 
-def read_labeled_rows(path: str | os.PathLike, *, text_col: str | None = None, label_col: str | None = None) -> Rows:
-    """(text, label, line) for every non-blank record of a CSV, TSV or JSON Lines file."""
+def read_labeled_rows(
+    path: str | os.PathLike, *, text_col: str | None = None, label_col: str | None = None, rating: bool = False
+) -> Rows:
+    """(text, label, line) for every non-blank record of a CSV, TSV or JSON Lines file; with
+    `rating`, the label column holds numbers and each label is a float."""
     path = Path(path)
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise SentimentError(f"{path}: unknown file type; use .csv, .tsv or .jsonl")
     text = _decode(path)
     if kind == "jsonl":
-        rows = _read_jsonl(path, text, text_col, label_col)
+        rows = _read_jsonl(path, text, text_col, label_col, rating)
     else:
-        rows = _read_delimited(path, text, "," if kind == "csv" else "\t", text_col, label_col)
+        rows = _read_delimited(path, text, "," if kind == "csv" else "\t", text_col, label_col, rating)
     if not rows:
         raise SentimentError(f"{path} holds no labeled rows")
     return rows

@@ -24,7 +24,7 @@ from sentiment.config import held_out_seed
 from sentiment.fsutil import atomic_write_json
 from sentiment.text import imdb
 from sentiment.text.batching import Encoded, encode
-from sentiment.text.corpus import Corpus, balanced_subset, load_corpus, validation_split
+from sentiment.text.corpus import Corpus, balanced_subset, load_corpus, targets_of, validation_split
 from sentiment.text.labeled import is_labeled_file
 from sentiment.text.tokenize import get_tokenizer
 from sentiment.text.vocab import Vocab
@@ -65,9 +65,9 @@ def _build(cfg, corpus: Corpus) -> PreparedText:
         train=encode(train_tok, vocab, cfg.max_len),
         val=encode((tokenize(ex.text) for ex in val), vocab, cfg.max_len),
         test=encode((tokenize(ex.text) for ex in test), vocab, cfg.max_len),
-        train_labels=np.array([ex.label for ex in train], dtype=np.int64),
-        val_labels=np.array([ex.label for ex in val], dtype=np.int64),
-        test_labels=np.array([ex.label for ex in test], dtype=np.int64),
+        train_labels=targets_of(train, corpus.target),  # ratings (float32) for a rating run
+        val_labels=targets_of(val, corpus.target),
+        test_labels=targets_of(test, corpus.target),
         train_tokens=sum(counter.values()),
         classes=list(corpus.classes),
         label_keys=list(corpus.label_keys),
@@ -115,6 +115,9 @@ def cache_key(cfg, sources: list[Path]) -> str:
         "columns": [cfg.text_col, cfg.label_col, cfg.test_fraction] if labeled or cfg.val_data else None,
         "validation": cfg.val_fraction if not cfg.val_data else "file",
     }
+    target = getattr(cfg, "target", "label")
+    if target != "label":  # so that every classifier's entry keeps its key
+        parts["target"] = target
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -220,4 +223,5 @@ def _read(cfg, source: Path | None) -> Corpus:
         label_col=cfg.label_col,
         test_fraction=cfg.test_fraction,
         seed=cfg.seed,
+        target=getattr(cfg, "target", "label"),
     )

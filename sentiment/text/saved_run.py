@@ -37,6 +37,9 @@ class TextRunFolder:
         self.meta = meta
         self.config: dict = meta["config"]
         self.classes: list[str] = meta["classes"]
+        from sentiment.targets import Rating
+
+        self.rating = Rating.of_run(meta)  # a rating run's range and mean; None for a classifier
         self.vocab = Vocab.load(run.file("vocab.json"))
         self.tokenize: Callable[[str], list[str]] = get_tokenizer(self.config["tokenizer"])
         self.max_len: int = self.config["max_len"]
@@ -89,9 +92,7 @@ class NumpyClassifier(ClassifierBase):
         enc = self.text_run.encode(texts)
         known = enc.has_other_than([UNK_ID])
         logits = np.stack([self._forward(enc.ids[o : o + n]) for o, n in zip(enc.offsets, enc.lengths, strict=True)])
-        logits = logits - logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
-        return e / e.sum(axis=1, keepdims=True), known
+        return self.answers(logits), known
 
     def probabilities(self, texts: Sequence[str], **_):
         return self.scores(texts)[0]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sentiment.config import TextLoopRun, setting
 from sentiment.errors import SentimentError
 from sentiment.runs import Run
+from sentiment.targets import described
 from sentiment.tasks import Task, TaskData
 from sentiment.text.batching import Encoded, encode
 from sentiment.text.classify import EncodedTextClassifier, text_task_data
@@ -70,7 +71,7 @@ class WordVectorTask(Task):
         echo(
             f"data: {data.source}: {len(data.train):,} train / {len(data.val):,} validation / "
             f"{len(data.test):,} test reviews, "
-            f"{len(data.classes)} classes; vocab {len(data.vocab):,} ({self.oov_words:,} without a vector); "
+            f"{described(data.classes)}; vocab {len(data.vocab):,} ({self.oov_words:,} without a vector); "
             f"prepared in {time.perf_counter() - started:.1f} s"
         )
         return text_task_data(
