@@ -82,7 +82,6 @@ class Objective:
     while training; loss, accuracy and macro-F1 per split. `RatingObjective` is the rating run's."""
 
     running = "acc"  # the figure the progress bar and `train_<running>` carry
-    figures = ("acc", "f1")  # what a split is scored by, besides its loss
 
     def loss_fn(self, reduction: str, weights: torch.Tensor | None = None):
         return nn.CrossEntropyLoss(reduction=reduction, weight=weights)
@@ -119,7 +118,6 @@ class RatingObjective(Objective):
     Spearman per split, of the answers clipped to the training range as `predict` gives them."""
 
     running = "mae"
-    figures = ("mae", "rmse", "spearman")
 
     def __init__(self, rating, loss: str = "mse"):
         self.rating, self.std, self.kind = rating, float(rating.std), loss

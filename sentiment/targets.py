@@ -65,6 +65,11 @@ def described(classes: Sequence[str]) -> str:
     return "a rating" if list(classes) == RATING_CLASSES else f"{len(classes)} classes"
 
 
+def rating_of(target: str, train_labels) -> Rating | None:
+    """A run's `Rating` from its training split's labels when `target` is "rating"; else None."""
+    return Rating.of(train_labels, "the training split") if target == "rating" else None
+
+
 def parse_rating(value, where: str) -> float:
     """A rating as a labeled file spells it (a number, or a string holding one)."""
     if isinstance(value, bool):

@@ -176,8 +176,9 @@ class ClassifierBase:
             return self.rating.clip(outputs)
         if not isinstance(outputs, np.ndarray):  # a torch tensor
             return outputs.softmax(dim=1)
-        e = np.exp(outputs - outputs.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+        from sentiment.calibration import softmax
+
+        return softmax(outputs)
 
     def probabilities(self, inputs: Sequence, **kw):
         return self.scores(inputs, **kw)[0]

@@ -131,11 +131,8 @@ class LinearTask(Task):
         )
         import torch
 
-        rating = None
-        if target == "rating":
-            from sentiment.targets import Rating
+        from sentiment.targets import rating_of
 
-            rating = Rating.of(self.train_y, "the training split")
         return TaskData(
             train=None,
             test=None,
@@ -149,7 +146,7 @@ class LinearTask(Task):
             val_examples=len(val),
             val_source=val_source,
             train_labels=self.train_y,
-            rating=rating,
+            rating=rating_of(target, self.train_y),
         )
 
     def model(self, data: TaskData, runtime, echo: Callable[[str], None]):
@@ -199,50 +196,43 @@ class LinearTask(Task):
         import torch
         from sklearn.linear_model import Ridge
 
-        from sentiment.targets import rating_report
+        from sentiment.loop import RatingObjective
 
-        cfg, rating = self.cfg, data.rating
+        cfg = self.cfg
+        objective = RatingObjective(data.rating)  # the figures the recipe scores the other splits with
+
+        def figures(solver, x, y) -> dict:
+            outputs = torch.from_numpy(solver.predict(x).astype(np.float32)[:, None])
+            return objective.split_figures(outputs, y)
+
         started = time.perf_counter()
         val_x = self.x["val"]
-        val_y = data.val_labels.numpy() if val_x is not None else None
         if cfg.alpha is not None:
-            alphas = [cfg.alpha]
+            alphas = (cfg.alpha,)
         else:
-            alphas = list(RIDGE_ALPHAS) if val_x is not None else [DEFAULT_ALPHA]
-        tried, best = {}, None
-        for alpha in alphas:
-            solver = Ridge(alpha=alpha, random_state=cfg.seed).fit(self.train_x, self.train_y)
-            mae = rating_report(rating.clip(solver.predict(val_x)), val_y)["mae"] if val_x is not None else 0.0
-            tried[f"{alpha:g}"] = round(mae, 4)
-            if best is None or mae < best[0]:
-                best = (mae, alpha, solver)
-        _, alpha, solver = best
-        if val_x is None:
-            tried = {}
+            alphas = RIDGE_ALPHAS if val_x is not None else (DEFAULT_ALPHA,)
+        fits = {a: Ridge(alpha=a, random_state=cfg.seed).fit(self.train_x, self.train_y) for a in alphas}
+        scored = {a: figures(s, val_x, data.val_labels) for a, s in fits.items()} if val_x is not None else {}
+        alpha = min(scored, key=lambda a: scored[a]["mae"]) if scored else alphas[0]  # the lowest validation MAE
+        solver, val = fits[alpha], scored.get(alpha)
+        tried = {f"{a:g}": round(f["mae"], 4) for a, f in scored.items()}
         seconds = time.perf_counter() - started
         self.alpha, self.alphas_tried = alpha, tried
         with torch.no_grad():
             model.linear.weight.copy_(torch.from_numpy(solver.coef_.reshape(1, -1).astype(np.float32)))
             model.linear.bias.fill_(float(solver.intercept_))
             model.idf.copy_(torch.from_numpy(self.vectorizer.idf_.astype(np.float32)))
-        train_report = rating_report(rating.clip(solver.predict(self.train_x)), self.train_y)
+        train = figures(solver, self.train_x, torch.from_numpy(self.train_y))
         metrics = {
             "epoch": 1,
-            "train_loss": float(((solver.predict(self.train_x) - self.train_y) ** 2).mean() / rating.std**2),
-            "train_mae": train_report["mae"],
+            "train_loss": train["loss"],
+            "train_mae": train["mae"],
             "train_examples": len(self.train_y),
             "train_s": round(seconds, 3),
             "train_examples_per_s": round(len(self.train_y) / max(seconds, 1e-9), 1),
         }
-        if val_x is not None:
-            predicted = solver.predict(val_x)
-            report = rating_report(rating.clip(predicted), val_y)
-            metrics |= {
-                "val_loss": float(((predicted - val_y) ** 2).mean() / rating.std**2),
-                "val_mae": report["mae"],
-                "val_rmse": report["rmse"],
-                "val_spearman": report["spearman"],
-            }
+        if val is not None:
+            metrics |= {f"val_{k}": v for k, v in val.items()}
         chosen = f"alpha {alpha:g}"
         if len(tried) > 1:
             chosen += f" (validation MAE by alpha: {', '.join(f'{a} {m:.3f}' for a, m in tried.items())})"

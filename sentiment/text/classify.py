@@ -32,16 +32,14 @@ def text_task_data(
 
     source, test_source, val_source = data_sources(cfg)
     in_order = dict(shuffle=False, pin_memory=runtime.pin_memory, pad=pad)
-    val_enc, val_labels = val if val is not None and len(val[0]) else (None, None)
-    rating = None
-    if getattr(cfg, "target", "label") == "rating":
-        from sentiment.targets import Rating
+    from sentiment.targets import rating_of
 
-        rating = Rating.of(train_labels, "the training split")
+    val_enc, val_labels = val if val is not None and len(val[0]) else (None, None)
+    train_labels = label_array(train_labels)
     return TaskData(
         train=TextBatches(
             train,
-            label_array(train_labels),
+            train_labels,
             cfg.batch_size,
             shuffle=True,
             seed=cfg.seed,
@@ -63,8 +61,8 @@ def text_task_data(
         val_labels=torch.from_numpy(label_array(val_labels)) if val_enc is not None else None,
         val_examples=len(val_enc) if val_enc is not None else 0,
         val_source=val_source,
-        train_labels=label_array(train_labels),
-        rating=rating,
+        train_labels=train_labels,
+        rating=rating_of(getattr(cfg, "target", "label"), train_labels),
     )
 
 

@@ -78,6 +78,7 @@ class NumpyClassifier(ClassifierBase):
     ):
         self.run = text_run.run
         self.text_run = text_run
+        self.rating = text_run.rating  # read with the folder's config.json, not again
         self.classes = text_run.classes
         self._forward = forward
         self._full = full

@@ -149,6 +149,7 @@ class WordVectorClassifier(EncodedTextClassifier):
         cfg = folder.config
         self.run = run
         self.folder = folder
+        self.rating = folder.rating  # read with the folder's config.json, not again
         self.classes: list[str] = folder.classes
         self.vocab = folder.vocab
         self.eval_batch_size: int = cfg.get("batch_size", 64)
