@@ -123,7 +123,9 @@ def evaluate(
     if seed is None:  # the same subset that training's --limit-test drew
         seed = config.held_out_seed(meta["config"].get("seed", 0))
     corpus = dataclasses.replace(corpus, test=balanced_subset(corpus.test, limit, len(corpus.classes), seed))
-    return clf.evaluate(corpus, progress=progress) | {"run": str(clf.run.path), "source": corpus.source}
+    # the file read: a run trained with a test file is scored on that file, not on its training file
+    source = meta.get("test_data_source") if data is None and meta.get("test_data_source") else corpus.source
+    return clf.evaluate(corpus, progress=progress) | {"run": str(clf.run.path), "source": source}
 
 
 def test_corpus(run: Run, data: str | Path | None, *, echo: Callable[[str], None] = _quiet):

@@ -187,12 +187,24 @@ def train_cmd(
     nproc: Annotated[
         int | None, typer.Option("--nproc", help="train in N local processes (torchrun, DistributedDataParallel)")
     ] = None,
+    multi_label: Annotated[
+        bool,
+        typer.Option(
+            "--multi-label",
+            help="any number of labels per text (a label column of lists, or names separated by |): "
+            "the same as --target multilabel",
+        ),
+    ] = False,
 ):
     """Train a text classifier into a run folder (see --model for the families)."""
     from sentiment import distributed
 
     if nproc is not None and nproc < 1:
         raise SentimentError(f"--nproc must be at least 1, got {nproc}")
+    if multi_label:
+        if settings.get("target") not in (None, "multilabel"):
+            raise SentimentError(f"--multi-label is --target multilabel; drop --target {settings['target']}")
+        settings["target"] = "multilabel"
     moved = {k: settings.pop(k, None) for k in ("data", "test_data")} if resume is not None else {}
     given = [k for k, v in {**settings, "config": config_file}.items() if v is not None]
     if resume is not None and given:
@@ -231,17 +243,19 @@ def _tested(summary: dict) -> str:
     """The test figure the done line leads with: accuracy, or a rating run's MAE and Spearman."""
     if summary.get("target") == "rating":
         return f"test MAE {summary['test_mae']:.4f} (Spearman {summary['test_spearman']:.4f})"
+    if summary.get("target") == "multilabel":
+        return f"test micro-F1 {summary['test_micro_f1']:.4f} (macro-F1 {summary['test_macro_f1']:.4f})"
     return f"test accuracy {summary['test_acc']:.4f}"
 
 
 def _kept(summary: dict) -> str:
     """Which epoch's weights the run kept, as the done line says it."""
-    figure = "mae" if summary.get("target") == "rating" else "acc"
+    figure = {"rating": "mae", "multilabel": "micro_f1"}.get(summary.get("target"), "acc")
     if summary.get(f"val_{figure}") is None or summary.get("best_epoch") is None:
         return ""
     epoch = summary["best_epoch"] if summary.get("kept") == "best" else summary["epochs"]
     early = "; stopped early" if summary.get("stopped_early") else ""
-    shown = "MAE" if figure == "mae" else "acc"
+    shown = {"mae": "MAE", "micro_f1": "micro-F1"}.get(figure, "acc")
     return f" (kept epoch {epoch}: validation {shown} {summary[f'val_{figure}']:.4f}{early})"
 
 
@@ -312,10 +326,20 @@ def predict_cmd(
     best = probs.argmax(1).tolist()
     rows = []
     rating = getattr(clf, "rating", None) is not None
+    multi = getattr(clf, "multi_label", None)
     for text, p, b, k in zip(lines, probs.tolist(), best, known, strict=True):
         if rating:
             shown = {"text": text, "rating": p[0], "no_known_words": not k}
             rows.append(jsonlines.dumps(shown) if as_json else f"{p[0]:.2f}  {text}")
+        elif multi is not None:
+            chosen = multi.labels_of(p)
+            if as_json:
+                scores = dict(zip(clf.classes, p, strict=True))
+                answer = {"text": text, "labels": chosen, "scores": scores, "no_known_words": not k}
+                rows.append(jsonlines.dumps(answer))
+            else:
+                said = ", ".join(f"{c} {p[clf.classes.index(c)]:.2f}" for c in chosen) or "(none)"
+                rows.append(f"{said}  {text}")
         elif as_json:
             rows.append(
                 jsonlines.dumps(
@@ -491,8 +515,13 @@ def evaluate_cmd(
     """Accuracy, balanced accuracy, macro F1, calibration (ECE), per-class precision/recall/F1 and
     the confusion matrix on a test split."""
     notes: list[str] = []
-    if plot and _is_rating_run(run):
+    target = _target_of(run) if plot else "label"
+    if target == "rating":
         raise SentimentError("--plot draws a reliability diagram of probabilities; a rating run has none")
+    if target == "multilabel":
+        raise SentimentError(
+            "--plot draws a reliability diagram of one-label probabilities; a multi-label run has none"
+        )
     report = api.evaluate(run, data, limit=limit, seed=seed, device=device, progress=not as_json and _bars(),
                           echo=notes.append, backend=backend)  # fmt: skip
     if plot:
@@ -516,19 +545,32 @@ def _reliability_plot(report: dict, out: str, title: str) -> Path:
     return path
 
 
-def _is_rating_run(run: str | None) -> bool:
+def _target_of(run: str | None) -> str:
     from sentiment.runs import Run
 
-    return Run.open(run, kind="text").read_json("config.json").get("target") == "rating"
+    return Run.open(run, kind="text").read_json("config.json").get("target", "label")
 
 
 def _print_report(report: dict) -> None:
-    """`loop.classification_report` (or a rating run's `targets.rating_report`) as a terminal reads it."""
+    """`loop.classification_report` (or a rating run's `targets.rating_report`, a multi-label run's
+    `targets.multilabel_report`) as a terminal reads it."""
     if report.get("target") == "rating":
         typer.echo(
             f"MAE {report['mae']:.4f}   RMSE {report['rmse']:.4f}   Spearman {report['spearman']:.4f}   "
             f"(mean rating {report['mean_rating']:.2f}, mean prediction {report['mean_prediction']:.2f})"
         )
+        return
+    if report.get("target") == "multilabel":
+        typer.echo(
+            f"micro F1 {report['micro_f1']:.4f}   macro F1 {report['macro_f1']:.4f}   exact match "
+            f"{report['exact_match']:.4f}   (labels per text {report['labels_per_text']:.2f}, predicted "
+            f"{report['predicted_per_text']:.2f})"
+        )
+        width = max(len(c) for c in report["classes"]) + 2
+        typer.echo(f"{'':{width}}precision  recall  f1      support  threshold")
+        for name, m in report["per_label"].items():
+            typer.echo(f"{name:{width}}{m['precision']:.4f}     {m['recall']:.4f}  {m['f1']:.4f}  "
+                       f"{m['support']:<7}  {m['threshold']:.2f}")  # fmt: skip
         return
     typer.echo(
         f"accuracy {report['accuracy']:.4f}   balanced accuracy {report['balanced_accuracy']:.4f}   "
@@ -573,11 +615,11 @@ def compare_cmd(
     if as_json:
         typer.echo(json.dumps({"picture": str(path), "runs": summaries}))
         return
-    figures = (
-        ("val_mae", "test_mae", "test_spearman")
-        if all(s.get("target") == "rating" for s in summaries)
-        else ("val_acc", "test_acc")
-    )
+    figures = ("val_acc", "test_acc")
+    if all(s.get("target") == "rating" for s in summaries):
+        figures = ("val_mae", "test_mae", "test_spearman")
+    elif all(s.get("target") == "multilabel" for s in summaries):
+        figures = ("val_micro_f1", "test_micro_f1", "test_macro_f1")
     keys = ("model", "epochs", "best_epoch", "train_examples", *figures, "train_examples_per_s", "wall_s")
     header = ["run", *keys]
     table = [[Path(s["run"]).name, *(_fmt(s.get(k), k) for k in keys)] for s in summaries]
@@ -589,7 +631,7 @@ def compare_cmd(
 
 def _fmt(v, key: str) -> str:
     if isinstance(v, float):
-        return f"{v:.4f}" if key.endswith(("acc", "mae", "spearman")) else f"{v:.1f}"
+        return f"{v:.4f}" if key.endswith(("acc", "mae", "spearman", "f1")) else f"{v:.1f}"
     return "-" if v is None else str(v)
 
 

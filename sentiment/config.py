@@ -54,7 +54,7 @@ CLASS_WEIGHTS = ("none", "auto")
 LOGS = ("tensorboard", "mlflow", "none")
 KEEP = ("best", "last")
 SELECT = ("auto", "acc", "f1", "loss", "mae", "spearman")
-TARGETS = ("label", "rating")  # sentiment.targets holds what a rating run is
+TARGETS = ("label", "rating", "multilabel")  # sentiment.targets holds what rating and multi-label runs are
 RATING_LOSSES = ("mse", "huber")
 
 
@@ -123,7 +123,7 @@ class LoopSettings:
     select: str = setting(
         "auto",
         "what 'best' means on validation: acc (ties: lower loss), f1 or loss; a rating run's mae, spearman or "
-        "loss (auto: acc, or mae for a rating run)",
+        "loss; a multi-label run's f1 (micro) or loss (auto: acc, mae for a rating run, f1 for a multi-label one)",
         choices=SELECT,
     )
     test_each_epoch: bool = setting(
@@ -151,8 +151,8 @@ class TextData:
     limit_test: int | None = setting(None, "a balanced random subset", above=0)
     target: str = setting(
         "label",
-        "label (a class per text) or rating (a number: IMDb's stars from its file names, or a file's numeric "
-        "label column)",
+        "label (a class per text), rating (a number: IMDb's stars from its file names, or a file's numeric "
+        "label column) or multilabel (any number of labels per text; train's --multi-label)",
         choices=TARGETS,
     )
 

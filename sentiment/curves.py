@@ -39,8 +39,12 @@ def figure(runs: list[Run], *, title: str | None = None, labels: list[str] | Non
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
     # rating runs (--target rating) draw their mean absolute error where classifiers draw accuracy
+    # and multi-label runs (--multi-label) their micro-F1 (at thresholds of 0.5)
     rated = all(any("train_mae" in m or "val_mae" in m for m in run.metrics) for run in runs)
+    multi = all(any("val_micro_f1" in m or "train_micro_f1" in m for m in run.metrics) for run in runs)
     figure_key, figure_name = ("mae", "mean absolute error") if rated else ("acc", "accuracy")
+    if multi and not rated:
+        figure_key, figure_name = "micro_f1", "micro-F1 (thresholds 0.5)"
     handles = []
     drawn: set[str] = set()
     styles = (("train", "--"), ("val", "-"), ("test", ":"))

@@ -3,7 +3,8 @@
 A token's `contribution` is its share of the *margin*: the predicted class's logit minus the mean
 of the other classes' logits (with two classes, the logit difference). Positive pushes towards the
 predicted label, negative away from it. A rating run's margin is its one output, the rating (before
-it is clipped to the training range): positive raises it, negative lowers it.
+it is clipped to the training range): positive raises it, negative lowers it. A multi-label run's
+is the most probable label's own logit (its log-odds): each label is decided on its own.
 
 Each family explains its own runs (`Classifier.explain`): TextCNN and linear exactly (the
 contributions sum to the margin minus the `bias` no token accounts for, to rounding), BiRNN and the
@@ -43,6 +44,7 @@ class Explanation:
     completeness_gap: float | None = None  # integrated gradients: sum - (margin - baseline margin)
     cut: bool = False  # the text was longer than the model reads: only the tokens it read are listed
     rating: float | None = None  # a rating run's answer (clipped); its label is "rating", probability None
+    labels: list[str] | None = None  # a multi-label run's answer; `label` is the most probable, explained
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -53,15 +55,19 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def margin_weights(n: int, label: int) -> np.ndarray:
-    """`v` with `v @ logits` = logits[label] - mean(logits of the other classes)."""
-    v = np.full(n, -1.0 / max(n - 1, 1))
+def margin_weights(n: int, label: int, *, own: bool = False) -> np.ndarray:
+    """`v` with `v @ logits` = logits[label] - mean(logits of the other classes); with `own` (a
+    multi-label run's labels, each decided alone), logits[label]."""
+    v = np.zeros(n) if own else np.full(n, -1.0 / max(n - 1, 1))
     v[label] = 1.0
     return v
 
 
-def explanation(text, classes, logits, tokens, contributions, method, *, rating=None, **extra) -> Explanation:
-    """An `Explanation` of `logits` (one text's); a rating run passes its `targets.Rating`."""
+def explanation(
+    text, classes, logits, tokens, contributions, method, *, rating=None, multi_label=None, **extra
+) -> Explanation:
+    """An `Explanation` of `logits` (one text's); a rating run passes its `targets.Rating`, a
+    multi-label run its `targets.MultiLabel`."""
     logits = np.asarray(logits, dtype=np.float64)
     rows = [
         {"token": tok, "start": int(start), "end": int(end), "contribution": float(c)}
@@ -71,6 +77,13 @@ def explanation(text, classes, logits, tokens, contributions, method, *, rating=
         answer = float(rating.clip(logits[:1])[0])
         return Explanation(text=text, label=classes[0], probability=None, scores={}, tokens=rows, method=method,
                            margin=float(logits[0]), rating=answer, **extra)  # fmt: skip
+    if multi_label is not None:
+        probs = 1.0 / (1.0 + np.exp(-logits))
+        label = int(probs.argmax())
+        return Explanation(text=text, label=classes[label], probability=float(probs[label]),
+                           scores={c: float(p) for c, p in zip(classes, probs, strict=True)}, tokens=rows,
+                           method=method, margin=float(logits[label]), labels=multi_label.labels_of(probs),
+                           **extra)  # fmt: skip
     probs = _softmax(logits)
     label = int(probs.argmax())
     return Explanation(
@@ -123,7 +136,8 @@ class GradientExplainer:
         with torch.no_grad(), torch.autocast("cpu", enabled=False):
             logits = self.model(x, lengths)[0].double().numpy()
             embedded, embedded_baseline = self.layer(x), self.layer(baseline)  # [1, T, E] each
-        m = torch.tensor(margin_weights(len(logits), int(logits.argmax())), dtype=torch.float32)
+        own = self.clf.multi_label is not None
+        m = torch.tensor(margin_weights(len(logits), int(logits.argmax()), own=own), dtype=torch.float32)
 
         def margin(points: torch.Tensor) -> torch.Tensor:  # [B, T, E] token embeddings -> [B] margins
             n = points.shape[0]
@@ -160,6 +174,7 @@ class GradientExplainer:
             completeness_gap=float(delta[0]),
             cut=cut,
             rating=self.clf.rating,
+            multi_label=self.clf.multi_label,
         )
 
 

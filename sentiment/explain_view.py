@@ -23,6 +23,10 @@ def headline(expl: Explanation) -> str:
     gap = "" if expl.completeness_gap is None else f"; completeness gap {expl.completeness_gap:+.2g}"
     if expl.rating is not None:
         return f"rating {expl.rating:.2f}  ({expl.method}: contributions to the rating, from {expl.bias:+.2f}{gap})"
+    if expl.labels is not None:  # a multi-label run: its labels, and the most probable one's log-odds explained
+        chosen = ", ".join(expl.labels) or "none over its threshold"
+        return (f"labels: {chosen}  ({expl.method}: contributions to the log-odds of {expl.label}, "
+                f"probability {expl.probability:.2f}{gap})")  # fmt: skip
     target = f"{expl.label} against the other class" if len(expl.scores) == 2 else f"{expl.label} against the rest"
     return f"{expl.label} {expl.probability:.2f}  ({expl.method}: contributions to {target}{gap})"
 

@@ -63,6 +63,11 @@ def exportable(clf, run: Run) -> None:
         raise SentimentError(
             f"{run.path} is a rating run (--target rating); export and the onnx backends take classifiers only"
         )
+    if getattr(clf, "multi_label", None) is not None:
+        raise SentimentError(
+            f"{run.path} is a multi-label run (--multi-label); export and the onnx backends take one-label "
+            "classifiers only"
+        )
 
 
 def _family(run: Run) -> str:

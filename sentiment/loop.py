@@ -160,10 +160,49 @@ class RatingObjective(Objective):
         return f"{split} loss {metrics[f'{split}_loss']:.4f} mae {metrics[f'{split}_mae']:.3f}"
 
 
+class MultiLabelObjective(Objective):
+    """A multi-label run's: binary cross-entropy of every label's logit; while training, the share of
+    (text, label) decisions right at 0.5 (`label_acc`); per split, loss, micro- and macro-F1 and
+    the share of texts whose labels are exactly right, every threshold at 0.5 (they are tuned once
+    training ends)."""
+
+    running = "label_acc"
+
+    def loss_fn(self, reduction: str, weights: torch.Tensor | None = None):
+        return nn.BCEWithLogitsLoss(reduction=reduction)
+
+    def mean_loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> float:
+        return nn.functional.binary_cross_entropy_with_logits(outputs, labels.to(outputs.dtype)).item()
+
+    def hits(self, outputs: torch.Tensor, labels: torch.Tensor):
+        """The running figure's sum over a batch: each text's share of right decisions."""
+        return float(((outputs > 0) == (labels > 0.5)).float().mean(1).sum().item())
+
+    def split_figures(self, outputs: torch.Tensor, labels: torch.Tensor) -> dict:
+        from sentiment.targets import multilabel_report
+
+        k = outputs.shape[1]
+        report = multilabel_report(outputs.sigmoid().numpy(), labels.numpy(), [str(i) for i in range(k)], [0.5] * k)
+        return {
+            "loss": self.mean_loss(outputs, labels),
+            "micro_f1": report["micro_f1"],
+            "macro_f1": report["macro_f1"],
+            "exact_match": report["exact_match"],
+        }
+
+    def score(self, metrics: dict, select: str) -> list[float]:
+        if select == "loss":
+            return [-metrics["val_loss"]]
+        return [metrics["val_micro_f1"], -metrics["val_loss"]]
+
+    def shown(self, metrics: dict, split: str) -> str:
+        return f"{split} loss {metrics[f'{split}_loss']:.4f} micro-F1 {metrics[f'{split}_micro_f1']:.3f}"
+
+
 @dataclass
 class EpochResult:
     loss: float
-    acc: float  # the objective's running figure: accuracy, or a rating run's mean absolute error
+    acc: float  # the objective's running figure: accuracy, a rating run's MAE, a multi-label run's label_acc
     examples: int
     seconds: float
 

@@ -79,6 +79,8 @@ def fine_tune(
     model = task.model(data, runtime, echo)
     if data.rating is not None and not task.head_started:
         start_rating_head(model, task.head, data.rating)
+    if data.target == "multilabel" and not task.head_started:
+        start_multilabel_head(model, task.head, data.train_labels)
     trainable, total = count_parameters(model)
     setup = None
     if not task.solver:
@@ -101,7 +103,7 @@ def fine_tune(
                 "test_data_source": data.test_source,
                 "val_data_source": data.val_source,
                 "classes": data.classes,
-                **({"target": "rating", "rating": data.rating.record()} if data.rating is not None else {}),
+                **_target_record(data),
                 **task.record(data),
                 "parameters": {"trainable": trainable, "total": total},
                 "device": str(runtime.device),
@@ -136,7 +138,7 @@ def fine_tune(
 
     def summary(status: str) -> dict:
         headline = run.headline()
-        if data.rating is not None:  # a rating run has no accuracy
+        if data.target != "label":  # a rating or multi-label run has no accuracy
             headline = {k: v for k, v in headline.items() if not k.endswith("test_acc")}
         return {
             "model": name,
@@ -149,7 +151,7 @@ def fine_tune(
             "wall_s": round(time.perf_counter() - started, 2),
             **task.summary(data),
             "classes": data.classes,
-            **({"target": "rating", "rating": data.rating.record()} if data.rating is not None else {}),
+            **_target_record(data),
             "device": str(runtime.device),
             "precision": runtime.precision,
         }
@@ -181,12 +183,38 @@ def fine_tune(
 
 
 def _check_target(cfg) -> None:
-    """What a rating run cannot be asked for, as one-line errors before any data is read."""
+    """What a rating or multi-label run cannot be asked for, as one-line errors before any data is read."""
     target = getattr(cfg, "target", "label")
     if getattr(cfg, "select", None) is not None:  # families the loop fits
         select_for(target, cfg.select)
     if target == "rating" and getattr(cfg, "class_weights", "none") != "none":
         raise SentimentError("--class-weights weights classes; a rating run (--target rating) has none")
+    if target == "multilabel" and getattr(cfg, "class_weights", "none") != "none":
+        raise SentimentError("--class-weights weights the classes of a one-label run; drop it for --multi-label")
+
+
+def _target_record(data: TaskData) -> dict:
+    """What config.json and summary.json say of a rating or multi-label run's target."""
+    if data.rating is not None:
+        return {"target": "rating", "rating": data.rating.record()}
+    return {"target": "multilabel"} if data.target == "multilabel" else {}
+
+
+def start_multilabel_head(model, head: str | None, train_labels) -> None:
+    """A multi-label run's head with each label's bias at the log-odds of its share of the training
+    texts, so the first answers are the labels' frequencies rather than 0.5 for all."""
+    import numpy as np
+
+    from sentiment import calibration
+
+    weights_of = distributed.unwrap(model)
+    share = np.asarray(train_labels, dtype=np.float64).mean(0).clip(0.01, 0.99)
+    keys = calibration.head_keys(weights_of.state_dict(), head, len(share))
+    if keys is None:
+        return
+    params = dict(weights_of.named_parameters())
+    with torch.no_grad():
+        params[keys[1]].copy_(torch.from_numpy(np.log(share / (1 - share))).to(params[keys[1]].dtype))
 
 
 def start_rating_head(model, head: str | None, rating) -> None:
@@ -205,8 +233,10 @@ def start_rating_head(model, head: str | None, rating) -> None:
 
 def objective_of(cfg, data: TaskData):
     """The loop's objective: a classifier's, or a rating run's with its loss."""
-    from sentiment.loop import Objective, RatingObjective
+    from sentiment.loop import MultiLabelObjective, Objective, RatingObjective
 
+    if data.target == "multilabel":
+        return MultiLabelObjective()
     if data.rating is None:
         return Objective()
     return RatingObjective(data.rating, getattr(cfg, "loss", "mse"))
@@ -236,6 +266,8 @@ def _finish(run: Run, task: Task, cfg, model, data: TaskData, runtime: Runtime, 
     labels = {s: getattr(data, f"{s}_labels") for s in ("val", "test")}
     head = calibration.head_keys(weights_of.state_dict(), task.head, len(data.classes))
     temperature = None
+    if data.target == "multilabel":
+        return out | _finish_multilabel(run, task, model, data, runtime, splits, labels, progress, echo)
     if not cfg.calibrate or data.rating is not None:  # a rating has no probabilities to calibrate
         pass
     elif "val" not in splits:
@@ -287,6 +319,35 @@ def _finish(run: Run, task: Task, cfg, model, data: TaskData, runtime: Runtime, 
     echo(
         f"test (once, on the kept weights): loss {out['test_loss']:.4f} acc {out['test_acc']:.4f} "
         f"macro-F1 {out['test_f1']:.4f} ECE {out['test_ece']:.4f}"
+    )
+    return out
+
+
+def _finish_multilabel(run: Run, task: Task, model, data: TaskData, runtime, splits, labels, progress, echo) -> dict:
+    """A multi-label run's end: every label's threshold tuned on the validation split (0.5 without
+    one) into thresholds.json, then the test split scored once at those thresholds."""
+    from sentiment.targets import DEFAULT_THRESHOLD, THRESHOLDS, multilabel_report, tune_thresholds
+
+    objective = objective_of(task.cfg, data)
+    if "val" in splits:
+        thresholds = tune_thresholds(splits["val"].sigmoid().numpy(), labels["val"].numpy())
+        fitted = "validation"
+        echo("thresholds (tuned on validation): " + ", ".join(
+            f"{c} {t:.2f}" for c, t in zip(data.classes, thresholds, strict=True)))  # fmt: skip
+    else:
+        thresholds, fitted = [DEFAULT_THRESHOLD] * len(data.classes), "none"
+        echo(f"thresholds: no validation split to tune them on, so every label's is {DEFAULT_THRESHOLD}")
+    run.save_json(THRESHOLDS, {"thresholds": dict(zip(data.classes, thresholds, strict=True)), "fitted_on": fitted,
+                               "examples": data.val_examples})  # fmt: skip
+    splits["test"] = task.logits(model, data, "test", runtime, progress=progress)
+    out: dict = {"thresholds": dict(zip(data.classes, thresholds, strict=True))}
+    for split, logits in splits.items():
+        report = multilabel_report(logits.sigmoid().numpy(), labels[split].numpy(), data.classes, thresholds)
+        out |= {f"{split}_loss": objective.mean_loss(logits, labels[split])}
+        out |= {f"{split}_{k}": report[k] for k in ("micro_f1", "macro_f1", "exact_match")}
+    echo(
+        f"test (once, on the kept weights and thresholds): loss {out['test_loss']:.4f} micro-F1 "
+        f"{out['test_micro_f1']:.4f} macro-F1 {out['test_macro_f1']:.4f} exact match {out['test_exact_match']:.4f}"
     )
     return out
 

@@ -1,7 +1,8 @@
 """`sentiment serve`: a trained text run behind HTTP (FastAPI + uvicorn).
 
     POST /predict  {"texts": [...]}  -> {"predictions": [{"label", "probability", "scores"}]}
-                                        (a rating run: [{"rating"}])
+                                        (a rating run: [{"rating"}]; a multi-label run:
+                                        [{"labels", "label", "probability", "scores"}])
     POST /explain  {"text": "..."}   -> the label and every token's contribution (sentiment.explain)
     GET  /health                     -> the run's name, model and classes
     GET  /docs                       -> the OpenAPI page
@@ -58,6 +59,7 @@ class ServedModel:
         self.clf = export.with_backend(open_classifier(run, device, kind="text"), backend)
         self.clf.serve()  # e.g. TextCNN: the form `predict` uses for a file, for every batch
         self.rating = getattr(self.clf, "rating", None)  # a rating run's `targets.Rating`
+        self.multi_label = getattr(self.clf, "multi_label", None)  # a multi-label run's `targets.MultiLabel`
         self.classes: list[str] = self.clf.classes
         self._lock = threading.Lock()  # one batch at a time through the model
         self._explain_lock = threading.Lock()  # and one explanation at a time through the explainer's own
@@ -70,8 +72,9 @@ class ServedModel:
             "classes": self.classes,
             "precision": "int8" if self.backend == "onnx-int8" else self.clf.precision,
             "backend": self.backend,
-            "target": "rating" if self.rating is not None else "label",
-        }
+            "target": self.run.read_json("config.json").get("target", "label"),
+        } | ({"thresholds": dict(zip(self.classes, self.multi_label.thresholds, strict=True))}
+             if self.multi_label is not None else {})  # fmt: skip
 
     def predict(self, texts: Sequence[str]) -> list[dict]:
         """One prediction per text, flagged `no_known_words` where the text has no word the model knows."""
@@ -83,7 +86,10 @@ class ServedModel:
         for p, k in zip(probs.tolist(), known, strict=True):
             best = max(range(len(p)), key=p.__getitem__)
             scores = dict(zip(self.classes, p, strict=True))
-            out.append({"label": self.classes[best], "probability": p[best], "scores": scores, "no_known_words": not k})
+            answer = {"label": self.classes[best], "probability": p[best], "scores": scores, "no_known_words": not k}
+            if self.multi_label is not None:
+                answer = {"labels": self.multi_label.labels_of(p), **answer}
+            out.append(answer)
         return out
 
     def explain(self, text: str) -> dict:
@@ -179,6 +185,17 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
+class MultiLabelPrediction(Prediction):
+    """A multi-label run's answer: `labels` are every label at or over its threshold (most probable
+    first; possibly none), `scores` every label's probability, `label` the most probable one."""
+
+    labels: list[str]
+
+
+class MultiLabelPredictResponse(BaseModel):
+    predictions: list[MultiLabelPrediction]
+
+
 class RatingPrediction(BaseModel):
     rating: float = Field(description="the predicted rating, within the training data's range")
     no_known_words: bool = Field(
@@ -221,6 +238,13 @@ class RatingExplainResponse(ExplainResponse):
 
     probability: None
     rating: float
+
+
+class MultiLabelExplainResponse(ExplainResponse):
+    """A multi-label run's explanation: of the most probable label (`label`), whose logit is `margin`;
+    `labels` are every label at or over its threshold."""
+
+    labels: list[str]
 
 
 class ErrorResponse(BaseModel):
@@ -339,14 +363,15 @@ def create_app(model: ServedModel, *, max_batch: int = 64, wait_ms: float = 2.0)
             return _error(422, str(e))
         return None
 
-    rating = model.rating is not None
-    answers = RatingPredictResponse if rating else PredictResponse
-    explained = RatingExplainResponse if rating else ExplainResponse
+    rating, multi = model.rating is not None, model.multi_label is not None
+    answers = RatingPredictResponse if rating else MultiLabelPredictResponse if multi else PredictResponse
+    explained = RatingExplainResponse if rating else MultiLabelExplainResponse if multi else ExplainResponse
 
     @app.post("/predict", responses={200: {"model": answers}, **ERRORS})
     async def predict(body: PredictRequest) -> Response:
         """Classify texts: the label, its probability and every class's probability, one per text
-        (a rating run: the rating). A text with no word the model knows is answered too, flagged
+        (a rating run: the rating; a multi-label run: also the labels over their thresholds). A text
+        with no word the model knows is answered too, flagged
         `no_known_words`: its answer is then only the model's prior."""
         bad = checked(body.texts)
         if bad is not None:

@@ -36,6 +36,7 @@ class TaskData:
     val_source: str | None = None  # a separate validation file, if any
     train_labels: object = None  # the training split's labels (all processes'), for `--class-weights auto`
     rating: object = None  # a rating run's `targets.Rating` (of its training split); None for a classifier
+    target: str = "label"  # what the run predicts: "label", "rating" or "multilabel" (labels: [n, classes] 0/1)
 
 
 class Task:
@@ -118,7 +119,9 @@ class Task:
 @dataclass
 class Prediction:
     """One input's answer: the label, its probability and every class's; a rating run's: `rating`
-    (label "rating", probability None, scores empty)."""
+    (label "rating", probability None, scores empty); a multi-label run's: `labels` (every label at
+    or over its threshold, most probable first), `scores` every label's probability, and `label` /
+    `probability` the most probable label whether or not it is over its threshold."""
 
     label: str
     probability: float | None
@@ -126,6 +129,7 @@ class Prediction:
     known: bool = True  # False: the text has no word the model knows; the label is only its prior
     text: str | None = field(default=None, repr=False)
     rating: float | None = None  # a rating run's answer, within its training range
+    labels: list[str] | None = None  # a multi-label run's answer
 
 
 class Classifier(Protocol):
@@ -169,11 +173,23 @@ class ClassifierBase:
 
         return Rating.of_run(self.run.read_json("config.json"))
 
+    @functools.cached_property
+    def multi_label(self):
+        """A multi-label run's `targets.MultiLabel` (labels and thresholds); None for other runs."""
+        from sentiment.targets import MultiLabel
+
+        return MultiLabel.of_run(self.run)
+
     def answers(self, outputs):
         """The model's outputs `[n, outputs]` (numpy array or torch tensor) as the run answers:
-        class probabilities (softmax), or a rating run's ratings, clipped to its training range."""
+        class probabilities (softmax), a multi-label run's label probabilities (a sigmoid each), or a
+        rating run's ratings, clipped to its training range."""
         if self.rating is not None:
             return self.rating.clip(outputs)
+        if self.multi_label is not None:
+            if not isinstance(outputs, np.ndarray):
+                return outputs.sigmoid()
+            return 1.0 / (1.0 + np.exp(-np.asarray(outputs, dtype=np.float64)))
         if not isinstance(outputs, np.ndarray):  # a torch tensor
             return outputs.softmax(dim=1)
         from sentiment.calibration import softmax
@@ -192,11 +208,13 @@ class ClassifierBase:
                 Prediction("rating", None, {}, known=k, text=text, rating=float(r[0]))
                 for text, r, k in zip(inputs, probs.tolist(), known, strict=True)
             ]
+        multi = self.multi_label
         out = []
         for text, p, k in zip(inputs, probs.tolist(), known, strict=True):
             best = max(range(len(p)), key=p.__getitem__)
             scores = dict(zip(self.classes, p, strict=True))
-            out.append(Prediction(self.classes[best], p[best], scores, known=k, text=text))
+            labels = multi.labels_of(p) if multi is not None else None
+            out.append(Prediction(self.classes[best], p[best], scores, known=k, text=text, labels=labels))
         return out
 
     def knows(self, inputs: Sequence) -> list[bool]:

@@ -132,7 +132,7 @@ class FastTextExplainer:
         ids = enc.ids.astype(np.int64)
         w, h = self.w, self.hyper
         logits = numpy_logits(w, ids, h)
-        m = margin_weights(len(logits), int(logits.argmax()))
+        m = margin_weights(len(logits), int(logits.argmax()), own=self.folder.multi_label is not None)
         direction = m @ w["decoder.weight"]  # a row's margin term, before the mean's division
         contrib = w["embedding.weight"][ids] @ direction
         grams = ngram_rows(ids, h["buckets"], h["ngrams"])
@@ -145,7 +145,7 @@ class FastTextExplainer:
             contrib = contrib[:0]
         bias = float(m @ w["decoder.bias"])
         return explanation(text, self.classes, logits, spans, contrib[: len(spans)], "exact", bias=bias, cut=cut,
-                           rating=self.folder.rating)  # fmt: skip
+                           rating=self.folder.rating, multi_label=self.folder.multi_label)  # fmt: skip
 
 
 # -- the torch form ------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The linear baseline (`--model linear`): TF-IDF of words and word pairs -> logistic regression
 (scikit-learn); for a rating run (`--target rating`), ridge regression, its penalty chosen on the
-validation split.
+validation split; for a multi-label run (`--multi-label`), one binary logistic regression per label.
 
 It trains in seconds and is the bar every other text model has to clear. It is a family like the
 others (same data options, run folder, predict, evaluate, compare), fitted by its own solver
@@ -111,7 +111,7 @@ class LinearTask(Task):
     head = "linear"  # the logistic regression's coefficients (scaled when probabilities are calibrated)
 
     def data(self, runtime, echo: Callable[[str], None]) -> TaskData:
-        from sentiment.text.corpus import data_sources, load_subsets, targets_of
+        from sentiment.text.corpus import data_sources, load_subsets
 
         started = time.perf_counter()
         cfg = self.cfg
@@ -122,10 +122,10 @@ class LinearTask(Task):
         self.x = {"val": self.vectorizer.transform([ex.text for ex in val]) if val else None,
                   "test": self.vectorizer.transform([ex.text for ex in test])}  # fmt: skip
         target = corpus.target
-        self.train_y = targets_of(train, target)
+        self.train_y = corpus.targets(train)
         echo(
             f"data: {corpus.source}: {len(train):,} train / {len(val):,} validation / {len(test):,} test "
-            f"reviews, {described(corpus.classes)}; {self.train_x.shape[1]:,} TF-IDF features "
+            f"reviews, {described(corpus.classes, target)}; {self.train_x.shape[1]:,} TF-IDF features "
             f"(1- to {cfg.ngrams}-grams seen in at least "
             f"{cfg.min_df} reviews); prepared in {time.perf_counter() - started:.1f} s"
         )
@@ -136,17 +136,18 @@ class LinearTask(Task):
         return TaskData(
             train=None,
             test=None,
-            test_labels=torch.from_numpy(targets_of(test, target)),
+            test_labels=torch.from_numpy(corpus.targets(test)),
             classes=list(corpus.classes),
             train_examples=len(train),
             test_examples=len(test),
             source=source,
             test_source=test_source,
-            val_labels=torch.from_numpy(targets_of(val, target)) if val else None,
+            val_labels=torch.from_numpy(corpus.targets(val)) if val else None,
             val_examples=len(val),
             val_source=val_source,
             train_labels=self.train_y,
             rating=rating_of(target, self.train_y),
+            target=target,
         )
 
     def model(self, data: TaskData, runtime, echo: Callable[[str], None]):
@@ -159,6 +160,8 @@ class LinearTask(Task):
         cfg = self.cfg
         if data.rating is not None:
             return self._fit_ridge(model, data, echo)
+        if data.target == "multilabel":
+            return self._fit_per_label(model, data, echo)
         started = time.perf_counter()
         balanced = "balanced" if cfg.class_weights == "auto" else None
         solver = LogisticRegression(C=cfg.c, max_iter=1000, random_state=cfg.seed, class_weight=balanced)
@@ -243,6 +246,59 @@ class LinearTask(Task):
         )
         return metrics
 
+    def _fit_per_label(self, model, data: TaskData, echo: Callable[[str], None]) -> dict:
+        """A multi-label run: a binary L2 logistic regression (`--c`) per label, its log-odds the
+        label's logit. A label every training text has (or none has) gets a constant logit."""
+        import torch
+        from sklearn.linear_model import LogisticRegression
+
+        from sentiment.loop import MultiLabelObjective
+
+        cfg = self.cfg
+        started = time.perf_counter()
+        features = self.train_x.shape[1]
+        coef, intercept = np.zeros((len(data.classes), features)), np.zeros(len(data.classes))
+        for j in range(len(data.classes)):
+            y = self.train_y[:, j]
+            share = float(y.mean())
+            if share in (0.0, 1.0):
+                intercept[j] = 9.0 if share else -9.0
+                continue
+            solver = LogisticRegression(C=cfg.c, max_iter=1000, random_state=cfg.seed).fit(self.train_x, y.astype(int))
+            coef[j], intercept[j] = solver.coef_[0], solver.intercept_[0]
+        seconds = time.perf_counter() - started
+        model.set_coefficients(coef, intercept)
+        with torch.no_grad():
+            model.idf.copy_(torch.from_numpy(self.vectorizer.idf_.astype(np.float32)))
+        objective = MultiLabelObjective()
+        weight, bias = model.linear.weight.detach().numpy(), model.linear.bias.detach().numpy()
+
+        def figures(x, y) -> dict:
+            return objective.split_figures(torch.from_numpy(_logits(x, weight, bias).astype(np.float32)), y)
+
+        train = figures(self.train_x, torch.from_numpy(self.train_y))
+        metrics = {
+            "epoch": 1,
+            "train_loss": train["loss"],
+            "train_micro_f1": train["micro_f1"],
+            "train_examples": len(self.train_y),
+            "train_s": round(seconds, 3),
+            "train_examples_per_s": round(len(self.train_y) / max(seconds, 1e-9), 1),
+        }
+        if self.x["val"] is not None:
+            metrics |= {f"val_{k}": v for k, v in figures(self.x["val"], data.val_labels).items()}
+        echo(
+            f"fit: {len(data.classes)} logistic regressions, one per label; train loss {metrics['train_loss']:.4f} "
+            f"micro-F1 {metrics['train_micro_f1']:.3f}"
+            + (
+                f", val loss {metrics['val_loss']:.4f} micro-F1 {metrics['val_micro_f1']:.3f}"
+                if "val_loss" in metrics
+                else ""
+            )  # fmt: skip
+            + f" ({seconds:.1f} s)"
+        )
+        return metrics
+
     def logits(self, model, data: TaskData, split: str, runtime, *, progress: bool = False):
         import torch
 
@@ -320,6 +376,10 @@ class LinearClassifier(ClassifierBase):
             from sentiment.targets import evaluate_ratings
 
             return evaluate_ratings(self.answers(self._logits([ex.text for ex in corpus.test]))[:, 0], corpus)
+        if self.multi_label is not None:
+            from sentiment.text.classify import evaluate_multilabel
+
+            return evaluate_multilabel(self, self.answers(self._logits([ex.text for ex in corpus.test])), corpus)
         labels = corpus_labels(corpus, self.classes)
         logits = torch.from_numpy(self._logits([ex.text for ex in corpus.test]))
         loss = torch.nn.functional.cross_entropy(logits, labels).item()
@@ -346,7 +406,7 @@ class LinearExplainer:
         features = self.clf.vectorizer.transform([text]).tocsr().astype(np.float64)
         weight, bias = self.clf.weight.astype(np.float64), self.clf.bias.astype(np.float64)
         logits = np.asarray(features @ weight.T)[0] + bias
-        m = margin_weights(len(logits), int(logits.argmax()))
+        m = margin_weights(len(logits), int(logits.argmax()), own=self.clf.multi_label is not None)
         feature_weight = m @ weight  # [features]
         value = dict(zip(features.indices.tolist(), features.data.tolist(), strict=True))
         spans = [(t.group().lower(), t.start(), t.end()) for t in self.token.finditer(text)]
@@ -364,7 +424,7 @@ class LinearExplainer:
             for i in starts:
                 contrib[i : i + n] += share
         return explanation(text, self.classes, logits, spans, contrib, "exact", bias=float(m @ bias),
-                           rating=self.clf.rating)  # fmt: skip
+                           rating=self.clf.rating, multi_label=self.clf.multi_label)  # fmt: skip
 
 
 def open_run(run: Run, device: str = "cpu", *, texts: int | None = None) -> LinearClassifier:

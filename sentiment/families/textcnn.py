@@ -177,7 +177,7 @@ class TextCNNExplainer:
             pooled.append(np.maximum(value, 0.0))
             per_channel.append((best, terms[:, best, np.arange(h.shape[1])], bias, value > 0))
         logits = w["decoder.weight"] @ np.concatenate(pooled) + w["decoder.bias"]
-        m = margin_weights(len(logits), int(logits.argmax()))
+        m = margin_weights(len(logits), int(logits.argmax()), own=self.folder.multi_label is not None)
         channel_weight = m @ w["decoder.weight"]  # [all channels]
         out = np.zeros(len(x))
         first = 0
@@ -198,7 +198,7 @@ class TextCNNExplainer:
         if not spans:  # nothing but spaces and newlines: one <unk> was read
             contrib = contrib[:0]
         return explanation(text, self.classes, logits, spans, contrib, "exact", bias=float(bias), cut=cut,
-                           rating=self.folder.rating)  # fmt: skip
+                           rating=self.folder.rating, multi_label=self.folder.multi_label)  # fmt: skip
 
 
 # -- the torch forms -----------------------------------------------------------------------------

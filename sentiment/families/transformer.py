@@ -117,11 +117,13 @@ class TransformerSettings(TextLoopRun):
 
 
 def few_shot(cfg, examples: int) -> bool:
-    """Whether `cfg` trains with the few-shot recipe on a training set of `examples` (a rating run
-    trains with the standard one: the few-shot head is a logistic regression)."""
-    if getattr(cfg, "target", "label") == "rating":
+    """Whether `cfg` trains with the few-shot recipe on a training set of `examples` (a rating or
+    multi-label run trains with the standard one: the few-shot head is one multinomial logistic regression)."""
+    target = getattr(cfg, "target", "label")
+    if target != "label":
         if cfg.recipe == "few-shot":
-            raise SentimentError("--recipe few-shot fits a classifier's head; a rating run takes --recipe standard")
+            which = "a rating run" if target == "rating" else "a multi-label run"
+            raise SentimentError(f"--recipe few-shot fits a classifier's head; {which} takes --recipe standard")
         return False
     return cfg.recipe == "few-shot" or (cfg.recipe == "auto" and examples <= FEW_SHOT_MAX)
 
@@ -403,7 +405,7 @@ class TransformerTask(Task):
     head = "head"
 
     def data(self, runtime, echo: Callable[[str], None]) -> TaskData:
-        from sentiment.text.corpus import load_subsets, targets_of, validation_split
+        from sentiment.text.corpus import load_subsets, validation_split
 
         started = time.perf_counter()
         cfg = self.cfg
@@ -426,7 +428,7 @@ class TransformerTask(Task):
         self.cut_share = round((cut_train + cut_val + cut_test) / max(len(train) + len(val) + len(test), 1), 4)
         echo(
             f"data: {corpus.source}: {len(train):,} train / {len(val):,} validation / {len(test):,} test reviews, "
-            f"{described(corpus.classes)}; "
+            f"{described(corpus.classes, corpus.target)}; "
             f"encoder {cfg.encoder}; {self.cut_share:.0%} of reviews cut to {cfg.max_len} tokens "
             f"(the first {min(cfg.head_tokens, cfg.max_len)} and the last); prepared in "
             f"{time.perf_counter() - started:.1f} s"
@@ -435,12 +437,12 @@ class TransformerTask(Task):
             cfg,
             runtime,
             train_enc,
-            targets_of(train, corpus.target),
+            corpus.targets(train),
             test_enc,
-            targets_of(test, corpus.target),
+            corpus.targets(test),
             corpus.classes,
             pad=self.tokenizer.pad_token_id,
-            val=(val_enc, targets_of(val, corpus.target)),
+            val=(val_enc, corpus.targets(val)),
             passes=self.passes,
         )
 

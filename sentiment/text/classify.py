@@ -63,11 +63,13 @@ def text_task_data(
         val_source=val_source,
         train_labels=train_labels,
         rating=rating_of(getattr(cfg, "target", "label"), train_labels),
+        target=getattr(cfg, "target", "label"),
     )
 
 
 def corpus_labels(corpus: Corpus, classes: list[str]):
-    """The test split's labels as indices into a run's `classes`; a label the run never saw is an error."""
+    """The test split's labels as indices into a run's `classes` (a multi-label corpus: `[n, classes]`
+    0/1 in the run's label order); a label the run never saw is an error."""
     import torch
 
     index = {name: i for i, name in enumerate(classes)}
@@ -78,7 +80,27 @@ def corpus_labels(corpus: Corpus, classes: list[str]):
                 f"{corpus.source}: label {name!r} is not one of the run's classes ({', '.join(classes)})"
             )
         remap.append(index[name])
+    if corpus.target == "multilabel":
+        from sentiment.targets import multi_hot
+
+        sets = [[remap[i] for i in ex.labels] for ex in corpus.test]
+        return torch.from_numpy(multi_hot(sets, len(classes)))
     return torch.tensor([remap[ex.label] for ex in corpus.test], dtype=torch.long)
+
+
+def evaluate_multilabel(clf, probs, corpus: Corpus) -> dict:
+    """A multi-label run's `evaluate`: `targets.multilabel_report` of its probabilities on `corpus.test`
+    at the run's thresholds, with the mean binary cross-entropy as `loss`."""
+    import numpy as np
+
+    from sentiment.targets import multilabel_report
+
+    if corpus.target != "multilabel":
+        raise SentimentError(f"{corpus.source} was read with one label per text, not as a multi-label file")
+    actual = corpus_labels(corpus, clf.classes).numpy()
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1 - 1e-12)
+    loss = float(-(actual * np.log(p) + (1 - actual) * np.log(1 - p)).mean())
+    return multilabel_report(p, actual, clf.classes, clf.multi_label.thresholds) | {"loss": loss}
 
 
 class EncodedTextClassifier(ClassifierBase):
@@ -140,6 +162,10 @@ class EncodedTextClassifier(ClassifierBase):
             outputs = predict_logits(self.model, batches, self.runtime, size=len(enc), progress=progress,
                                      total=len(batches))  # fmt: skip
             return evaluate_ratings(self.answers(outputs)[:, 0].numpy(), corpus)
+        if self.multi_label is not None:
+            outputs = predict_logits(self.model, batches, self.runtime, size=len(enc), progress=progress,
+                                     total=len(batches))  # fmt: skip
+            return evaluate_multilabel(self, self.answers(outputs).numpy(), corpus)
         labels = corpus_labels(corpus, self.classes)
         result, logits = evaluate(self.model, batches, labels, self.runtime, progress=progress, total=len(batches))
         probs = logits.softmax(dim=1)

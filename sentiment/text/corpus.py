@@ -22,11 +22,20 @@ class Corpus:
     classes: list[str]  # display names, index = label
     label_keys: list[str]  # the labels as the data spells them (IMDb: "neg", "pos")
     source: str
-    target: str = "label"  # "rating": every example's label is 0 (one output) and its rating the target
+    target: str = "label"  # "rating": every example's label is 0 (one output) and its rating the target;
+    # "multilabel": every example's `labels` are the target
+
+    def targets(self, examples: list[Example]) -> np.ndarray:
+        """What a model of this corpus learns from `examples` (`targets_of` with its target)."""
+        return targets_of(examples, self.target, len(self.classes))
 
     def counts(self, split: str) -> dict[str, int]:
+        """Texts per class (a multi-label corpus: texts with each label)."""
         examples = getattr(self, split)
-        n = np.bincount([ex.label for ex in examples], minlength=len(self.classes))
+        if self.target == "multilabel":
+            n = targets_of(examples, "multilabel", len(self.classes)).sum(0).astype(int)
+        else:
+            n = np.bincount([ex.label for ex in examples], minlength=len(self.classes))
         return {key: int(c) for key, c in zip(self.label_keys, n, strict=True)}
 
 
@@ -39,6 +48,8 @@ def _examples(
     if target == "rating":
         return [Example(text=text, label=0, rating=value, id=f"{name}:{line}") for text, value, line in rows]
     index = {c: i for i, c in enumerate(classes)} | {k: i for i, k in enumerate(keys or [])}
+    if target == "multilabel":
+        return _multilabel_examples(rows, classes, index, path)
     out = []
     for text, lab, line in rows:
         if lab not in index:
@@ -47,6 +58,47 @@ def _examples(
             )
         out.append(Example(text=text, label=index[lab], id=f"{name}:{line}"))
     return out
+
+
+def _multilabel_examples(rows, classes: list[str], index: dict[str, int], path) -> list[Example]:
+    """A multi-label file's rows as examples: `labels` the indices of the text's labels, `label` the
+    one of them the training split has fewest of (what stratified splits balance)."""
+    name = Path(path).name
+    for _, labs, line in rows:
+        for lab in labs:
+            if lab not in index:
+                raise SentimentError(
+                    f"{path}, line {line}: label {lab!r} is not among the training labels ({', '.join(classes)})"
+                )
+    frequency = np.bincount([index[lab] for _, labs, _ in rows for lab in labs], minlength=len(classes))
+    out = []
+    for text, labs, line in rows:
+        chosen = tuple(sorted(index[lab] for lab in labs))
+        rarest = min(chosen, key=lambda i: (frequency[i], i))
+        out.append(Example(text=text, label=rarest, labels=chosen, id=f"{name}:{line}"))
+    return out
+
+
+def label_names(train_rows, target: str, where) -> list[str]:
+    """The classes (or a multi-label file's labels) a training file's rows give, sorted as
+    `class_order` sorts them; fewer than two, or a multi-label file with one label per text, is an error."""
+    from sentiment.targets import RATING_CLASSES
+
+    if target == "rating":
+        return list(RATING_CLASSES)
+    if target == "multilabel":
+        classes = class_order(lab for _, labs, _ in train_rows for lab in labs)
+        if len(classes) < 2:
+            raise SentimentError(f"{where} has only one label ({classes[0]!r}); a multi-label run needs at least two")
+        if all(len(labs) == 1 for _, labs, _ in train_rows):
+            raise SentimentError(
+                f"every text in {where} has exactly one label; train a classifier (drop --multi-label) instead"
+            )
+        return classes
+    classes = class_order(lab for _, lab, _ in train_rows)
+    if len(classes) < 2:
+        raise SentimentError(f"{where} has only one class ({classes[0]!r}); at least two are needed")
+    return classes
 
 
 def load_labeled(
@@ -60,20 +112,15 @@ def load_labeled(
     target: str = "label",
 ) -> Corpus:
     """A corpus from a CSV/TSV/JSONL train file plus a test file, or one file split by `test_fraction`;
-    `target="rating"` reads the label column as numbers."""
-    from sentiment.targets import RATING_CLASSES, Rating
+    `target="rating"` reads the label column as numbers, `"multilabel"` as lists of labels."""
+    from sentiment.targets import Rating
 
-    rating = target == "rating"
-    columns = dict(text_col=text_col, label_col=label_col, rating=rating)
+    columns = dict(text_col=text_col, label_col=label_col, target=target)
     train_rows = read_labeled_rows(train_path, **columns)
     test_rows = read_labeled_rows(test_path, **columns) if test_path else None
-    if rating:
+    if target == "rating":
         Rating.of([lab for _, lab, _ in train_rows], str(train_path))  # two values at least
-        classes = list(RATING_CLASSES)
-    else:
-        classes = class_order(lab for _, lab, _ in train_rows)
-        if len(classes) < 2:
-            raise SentimentError(f"{train_path} has only one class ({classes[0]!r}); at least two are needed")
+    classes = label_names(train_rows, target, train_path)
     name = Path(train_path).name
     train = _examples(train_rows, classes, train_path, target=target)
     if test_rows is not None:
@@ -108,6 +155,11 @@ def load_corpus(
     path = imdb.find_imdb(data)
     if is_labeled_file(path):  # $SENTIMENT_IMDB may name a user's file too
         return load_corpus(path, test_data=test_data, **given)
+    if target == "multilabel":
+        raise SentimentError(
+            "IMDb has one label per review; --multi-label needs a labeled file whose label column holds lists "
+            "(JSON Lines) or '|'-separated labels"
+        )
     read = imdb.read_imdb_splits(path, splits)
     if target == "rating":
         from sentiment.targets import RATING_CLASSES
@@ -134,10 +186,15 @@ def as_ratings(examples: list[Example]) -> list[Example]:
     return [Example(text=ex.text, label=0, rating=float(ex.rating), id=ex.id) for ex in examples]
 
 
-def targets_of(examples: list[Example], target: str = "label") -> np.ndarray:
-    """What a model learns from `examples`: their class indices (int64), or their ratings (float32)."""
+def targets_of(examples: list[Example], target: str = "label", num_classes: int = 0) -> np.ndarray:
+    """What a model learns from `examples`: their class indices (int64), their ratings (float32), or
+    (multi-label, of `num_classes` labels) which labels each has (float32 `[n, num_classes]` 0/1)."""
     if target == "rating":
         return np.array([ex.rating for ex in examples], dtype=np.float32)
+    if target == "multilabel":
+        from sentiment.targets import multi_hot
+
+        return multi_hot([ex.labels for ex in examples], num_classes)
     return np.array([ex.label for ex in examples], dtype=np.int64)
 
 
@@ -145,11 +202,13 @@ def load_test_file(
     path: str | os.PathLike, *, text_col: str | None = None, label_col: str | None = None, target: str = "label"
 ) -> Corpus:
     """Every row of a labeled file as a test split (for evaluating a trained run on new data)."""
-    rows = read_labeled_rows(path, text_col=text_col, label_col=label_col, rating=target == "rating")
+    rows = read_labeled_rows(path, text_col=text_col, label_col=label_col, target=target)
     if target == "rating":
         from sentiment.targets import RATING_CLASSES
 
         classes = list(RATING_CLASSES)
+    elif target == "multilabel":
+        classes = class_order(lab for _, labs, _ in rows for lab in labs)
     else:
         classes = class_order(lab for _, lab, _ in rows)
     test = _examples(rows, classes, path, target=target)
@@ -172,15 +231,19 @@ def validation_split(cfg, corpus: Corpus, train: list[Example]) -> tuple[list[Ex
     from sentiment.config import validation_seed
 
     if cfg.val_data:
-        rating = corpus.target == "rating"
-        rows = read_labeled_rows(cfg.val_data, text_col=cfg.text_col, label_col=cfg.label_col, rating=rating)
+        rows = read_labeled_rows(cfg.val_data, text_col=cfg.text_col, label_col=cfg.label_col, target=corpus.target)
         return train, _examples(rows, corpus.classes, cfg.val_data, corpus.label_keys, target=corpus.target)
     fraction = cfg.val_fraction
     if fraction == 0:
         return train, []
     labels = [ex.label for ex in train]
     hint = "give --val-data or --val-fraction 0"
-    held = set(validation_indices(labels, corpus.classes, fraction, validation_seed(cfg.seed), hint=hint).tolist())
+    if corpus.target == "multilabel":  # stratified by each text's rarest label; a label may be no text's rarest
+        if not fraction < 1:
+            raise SentimentError(f"--val-fraction must be below 1 (0 = no validation split), got {fraction}")
+        held = set(stratified_indices(labels, fraction, validation_seed(cfg.seed)).tolist())
+    else:
+        held = set(validation_indices(labels, corpus.classes, fraction, validation_seed(cfg.seed), hint=hint).tolist())
     return [ex for i, ex in enumerate(train) if i not in held], [ex for i, ex in enumerate(train) if i in held]
 
 

@@ -11,3 +11,4 @@ class Example:
     label: int  # index into the corpus's classes
     rating: int | None = None  # IMDb's 1-10 star rating, when the source has one
     id: str = ""  # where it came from: IMDb file id, or "<file>:<line>"
+    labels: tuple[int, ...] = ()  # a multi-label run's: every label of the text (`label` is the rarest of them)

@@ -2,7 +2,8 @@
 
 Labels may be any strings or integers, two or more classes. Class names are sorted (numerically
 when every label is an integer) so the same file always gives the same class order; that order
-is saved with every run.
+is saved with every run. A rating run's label column holds numbers; a multi-label run's holds a
+list per text (JSON Lines) or names separated by `|`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from sentiment.errors import SentimentError
 from sentiment.fsutil import split_lines
 
 TEXT_COLUMNS = ("text", "sentence", "review", "content", "document")
-LABEL_COLUMNS = ("label", "sentiment", "class", "category", "target")
+LABEL_COLUMNS = ("label", "labels", "tags", "sentiment", "class", "category", "target")
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 
-Rows = list[tuple[str, str, int]]  # (text, raw label, line number); a rating file's label is a float
+Rows = list[tuple[str, str, int]]  # (text, raw label, line number); a rating file's label is a float,
+# a multi-label file's a tuple of names
 
 
 def is_labeled_file(path: str | os.PathLike) -> bool:
@@ -59,8 +61,14 @@ def _pick(columns: list[str], wanted: str | None, defaults: tuple[str, ...], wha
 
 
 def _label_str(value, path: Path, line: int) -> str:
+    from sentiment.targets import LABEL_SEPARATOR
+
     if value is None or (isinstance(value, str) and not value.strip()):
         raise SentimentError(f"{path}, line {line}: empty label")
+    if isinstance(value, list) or isinstance(value, str) and LABEL_SEPARATOR in value:
+        raise SentimentError(
+            f"{path}, line {line}: label {value!r} holds several labels; a multi-label file needs --multi-label"
+        )
     if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
         raise SentimentError(f"{path}, line {line}: label {value!r} is not a class name or an integer")
     if isinstance(value, float):
@@ -76,17 +84,20 @@ def _text_str(value, path: Path, line: int) -> str:
     return value
 
 
-def _label_of(value, path: Path, line: int, rating: bool):
-    if not rating:
+def _label_of(value, path: Path, line: int, target: str):
+    if target == "label":
         return _label_str(value, path, line)
-    from sentiment.targets import parse_rating
+    from sentiment.targets import parse_labels, parse_rating
+
+    if target == "multilabel":
+        return parse_labels(value, f"{path}, line {line}")
 
     if value is None or (isinstance(value, str) and not value.strip()):
         raise SentimentError(f"{path}, line {line}: empty rating")
     return parse_rating(value, f"{path}, line {line}")
 
 
-def _read_delimited(path: Path, text: str, delimiter: str, text_col, label_col, rating: bool = False) -> Rows:
+def _read_delimited(path: Path, text: str, delimiter: str, text_col, label_col, target: str = "label") -> Rows:
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     columns = [c for c in (reader.fieldnames or []) if c is not None]
     if not columns:
@@ -102,13 +113,13 @@ def _read_delimited(path: Path, text: str, delimiter: str, text_col, label_col, 
             t, lab = rec.get(tcol), rec.get(lcol)
             if t is None:
                 raise SentimentError(f"{path}, line {line}: the row has too few fields")
-            rows.append((t, _label_of(lab, path, line, rating), line))
+            rows.append((t, _label_of(lab, path, line, target), line))
     except csv.Error as e:
         raise SentimentError(f"{path}, line {reader.line_num}: {e}") from None
     return rows
 
 
-def _read_jsonl(path: Path, text: str, text_col, label_col, rating: bool = False) -> Rows:
+def _read_jsonl(path: Path, text: str, text_col, label_col, target: str = "label") -> Rows:
     rows: Rows = []
     tcol = lcol = None
     for line_no, line in enumerate(split_lines(text), 1):
@@ -125,24 +136,25 @@ def _read_jsonl(path: Path, text: str, text_col, label_col, rating: bool = False
             lcol = _pick(list(rec), label_col, LABEL_COLUMNS, "label", path)
         if tcol not in rec:
             raise SentimentError(f"{path}, line {line_no}: no {tcol!r} field")
-        rows.append((_text_str(rec[tcol], path, line_no), _label_of(rec.get(lcol), path, line_no, rating), line_no))
+        rows.append((_text_str(rec[tcol], path, line_no), _label_of(rec.get(lcol), path, line_no, target), line_no))
     return rows
 
 
 def read_labeled_rows(
-    path: str | os.PathLike, *, text_col: str | None = None, label_col: str | None = None, rating: bool = False
+    path: str | os.PathLike, *, text_col: str | None = None, label_col: str | None = None, target: str = "label"
 ) -> Rows:
     """(text, label, line) for every non-blank record of a CSV, TSV or JSON Lines file; with
-    `rating`, the label column holds numbers and each label is a float."""
+    `target="rating"`, the label column holds numbers and each label is a float; with "multilabel",
+    each label is a tuple of names (see `targets.parse_labels`)."""
     path = Path(path)
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise SentimentError(f"{path}: unknown file type; use .csv, .tsv or .jsonl")
     text = _decode(path)
     if kind == "jsonl":
-        rows = _read_jsonl(path, text, text_col, label_col, rating)
+        rows = _read_jsonl(path, text, text_col, label_col, target)
     else:
-        rows = _read_delimited(path, text, "," if kind == "csv" else "\t", text_col, label_col, rating)
+        rows = _read_delimited(path, text, "," if kind == "csv" else "\t", text_col, label_col, target)
     if not rows:
         raise SentimentError(f"{path} holds no labeled rows")
     return rows

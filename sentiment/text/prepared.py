@@ -24,7 +24,7 @@ from sentiment.config import held_out_seed
 from sentiment.fsutil import atomic_write_json
 from sentiment.text import imdb
 from sentiment.text.batching import Encoded, encode
-from sentiment.text.corpus import Corpus, balanced_subset, load_corpus, targets_of, validation_split
+from sentiment.text.corpus import Corpus, balanced_subset, load_corpus, validation_split
 from sentiment.text.labeled import is_labeled_file
 from sentiment.text.tokenize import get_tokenizer
 from sentiment.text.vocab import Vocab
@@ -65,9 +65,9 @@ def _build(cfg, corpus: Corpus) -> PreparedText:
         train=encode(train_tok, vocab, cfg.max_len),
         val=encode((tokenize(ex.text) for ex in val), vocab, cfg.max_len),
         test=encode((tokenize(ex.text) for ex in test), vocab, cfg.max_len),
-        train_labels=targets_of(train, corpus.target),  # ratings (float32) for a rating run
-        val_labels=targets_of(val, corpus.target),
-        test_labels=targets_of(test, corpus.target),
+        train_labels=corpus.targets(train),  # ratings (float32) for a rating run
+        val_labels=corpus.targets(val),
+        test_labels=corpus.targets(test),
         train_tokens=sum(counter.values()),
         classes=list(corpus.classes),
         label_keys=list(corpus.label_keys),

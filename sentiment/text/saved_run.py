@@ -37,9 +37,10 @@ class TextRunFolder:
         self.meta = meta
         self.config: dict = meta["config"]
         self.classes: list[str] = meta["classes"]
-        from sentiment.targets import Rating
+        from sentiment.targets import MultiLabel, Rating
 
         self.rating = Rating.of_run(meta)  # a rating run's range and mean; None for a classifier
+        self.multi_label = MultiLabel.of_run(run)  # a multi-label run's labels and thresholds; None otherwise
         self.vocab = Vocab.load(run.file("vocab.json"))
         self.tokenize: Callable[[str], list[str]] = get_tokenizer(self.config["tokenizer"])
         self.max_len: int = self.config["max_len"]
@@ -79,6 +80,7 @@ class NumpyClassifier(ClassifierBase):
         self.run = text_run.run
         self.text_run = text_run
         self.rating = text_run.rating  # read with the folder's config.json, not again
+        self.multi_label = text_run.multi_label
         self.classes = text_run.classes
         self._forward = forward
         self._full = full

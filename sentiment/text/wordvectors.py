@@ -71,7 +71,8 @@ class WordVectorTask(Task):
         echo(
             f"data: {data.source}: {len(data.train):,} train / {len(data.val):,} validation / "
             f"{len(data.test):,} test reviews, "
-            f"{described(data.classes)}; vocab {len(data.vocab):,} ({self.oov_words:,} without a vector); "
+            f"{described(data.classes, getattr(cfg, 'target', 'label'))}; vocab {len(data.vocab):,} "
+            f"({self.oov_words:,} without a vector); "
             f"prepared in {time.perf_counter() - started:.1f} s"
         )
         return text_task_data(
@@ -150,6 +151,7 @@ class WordVectorClassifier(EncodedTextClassifier):
         self.run = run
         self.folder = folder
         self.rating = folder.rating  # read with the folder's config.json, not again
+        self.multi_label = folder.multi_label
         self.classes: list[str] = folder.classes
         self.vocab = folder.vocab
         self.eval_batch_size: int = cfg.get("batch_size", 64)
