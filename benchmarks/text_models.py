@@ -3,13 +3,14 @@ BiRNN, fastText and the transformer (all-MiniLM-L6-v2), each with its family's d
 own process (`sentiment train`), so the figures are what a user gets.
 
     python -m benchmarks.text_models [--data PATH] [--models linear,textcnn,birnn,fasttext,transformer]
-                                     [--limit-train 5000 --limit-test 5000] [--readme]
+                                     [--limit-train 5000 --limit-test 5000] [--target rating] [--readme]
 
 The default split is the subset protocol that fits a 2-core CPU: 5,000 / 5,000 balanced reviews,
 seed 0; `--limit-train 0 --limit-test 0` means full IMDb. TextCNN and BiRNN use the words
 tokenizer (their best, see Results). Writes benchmarks/results/text_models.json and, with
 `--readme`, the table between docs/results.md's `bench-text-models` markers; a run of some models
-replaces only their rows.
+replaces only their rows. `--target rating` trains each family on IMDb's star ratings instead
+(test MAE, RMSE and Spearman; the `bench-text-models-rating` table).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ EXTRA = {"textcnn": ["--tokenizer", "words"], "birnn": ["--tokenizer", "words"]}
 FULL_EXTRA = {"transformer": ["--epochs", "2"]}
 
 
-def run_one(model: str, data: str, limit_train: int, limit_test: int, out: Path) -> dict:
+def run_one(model: str, data: str, limit_train: int, limit_test: int, out: Path, target: str = "label") -> dict:
     args = [sys.executable, "-m", "sentiment", "train", "--model", model, "--data", data, "--seed", "0"]
+    args += ["--target", target] if target != "label" else []
     args += ["--limit-train", str(limit_train)] if limit_train else []
     args += ["--limit-test", str(limit_test)] if limit_test else []
     args += [*EXTRA.get(model, []), *(FULL_EXTRA.get(model, []) if not limit_train else [])]
@@ -47,9 +49,14 @@ def run_one(model: str, data: str, limit_train: int, limit_test: int, out: Path)
     run = (out / model / "latest").resolve()
     summary = json.loads((run / "summary.json").read_text())
     config = json.loads((run / "config.json").read_text())["config"]
+    figures = (
+        {"target": "rating", **{f"test_{k}": summary[f"test_{k}"] for k in ("mae", "rmse", "spearman")}}
+        if target == "rating"
+        else {"test_acc": summary["test_acc"]}
+    )
     return {
         "model": model,
-        "test_acc": summary["test_acc"],
+        **figures,
         "epochs": summary["epochs"],
         "train_s": round(summary["epoch_s"] * summary["epochs"], 1),
         "wall_s": round(time.perf_counter() - started, 1),
@@ -82,6 +89,22 @@ def table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def rating_table(results: list[dict]) -> str:
+    rows = [
+        "| model | data (train / test) | test MAE | RMSE | Spearman | epochs | whole run s | precision | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        rows.append(
+            f"| {r['model']} | {r['train']:,} / {r['test']:,} | {r['test_mae']:.3f} | {r['test_rmse']:.3f} | "
+            f"{r['test_spearman']:.3f} | {r['epochs']} | {r['wall_s']:.0f} | {r['precision']} | "
+            f"{format(r['peak_rss_mb'], ',') if r.get('peak_rss_mb') else ''} |"
+        )
+    machines = sorted({f"{r['cpu']}, {r['threads']} threads, measured {r['date']}" for r in results})
+    rows += ["", f"Each family's defaults with `--target rating`, seed 0; {'; '.join(machines)}."]
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("SENTIMENT_IMDB"))
@@ -89,6 +112,7 @@ def main() -> None:
     ap.add_argument("--limit-train", type=int, default=5000)
     ap.add_argument("--limit-test", type=int, default=5000)
     ap.add_argument("--readme", action="store_true")
+    ap.add_argument("--target", choices=("label", "rating"), default="label", help="rating: IMDb's stars")
     ap.add_argument("--out", help="keep the run folders here (default: a temporary folder)")
     a = ap.parse_args()
     if not a.data:
@@ -97,14 +121,18 @@ def main() -> None:
         fresh = []
         for model in [m for m in a.models.split(",") if m]:
             print(f"== {model}", flush=True)
-            fresh.append(run_one(model, a.data, a.limit_train, a.limit_test, Path(a.out or tmp)))
+            fresh.append(run_one(model, a.data, a.limit_train, a.limit_test, Path(a.out or tmp), a.target))
             print(json.dumps(fresh[-1]), flush=True)
-    results = merge_results(RESULTS, fresh, key=lambda r: (r["model"], r["train"], r["test"]))
+    results = merge_results(RESULTS, fresh, key=lambda r: (r["model"], r["train"], r["test"], r.get("target", "label")))
     order = ["linear", "textcnn", "birnn", "fasttext", "transformer"]
     results.sort(key=lambda r: (-r["train"], order.index(r["model"]) if r["model"] in order else 99))
-    print(table(results))
+    labels = [r for r in results if r.get("target", "label") == "label"]
+    ratings = [r for r in results if r.get("target") == "rating"]
+    print(table(labels) if a.target == "label" else rating_table(ratings))
     if a.readme:
-        replace_section("bench-text-models", table(results))
+        replace_section("bench-text-models", table(labels))
+        if ratings:
+            replace_section("bench-text-models-rating", rating_table(ratings))
 
 
 if __name__ == "__main__":
