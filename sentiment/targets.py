@@ -74,11 +74,9 @@ class Rating:
 
 def described(classes: Sequence[str], target: str = "label") -> str:
     """What a data line says the model predicts: "2 classes", "a rating" or "5 labels (any number per text)"."""
-    if list(classes) == RATING_CLASSES and target != "multilabel":
-        return "a rating"
     if target == "multilabel":
         return f"{len(classes)} labels (any number per text)"
-    return f"{len(classes)} classes"
+    return "a rating" if list(classes) == RATING_CLASSES else f"{len(classes)} classes"
 
 
 def rating_of(target: str, train_labels) -> Rating | None:
@@ -152,10 +150,10 @@ class MultiLabel:
     thresholds: list[float]
 
     @classmethod
-    def of_run(cls, run) -> MultiLabel | None:
+    def of_run(cls, run, meta: dict | None = None) -> MultiLabel | None:
         """A run's labels and thresholds (its `thresholds.json`; 0.5 each where it has none yet, as
-        while training); None for a run of another target."""
-        meta = run.read_json("config.json")
+        while training); None for a run of another target. `meta`: its config.json, if read already."""
+        meta = run.read_json("config.json") if meta is None else meta
         if meta.get("target") != "multilabel":
             return None
         classes = list(meta["classes"])

@@ -379,7 +379,7 @@ class LinearClassifier(ClassifierBase):
         if self.multi_label is not None:
             from sentiment.text.classify import evaluate_multilabel
 
-            return evaluate_multilabel(self, self.answers(self._logits([ex.text for ex in corpus.test])), corpus)
+            return evaluate_multilabel(self, torch.from_numpy(self._logits([ex.text for ex in corpus.test])), corpus)
         labels = corpus_labels(corpus, self.classes)
         logits = torch.from_numpy(self._logits([ex.text for ex in corpus.test]))
         loss = torch.nn.functional.cross_entropy(logits, labels).item()

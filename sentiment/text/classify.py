@@ -88,19 +88,18 @@ def corpus_labels(corpus: Corpus, classes: list[str]):
     return torch.tensor([remap[ex.label] for ex in corpus.test], dtype=torch.long)
 
 
-def evaluate_multilabel(clf, probs, corpus: Corpus) -> dict:
+def evaluate_multilabel(clf, logits, corpus: Corpus) -> dict:
     """A multi-label run's `evaluate`: `targets.multilabel_report` of its probabilities on `corpus.test`
-    at the run's thresholds, with the mean binary cross-entropy as `loss`."""
-    import numpy as np
-
+    (from `logits`, a torch tensor) at the run's thresholds, with the training loss as `loss`."""
+    from sentiment.loop import MultiLabelObjective
     from sentiment.targets import multilabel_report
 
     if corpus.target != "multilabel":
         raise SentimentError(f"{corpus.source} was read with one label per text, not as a multi-label file")
-    actual = corpus_labels(corpus, clf.classes).numpy()
-    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1 - 1e-12)
-    loss = float(-(actual * np.log(p) + (1 - actual) * np.log(1 - p)).mean())
-    return multilabel_report(p, actual, clf.classes, clf.multi_label.thresholds) | {"loss": loss}
+    actual = corpus_labels(corpus, clf.classes)
+    loss = MultiLabelObjective().mean_loss(logits, actual)
+    report = multilabel_report(clf.answers(logits).numpy(), actual.numpy(), clf.classes, clf.multi_label.thresholds)
+    return report | {"loss": loss}
 
 
 class EncodedTextClassifier(ClassifierBase):
@@ -165,7 +164,7 @@ class EncodedTextClassifier(ClassifierBase):
         if self.multi_label is not None:
             outputs = predict_logits(self.model, batches, self.runtime, size=len(enc), progress=progress,
                                      total=len(batches))  # fmt: skip
-            return evaluate_multilabel(self, self.answers(outputs).numpy(), corpus)
+            return evaluate_multilabel(self, outputs, corpus)
         labels = corpus_labels(corpus, self.classes)
         result, logits = evaluate(self.model, batches, labels, self.runtime, progress=progress, total=len(batches))
         probs = logits.softmax(dim=1)

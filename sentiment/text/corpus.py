@@ -82,12 +82,10 @@ def _multilabel_examples(rows, classes: list[str], index: dict[str, int], path) 
 def label_names(train_rows, target: str, where) -> list[str]:
     """The classes (or a multi-label file's labels) a training file's rows give, sorted as
     `class_order` sorts them; fewer than two, or a multi-label file with one label per text, is an error."""
-    from sentiment.targets import RATING_CLASSES
-
+    classes = _names(train_rows, target)
     if target == "rating":
-        return list(RATING_CLASSES)
+        return classes
     if target == "multilabel":
-        classes = class_order(lab for _, labs, _ in train_rows for lab in labs)
         if len(classes) < 2:
             raise SentimentError(f"{where} has only one label ({classes[0]!r}); a multi-label run needs at least two")
         if all(len(labs) == 1 for _, labs, _ in train_rows):
@@ -95,10 +93,21 @@ def label_names(train_rows, target: str, where) -> list[str]:
                 f"every text in {where} has exactly one label; train a classifier (drop --multi-label) instead"
             )
         return classes
-    classes = class_order(lab for _, lab, _ in train_rows)
     if len(classes) < 2:
         raise SentimentError(f"{where} has only one class ({classes[0]!r}); at least two are needed")
     return classes
+
+
+def _names(rows, target: str) -> list[str]:
+    """The classes `rows` name (a multi-label file's: every label of every row), in `class_order`;
+    a rating file's one output."""
+    from sentiment.targets import RATING_CLASSES
+
+    if target == "rating":
+        return list(RATING_CLASSES)
+    if target == "multilabel":
+        return class_order(lab for _, labs, _ in rows for lab in labs)
+    return class_order(lab for _, lab, _ in rows)
 
 
 def load_labeled(
@@ -203,14 +212,7 @@ def load_test_file(
 ) -> Corpus:
     """Every row of a labeled file as a test split (for evaluating a trained run on new data)."""
     rows = read_labeled_rows(path, text_col=text_col, label_col=label_col, target=target)
-    if target == "rating":
-        from sentiment.targets import RATING_CLASSES
-
-        classes = list(RATING_CLASSES)
-    elif target == "multilabel":
-        classes = class_order(lab for _, labs, _ in rows for lab in labs)
-    else:
-        classes = class_order(lab for _, lab, _ in rows)
+    classes = _names(rows, target)
     test = _examples(rows, classes, path, target=target)
     return Corpus(train=[], test=test, classes=classes, label_keys=classes, source=str(path), target=target)
 

@@ -40,7 +40,7 @@ class TextRunFolder:
         from sentiment.targets import MultiLabel, Rating
 
         self.rating = Rating.of_run(meta)  # a rating run's range and mean; None for a classifier
-        self.multi_label = MultiLabel.of_run(run)  # a multi-label run's labels and thresholds; None otherwise
+        self.multi_label = MultiLabel.of_run(run, meta)  # a multi-label run's labels and thresholds; None otherwise
         self.vocab = Vocab.load(run.file("vocab.json"))
         self.tokenize: Callable[[str], list[str]] = get_tokenizer(self.config["tokenizer"])
         self.max_len: int = self.config["max_len"]
