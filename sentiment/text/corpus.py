@@ -46,17 +46,20 @@ def _examples(
     label outside `classes` is an error. A rating file's rows: label 0, the row's number as rating."""
     name = Path(path).name
     if target == "rating":
-        return [Example(text=text, label=0, rating=value, id=f"{name}:{line}") for text, value, line in rows]
+        return [
+            Example(text=text, label=0, rating=value, id=f"{name}:{line}", slot=i)
+            for i, (text, value, line) in enumerate(rows)
+        ]
     index = {c: i for i, c in enumerate(classes)} | {k: i for i, k in enumerate(keys or [])}
     if target == "multilabel":
         return _multilabel_examples(rows, classes, index, path)
     out = []
-    for text, lab, line in rows:
+    for i, (text, lab, line) in enumerate(rows):
         if lab not in index:
             raise SentimentError(
                 f"{path}, line {line}: label {lab!r} is not among the training classes ({', '.join(classes)})"
             )
-        out.append(Example(text=text, label=index[lab], id=f"{name}:{line}"))
+        out.append(Example(text=text, label=index[lab], id=f"{name}:{line}", slot=i))
     return out
 
 
@@ -72,10 +75,10 @@ def _multilabel_examples(rows, classes: list[str], index: dict[str, int], path) 
                 )
     frequency = np.bincount([index[lab] for _, labs, _ in rows for lab in labs], minlength=len(classes))
     out = []
-    for text, labs, line in rows:
+    for slot, (text, labs, line) in enumerate(rows):
         chosen = tuple(sorted(index[lab] for lab in labs))
         rarest = min(chosen, key=lambda i: (frequency[i], i))
-        out.append(Example(text=text, label=rarest, labels=chosen, id=f"{name}:{line}"))
+        out.append(Example(text=text, label=rarest, labels=chosen, id=f"{name}:{line}", slot=slot))
     return out
 
 
@@ -119,14 +122,16 @@ def load_labeled(
     test_fraction: float = 0.2,
     seed: int = 0,
     target: str = "label",
+    stream=None,
 ) -> Corpus:
     """A corpus from a CSV/TSV/JSONL train file plus a test file, or one file split by `test_fraction`;
-    `target="rating"` reads the label column as numbers, `"multilabel"` as lists of labels."""
+    `target="rating"` reads the label column as numbers, `"multilabel"` as lists of labels. With
+    `stream` (see `reading`), each file's texts go to it as they are read and the examples keep none."""
     from sentiment.targets import Rating
 
     columns = dict(text_col=text_col, label_col=label_col, target=target)
-    train_rows = read_labeled_rows(train_path, **columns)
-    test_rows = read_labeled_rows(test_path, **columns) if test_path else None
+    train_rows = read_labeled_rows(train_path, **columns, **reading(stream, train_path))
+    test_rows = read_labeled_rows(test_path, **columns, **reading(stream, test_path)) if test_path else None
     if target == "rating":
         Rating.of([lab for _, lab, _ in train_rows], str(train_path))  # two values at least
     classes = label_names(train_rows, target, train_path)
@@ -155,10 +160,14 @@ def load_corpus(
     seed: int = 0,
     splits: tuple[str, ...] = ("train", "test"),
     target: str = "label",
+    stream=None,
 ) -> Corpus:
     """IMDb (folder or archive, found as `imdb.find_imdb` says) or a user's labeled file; with
-    `target="rating"`, IMDb's star ratings (from its file names) or the file's numeric labels."""
-    given = dict(text_col=text_col, label_col=label_col, test_fraction=test_fraction, seed=seed, target=target)
+    `target="rating"`, IMDb's star ratings (from its file names) or the file's numeric labels.
+    With `stream`, texts go to it as they are read (see `reading`)."""
+    given = dict(
+        text_col=text_col, label_col=label_col, test_fraction=test_fraction, seed=seed, target=target, stream=stream
+    )
     if data is not None and is_labeled_file(data):
         return load_labeled(data, test_data, **given)
     path = imdb.find_imdb(data)
@@ -169,7 +178,7 @@ def load_corpus(
             "IMDb has one label per review; --multi-label needs a labeled file whose label column holds lists "
             "(JSON Lines) or '|'-separated labels"
         )
-    read = imdb.read_imdb_splits(path, splits)
+    read = imdb.read_imdb_splits(path, splits, **reading(stream, path))
     if target == "rating":
         from sentiment.targets import RATING_CLASSES
 
@@ -192,7 +201,13 @@ def load_corpus(
 
 def as_ratings(examples: list[Example]) -> list[Example]:
     """IMDb's reviews as a rating run reads them: label 0 (one output), their stars as the target."""
-    return [Example(text=ex.text, label=0, rating=float(ex.rating), id=ex.id) for ex in examples]
+    return [Example(text=ex.text, label=0, rating=float(ex.rating), id=ex.id, slot=ex.slot) for ex in examples]
+
+
+def reading(stream, path) -> dict:
+    """How a reader reads `path` for `stream` (a streamed preparation: `stream.reading(path)` gives
+    the `keep` and `read_to` the readers take); nothing without one, and texts are kept."""
+    return stream.reading(Path(path)) if stream is not None else {}
 
 
 def targets_of(examples: list[Example], target: str = "label", num_classes: int = 0) -> np.ndarray:
@@ -227,13 +242,20 @@ def data_sources(cfg) -> tuple[str, str | None, str | None]:
     return str(data.resolve()), test, val
 
 
-def validation_split(cfg, corpus: Corpus, train: list[Example]) -> tuple[list[Example], list[Example]]:
-    """`(train, validation)`: the rows of `cfg.val_data`, or a stratified, seeded `cfg.val_fraction`
-    of `train` (at least one example of each class on both sides), or no validation at 0."""
+def validation_split(cfg, corpus: Corpus, train: list[Example], stream=None) -> tuple[list[Example], list[Example]]:
+    """`(train, validation)`: the rows of `cfg.val_data` (read for `stream`, if given), or a
+    stratified, seeded `cfg.val_fraction` of `train` (at least one example of each class on both
+    sides), or no validation at 0."""
     from sentiment.config import validation_seed
 
     if cfg.val_data:
-        rows = read_labeled_rows(cfg.val_data, text_col=cfg.text_col, label_col=cfg.label_col, target=corpus.target)
+        rows = read_labeled_rows(
+            cfg.val_data,
+            text_col=cfg.text_col,
+            label_col=cfg.label_col,
+            target=corpus.target,
+            **reading(stream, cfg.val_data),
+        )
         return train, _examples(rows, corpus.classes, cfg.val_data, corpus.label_keys, target=corpus.target)
     fraction = cfg.val_fraction
     if fraction == 0:

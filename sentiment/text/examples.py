@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,3 +12,6 @@ class Example:
     rating: int | None = None  # IMDb's 1-10 star rating, when the source has one
     id: str = ""  # where it came from: IMDb file id, or "<file>:<line>"
     labels: tuple[int, ...] = ()  # a multi-label run's: every label of the text (`label` is the rarest of them)
+    # its place in its source's reading order (a streamed preparation keeps the ids, not the text);
+    # not part of what the example is
+    slot: int = field(default=-1, compare=False)

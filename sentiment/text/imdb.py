@@ -11,7 +11,7 @@ import os
 import re
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from sentiment import hub
@@ -34,19 +34,16 @@ def _sort_key(ex: Example) -> tuple[int, int]:
     return ex.label, int(ex.id)
 
 
-def _make(split_path: str, label_dir: str, file_id: str, rating: str, raw: bytes) -> Example:
+def _text(split_path: str, raw: bytes) -> str:
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SentimentError(f"{split_path} is not UTF-8 text (byte {e.start}); the file is damaged") from None
-    return Example(text=text, label=LABELS.index(label_dir), rating=int(rating), id=file_id)
 
 
-def _read_folder(root: Path, splits: Iterable[str]) -> dict[str, list[Example]]:
+def _iter_folder(root: Path, splits: Iterable[str]) -> Iterator[tuple[str, str, str, str, str]]:
     base = root / "aclImdb" if (root / "aclImdb").is_dir() else root
-    out: dict[str, list[Example]] = {}
     for split in splits:
-        examples = []
         for label_dir in LABELS:
             folder = base / split / label_dir
             if not folder.is_dir():
@@ -58,39 +55,60 @@ def _read_folder(root: Path, splits: Iterable[str]) -> dict[str, list[Example]]:
                 m = re.fullmatch(r"(\d+)_(\d+)\.txt", entry.name)
                 if m and entry.is_file():
                     with open(entry.path, "rb") as f:
-                        examples.append(_make(entry.path, label_dir, m[1], m[2], f.read()))
-        out[split] = examples
-    return out
+                        yield split, label_dir, m[1], m[2], _text(entry.path, f.read())
 
 
-def _iter_tar(path: Path, splits: set[str]) -> Iterator[tuple[str, Example]]:
+def _iter_tar(path: Path, splits: Iterable[str], read_to) -> Iterator[tuple[str, str, str, str, str]]:
     # Streaming mode ("r|*") reads the archive front to back once, without seeking and
     # without extracting anything to disk.
-    with tarfile.open(path, "r|*") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            m = _MEMBER.search(member.name)
-            if not m or m[1] not in splits:
-                continue
-            f = tar.extractfile(member)
-            if f is None:
-                continue
-            yield m[1], _make(f"{path}:{member.name}", m[2], m[3], m[4], f.read())
-
-
-def _read_tar(path: Path, splits: Iterable[str]) -> dict[str, list[Example]]:
     wanted = set(splits)
-    out: dict[str, list[Example]] = {s: [] for s in wanted}
     try:
-        for split, ex in _iter_tar(path, wanted):
-            out[split].append(ex)
+        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+            for n, member in enumerate(tar):
+                if read_to is not None and n % 256 == 0:
+                    read_to(raw.tell())
+                if not member.isfile():
+                    continue
+                m = _MEMBER.search(member.name)
+                if not m or m[1] not in wanted:
+                    continue
+                f = tar.extractfile(member)
+                if f is None:
+                    continue
+                yield m[1], m[2], m[3], m[4], _text(f"{path}:{member.name}", f.read())
+            if read_to is not None:
+                read_to(raw.tell())
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise SentimentError(
             f"{path} is not a readable tar archive ({type(e).__name__}: {e}); it may be truncated or "
             f"corrupt: download it again"
         ) from None
-    return out
+
+
+def iter_imdb(
+    source: str | os.PathLike,
+    splits: Iterable[str] = SPLITS,
+    *,
+    keep: Callable[[str], str] | None = None,
+    read_to: Callable[[int], None] | None = None,
+) -> Iterator[tuple[str, Example]]:
+    """(split, review) for every review of `splits`, in the order the source holds them (an archive is
+    read front to back, once). Each review's `slot` counts the reviews before it; `keep(text)` is
+    what it carries as its text (a streamed preparation keeps none) and `read_to(bytes)` hears how
+    far into an archive reading has got."""
+    path = Path(source)
+    splits = list(splits)
+    for split in splits:
+        if split not in SPLITS:
+            raise SentimentError(f"unknown IMDb split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if not path.exists():
+        raise SentimentError(f"no IMDb data at {path}: give a path to aclImdb/ or aclImdb_v1.tar.gz")
+    if path.is_file():
+        _refuse_plain_text(path)
+    reviews = _iter_folder(path, splits) if path.is_dir() else _iter_tar(path, splits, read_to)
+    for slot, (split, label_dir, file_id, rating, text) in enumerate(reviews):
+        text = text if keep is None else keep(text)
+        yield split, Example(text=text, label=LABELS.index(label_dir), rating=int(rating), id=file_id, slot=slot)
 
 
 def _refuse_plain_text(path: Path) -> None:
@@ -115,18 +133,21 @@ def _refuse_plain_text(path: Path) -> None:
     )
 
 
-def read_imdb_splits(source: str | os.PathLike, splits: Iterable[str] = SPLITS) -> dict[str, list[Example]]:
-    """Read several splits in one pass over the source (an archive is decompressed once)."""
+def read_imdb_splits(
+    source: str | os.PathLike,
+    splits: Iterable[str] = SPLITS,
+    *,
+    keep: Callable[[str], str] | None = None,
+    read_to: Callable[[int], None] | None = None,
+) -> dict[str, list[Example]]:
+    """Read several splits in one pass over the source (an archive is decompressed once); each
+    split in the deterministic order (negative first, then by file id). `keep` and `read_to` as
+    `iter_imdb` takes them."""
     splits = list(splits)
-    for split in splits:
-        if split not in SPLITS:
-            raise SentimentError(f"unknown IMDb split {split!r}; choose one of: {', '.join(SPLITS)}")
+    out: dict[str, list[Example]] = {split: [] for split in splits}
+    for split, ex in iter_imdb(source, splits, keep=keep, read_to=read_to):
+        out[split].append(ex)
     path = Path(source)
-    if not path.exists():
-        raise SentimentError(f"no IMDb data at {path}: give a path to aclImdb/ or aclImdb_v1.tar.gz")
-    if path.is_file():
-        _refuse_plain_text(path)
-    out = _read_folder(path, splits) if path.is_dir() else _read_tar(path, splits)
     for split in splits:
         if not out[split]:
             raise SentimentError(f"{path} holds no reviews for the {split!r} split")

@@ -12,17 +12,18 @@ import csv
 import io
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sentiment.errors import SentimentError
-from sentiment.fsutil import split_lines
 
 TEXT_COLUMNS = ("text", "sentence", "review", "content", "document")
 LABEL_COLUMNS = ("label", "labels", "tags", "sentiment", "class", "category", "target")
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 
-Rows = list[tuple[str, str, int]]  # (text, raw label, line number); a rating file's label is a float,
+Row = tuple[str, str, int]  # (text, raw label, line number); a rating file's label is a float,
 # a multi-label file's a tuple of names
+Rows = list[Row]
 
 
 def is_labeled_file(path: str | os.PathLike) -> bool:
@@ -30,18 +31,28 @@ def is_labeled_file(path: str | os.PathLike) -> bool:
     return p.suffix.lower() in SUFFIXES and not p.is_dir()
 
 
-def _decode(path: Path) -> str:
+def _open_text(path: Path, newline: str):
+    """`path` as UTF-8 text read as it goes (a leading byte-order mark dropped), and the binary
+    file under it (whose position says how far reading has got)."""
     try:
-        raw = path.read_bytes()
+        raw = open(path, "rb")  # noqa: SIM115 - closed by the caller, with the text file over it
     except FileNotFoundError:
         raise SentimentError(f"no file at {path}") from None
     except IsADirectoryError:
         raise SentimentError(f"{path} is a folder, not a labeled CSV/TSV/JSONL file") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise SentimentError(f"{path}, line {line}: not UTF-8 text; save the file as UTF-8") from None
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline=newline), raw
+
+
+def _not_utf8(path: Path) -> SentimentError:
+    """The error for a file that is not UTF-8, naming the first line that is not."""
+    line = 0
+    with open(path, "rb") as f:
+        for line, raw in enumerate(f, 1):  # noqa: B007 - the line where the loop stops is the answer
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                break
+    return SentimentError(f"{path}, line {line}: not UTF-8 text; save the file as UTF-8")
 
 
 def _pick(columns: list[str], wanted: str | None, defaults: tuple[str, ...], what: str, path: Path) -> str:
@@ -97,15 +108,14 @@ def _label_of(value, path: Path, line: int, target: str):
     return parse_rating(value, f"{path}, line {line}")
 
 
-def _read_delimited(path: Path, text: str, delimiter: str, text_col, label_col, target: str = "label") -> Rows:
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    columns = [c for c in (reader.fieldnames or []) if c is not None]
-    if not columns:
-        raise SentimentError(f"{path} is empty: expected a header line naming the text and label columns")
-    tcol = _pick(columns, text_col, TEXT_COLUMNS, "text", path)
-    lcol = _pick(columns, label_col, LABEL_COLUMNS, "label", path)
-    rows: Rows = []
+def _delimited_rows(path: Path, lines, delimiter: str, text_col, label_col, target: str, keep) -> Iterator[Row]:
+    reader = csv.DictReader(lines, delimiter=delimiter)
     try:
+        columns = [c for c in (reader.fieldnames or []) if c is not None]
+        if not columns:
+            raise SentimentError(f"{path} is empty: expected a header line naming the text and label columns")
+        tcol = _pick(columns, text_col, TEXT_COLUMNS, "text", path)
+        lcol = _pick(columns, label_col, LABEL_COLUMNS, "label", path)
         for rec in reader:
             line = reader.line_num
             if not any((v or "").strip() for k, v in rec.items() if k is not None):
@@ -113,16 +123,15 @@ def _read_delimited(path: Path, text: str, delimiter: str, text_col, label_col, 
             t, lab = rec.get(tcol), rec.get(lcol)
             if t is None:
                 raise SentimentError(f"{path}, line {line}: the row has too few fields")
-            rows.append((t, _label_of(lab, path, line, target), line))
+            label = _label_of(lab, path, line, target)
+            yield keep(t), label, line
     except csv.Error as e:
         raise SentimentError(f"{path}, line {reader.line_num}: {e}") from None
-    return rows
 
 
-def _read_jsonl(path: Path, text: str, text_col, label_col, target: str = "label") -> Rows:
-    rows: Rows = []
+def _jsonl_rows(path: Path, lines, text_col, label_col, target: str, keep) -> Iterator[Row]:
     tcol = lcol = None
-    for line_no, line in enumerate(split_lines(text), 1):
+    for line_no, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -136,25 +145,61 @@ def _read_jsonl(path: Path, text: str, text_col, label_col, target: str = "label
             lcol = _pick(list(rec), label_col, LABEL_COLUMNS, "label", path)
         if tcol not in rec:
             raise SentimentError(f"{path}, line {line_no}: no {tcol!r} field")
-        rows.append((_text_str(rec[tcol], path, line_no), _label_of(rec.get(lcol), path, line_no, target), line_no))
-    return rows
+        text = _text_str(rec[tcol], path, line_no)
+        label = _label_of(rec.get(lcol), path, line_no, target)
+        yield keep(text), label, line_no
 
 
-def read_labeled_rows(
-    path: str | os.PathLike, *, text_col: str | None = None, label_col: str | None = None, target: str = "label"
-) -> Rows:
-    """(text, label, line) for every non-blank record of a CSV, TSV or JSON Lines file; with
-    `target="rating"`, the label column holds numbers and each label is a float; with "multilabel",
-    each label is a tuple of names (see `targets.parse_labels`)."""
+def iter_labeled_rows(
+    path: str | os.PathLike,
+    *,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    target: str = "label",
+    keep: Callable[[str], str] | None = None,
+    read_to: Callable[[int], None] | None = None,
+) -> Iterator[Row]:
+    """(text, label, line) for every non-blank record of a CSV, TSV or JSON Lines file, read as it
+    goes (the file is never held whole). `keep(text)` is what a row carries as its text (a streamed
+    preparation takes the text and keeps none); `read_to(bytes)` hears how far into the file
+    reading has got. A bad row is an error naming its line, raised when reading reaches it."""
     path = Path(path)
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise SentimentError(f"{path}: unknown file type; use .csv, .tsv or .jsonl")
-    text = _decode(path)
-    if kind == "jsonl":
-        rows = _read_jsonl(path, text, text_col, label_col, target)
-    else:
-        rows = _read_delimited(path, text, "," if kind == "csv" else "\t", text_col, label_col, target)
+    keep = keep or (lambda text: text)
+    text, raw = _open_text(path, "" if kind != "jsonl" else "\n")
+    with text:
+        if kind == "jsonl":  # lines end at "\n" (or "\r\n") only, as `fsutil.split_lines` splits them
+            lines = (line.rstrip("\n").removesuffix("\r") for line in text)
+            rows = _jsonl_rows(path, lines, text_col, label_col, target, keep)
+        else:
+            rows = _delimited_rows(path, text, "," if kind == "csv" else "\t", text_col, label_col, target, keep)
+        try:
+            for n, row in enumerate(rows):
+                yield row
+                if read_to is not None and n % 1024 == 0:
+                    read_to(raw.tell())
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
+        if read_to is not None:
+            read_to(raw.tell())
+
+
+def read_labeled_rows(
+    path: str | os.PathLike,
+    *,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    target: str = "label",
+    keep: Callable[[str], str] | None = None,
+    read_to: Callable[[int], None] | None = None,
+) -> Rows:
+    """Every row `iter_labeled_rows` reads (`target="rating"`: each label a float; "multilabel": a
+    tuple of names, see `targets.parse_labels`); a file with none is an error."""
+    rows = list(
+        iter_labeled_rows(path, text_col=text_col, label_col=label_col, target=target, keep=keep, read_to=read_to)
+    )
     if not rows:
         raise SentimentError(f"{path} holds no labeled rows")
     return rows
