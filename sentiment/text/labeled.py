@@ -186,20 +186,10 @@ def iter_labeled_rows(
             read_to(raw.tell())
 
 
-def read_labeled_rows(
-    path: str | os.PathLike,
-    *,
-    text_col: str | None = None,
-    label_col: str | None = None,
-    target: str = "label",
-    keep: Callable[[str], str] | None = None,
-    read_to: Callable[[int], None] | None = None,
-) -> Rows:
-    """Every row `iter_labeled_rows` reads (`target="rating"`: each label a float; "multilabel": a
-    tuple of names, see `targets.parse_labels`); a file with none is an error."""
-    rows = list(
-        iter_labeled_rows(path, text_col=text_col, label_col=label_col, target=target, keep=keep, read_to=read_to)
-    )
+def read_labeled_rows(path: str | os.PathLike, **options) -> Rows:
+    """Every row `iter_labeled_rows` reads, with its options (`target="rating"`: each label a
+    float; "multilabel": a tuple of names, see `targets.parse_labels`); a file with none is an error."""
+    rows = list(iter_labeled_rows(path, **options))
     if not rows:
         raise SentimentError(f"{path} holds no labeled rows")
     return rows
