@@ -72,6 +72,11 @@ def run_one(model: str, data: str, limit_train: int, limit_test: int, out: Path,
     }
 
 
+def _measured(results: list[dict]) -> str:
+    """Where and when the rows were measured, each machine once."""
+    return "; ".join(sorted({f"{r['cpu']}, {r['threads']} threads, measured {r['date']}" for r in results}))
+
+
 def table(results: list[dict]) -> str:
     rows = [
         "| model | data (train / test) | test acc | epochs | train s | whole run s | train examples/s | precision "
@@ -84,8 +89,7 @@ def table(results: list[dict]) -> str:
             f"{r['train_s']:.0f} | {r['wall_s']:.0f} | {r['train_examples_per_s']:.0f} | {r['precision']} | "
             f"{format(r['peak_rss_mb'], ',') if r.get('peak_rss_mb') else ''} |"
         )
-    machines = sorted({f"{r['cpu']}, {r['threads']} threads, measured {r['date']}" for r in results})
-    rows += ["", f"Each family's defaults, seed 0; {'; '.join(machines)}. Re-run: `make bench-text-models`."]
+    rows += ["", f"Each family's defaults, seed 0; {_measured(results)}. Re-run: `make bench-text-models`."]
     return "\n".join(rows)
 
 
@@ -100,8 +104,7 @@ def rating_table(results: list[dict]) -> str:
             f"{r['test_spearman']:.3f} | {r['epochs']} | {r['wall_s']:.0f} | {r['precision']} | "
             f"{format(r['peak_rss_mb'], ',') if r.get('peak_rss_mb') else ''} |"
         )
-    machines = sorted({f"{r['cpu']}, {r['threads']} threads, measured {r['date']}" for r in results})
-    rows += ["", f"Each family's defaults with `--target rating`, seed 0; {'; '.join(machines)}."]
+    rows += ["", f"Each family's defaults with `--target rating`, seed 0; {_measured(results)}."]
     return "\n".join(rows)
 
 
