@@ -2,7 +2,8 @@
 same encoder, on balanced IMDb training sets of 8 / 32 / 128 / 512 reviews per class, 3 seeds each.
 
     python -m benchmarks.label_efficiency [--data PATH] [--sizes 8,32,128,512] [--seeds 0,1,2]
-        [--models linear,fasttext,textcnn,transformer] [--setfit-python PYTHON] [--readme] [--table-only]
+        [--models linear,fasttext,textcnn,transformer] [--setfit-python PYTHON] [--target label|rating]
+        [--readme] [--table-only]
 
 Every training set is a seeded, balanced draw from IMDb's 25,000 training reviews; the test set is
 one draw of 1,000 balanced reviews from IMDb's test split, the same for every run, scored once at
@@ -17,7 +18,13 @@ sentence pairs grows with the square of the training set (2k(k+1) for k per clas
 steps that makes would pass `--setfit-minutes` (30 by default, at the seconds per step measured on
 its first run), it is capped with `max_steps` and the table says so.
 
-Results are kept per (model, size, seed) in benchmarks/results/label_efficiency.json, so an
+`--target rating` trains on the same draws with each review's star rating (1-4 and 7-10, from
+IMDb's file names) as a numeric label column and `--target rating`, and scores test MAE and
+Spearman; beside the families stands the training ratings' median, what a model that learned
+nothing from the text would score (SetFit is a classifier and has no rating row). Its table is
+the `bench-label-efficiency-rating` section and benchmarks/results/label_efficiency_rating.png.
+
+Results are kept per (model, size, seed, target) in benchmarks/results/label_efficiency.json, so an
 interrupted benchmark continues where it stopped (`--again` reruns). Writes the table between the
 `bench-label-efficiency` markers in docs/results.md with `--readme`, and the picture
 benchmarks/results/label_efficiency.png (accuracy against labels per class, log scale).
@@ -26,6 +33,7 @@ benchmarks/results/label_efficiency.png (accuracy against labels per class, log 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import subprocess
@@ -41,38 +49,66 @@ from benchmarks.readme import link, replace_section
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "label_efficiency.json"
 PICTURE = HERE / "results" / "label_efficiency.png"
+RATING_PICTURE = HERE / "results" / "label_efficiency_rating.png"
 PEER = HERE / "setfit_peer.py"
 TEST_SIZE = 1000
 TEST_SEED = 2026
 NAMES = {"linear": "linear", "fasttext": "fastText", "textcnn": "TextCNN", "birnn": "BiRNN",
-         "transformer": "transformer", "setfit": "SetFit"}  # fmt: skip
+         "transformer": "transformer", "setfit": "SetFit", "median": "training median"}  # fmt: skip
 
 
-def write_sets(data: str | None, folder: Path, sizes: list[int], seeds: list[int]) -> dict:
-    """The training files `train-<k>-<seed>.csv` and the one test file `test.csv` in `folder`."""
+def write_sets(data: str | None, folder: Path, sizes: list[int], seeds: list[int], target: str = "label") -> dict:
+    """The training files `train-<k>-<seed>.csv` and the one test file `test.csv` in `folder`: labels
+    `neg`/`pos`, or each review's stars for `target="rating"` (the same reviews either way)."""
     from sentiment.text.corpus import balanced_subset, load_corpus
 
+    write = _write_csv if target == "label" else _write_ratings
     corpus = load_corpus(data)
     files = {"test": folder / "test.csv"}
-    _write_csv(files["test"], balanced_subset(corpus.test, TEST_SIZE, 2, TEST_SEED))
+    write(files["test"], balanced_subset(corpus.test, TEST_SIZE, 2, TEST_SEED))
     for k in sizes:
         for seed in seeds:
             files[k, seed] = folder / f"train-{k}-{seed}.csv"
-            _write_csv(files[k, seed], balanced_subset(corpus.train, 2 * k, 2, seed))
+            write(files[k, seed], balanced_subset(corpus.train, 2 * k, 2, seed))
     return files
 
 
-def run_family(model: str, train: Path, test: Path, seed: int, out: Path) -> dict:
+def _write_ratings(path: Path, examples) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["text", "label"])
+        out.writerows([ex.text, ex.rating] for ex in examples)
+
+
+def median_row(train: Path, test: Path) -> dict:
+    """What predicting the training ratings' median for every test review scores (the MAE-best constant;
+    a constant has no rank correlation)."""
+
+    def stars(path: Path) -> list[float]:
+        with open(path, newline="", encoding="utf-8") as f:
+            return [float(row["label"]) for row in csv.DictReader(f)]
+
+    middle, truth = statistics.median(stars(train)), stars(test)
+    errors = [abs(t - middle) for t in truth]
+    return {"mae": _mean(errors), "rmse": _mean([e * e for e in errors]) ** 0.5, "spearman": None, "seconds": 0.0}
+
+
+def run_family(model: str, train: Path, test: Path, seed: int, out: Path, target: str = "label") -> dict:
     args = [sys.executable, "-m", "sentiment", "train", "--model", model, "--data", str(train),
             "--test-data", str(test), "--seed", str(seed), "--out", str(out), "--quiet"]  # fmt: skip
+    args += ["--target", "rating"] if target == "rating" else []
     started = time.perf_counter()
     done = subprocess.run(args, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{model}: {(done.stderr.strip().splitlines() or ['failed'])[-1]}")
     summary = json.loads(((out / "latest").resolve() / "summary.json").read_text())
+    scores = (
+        {"acc": summary["test_acc"], "f1": summary.get("test_f1")}
+        if target == "label"
+        else {k: summary[f"test_{k}"] for k in ("mae", "rmse", "spearman")}
+    )
     return {
-        "acc": summary["test_acc"],
-        "f1": summary.get("test_f1"),
+        **scores,
         "seconds": round(time.perf_counter() - started, 1),
         "epochs": summary.get("epochs"),
         "best_epoch": summary.get("best_epoch"),
@@ -139,7 +175,26 @@ def table(results: list[dict], sizes: list[int], models: list[str]) -> str:
     return "\n".join(lines) + ("\n\n" + "\n".join(sorted(notes)) if notes else "")
 
 
-def plot(results: list[dict], models: list[str], out: Path) -> Path:
+def rating_table(results: list[dict], sizes: list[int], models: list[str]) -> str:
+    """Mean test MAE over seeds (each seed's beneath), the mean Spearman, and the mean seconds a run took."""
+    head = "| labels per class | " + " | ".join(NAMES.get(m, m) for m in models) + " |"
+    lines = [head, "|---" * (len(models) + 1) + "|"]
+    for k in sizes:
+        cells = []
+        for m in models:
+            rows = sorted((r for r in results if (r["model"], r["k"]) == (m, k)), key=lambda r: r["seed"])
+            if not rows:
+                cells.append("—")
+                continue
+            maes = ", ".join(f"{r['mae']:.2f}" for r in rows)
+            rho = "—" if rows[0]["spearman"] is None else f"{_mean([r['spearman'] for r in rows]):.3f}"
+            took = f"; {_mean([r['seconds'] for r in rows]):.0f} s" if m != "median" else ""
+            cells.append(f"**{_mean([r['mae'] for r in rows]):.2f}** / {rho} ({maes}{took})")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], models: list[str], out: Path, metric: str = "acc") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,13 +206,15 @@ def plot(results: list[dict], models: list[str], out: Path) -> Path:
         sizes = sorted({r["k"] for r in rows})
         if not sizes:
             continue
-        means = [_mean([r["acc"] for r in rows if r["k"] == k]) for k in sizes]
-        ax.plot(sizes, means, "-o", color=f"C{i}", label=NAMES.get(m, m), markersize=4)
+        means = [_mean([r[metric] for r in rows if r["k"] == k]) for k in sizes]
+        style = "--" if m == "median" else "-o"
+        ax.plot(sizes, means, style, color=f"C{i}", label=NAMES.get(m, m), markersize=4)
         for r in rows:
-            ax.plot(r["k"], r["acc"], ".", color=f"C{i}", alpha=0.35)
+            ax.plot(r["k"], r[metric], ".", color=f"C{i}", alpha=0.35)
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="labeled reviews per class (log scale)", ylabel=f"test accuracy ({TEST_SIZE:,} IMDb reviews)",
-           title="accuracy against labels: mean over seeds (dots: each seed)")  # fmt: skip
+    what = {"acc": "accuracy", "mae": "MAE of the star rating (lower is better)"}[metric]
+    ax.set(xlabel="labeled reviews per class (log scale)", ylabel=f"test {what} ({TEST_SIZE:,} IMDb reviews)",
+           title=f"{what.split(' (')[0]} against labels: mean over seeds (dots: each seed)")  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -172,6 +229,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="8,32,128,512")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--models", default="linear,fasttext,textcnn,transformer")
+    ap.add_argument("--target", choices=("label", "rating"), default="label", help="rating: IMDb's stars")
     ap.add_argument("--setfit-python", default=None, help="an interpreter with setfit installed (none: no SetFit)")
     ap.add_argument("--setfit-minutes", type=float, default=30.0, help="cap SetFit's steps to about this long")
     ap.add_argument("--threads", type=int, default=2, help="threads for SetFit (ours take the cores they find)")
@@ -181,21 +239,26 @@ def main() -> None:
         "--table-only", action="store_true", help="run nothing: draw the table and plot from the results file"
     )
     args = ap.parse_args()
+    target = args.target
     sizes = [int(k) for k in args.sizes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    models = args.models.split(",") + (["setfit"] if args.setfit_python else [])
+    if target == "rating":
+        models = ["median", *args.models.split(",")]
+    else:
+        models = args.models.split(",") + (["setfit"] if args.setfit_python or args.table_only else [])
     saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
-    done = {(r["model"], r["k"], r["seed"]): r for r in saved["runs"]}
+    done = {(r["model"], r["k"], r["seed"], r.get("target", "label")): {"cpu": saved.get("cpu"), **r}
+            for r in saved["runs"]}  # fmt: skip
     per_step = None
     with tempfile.TemporaryDirectory(prefix="label-efficiency-") as tmp:
         if args.table_only:
-            sizes = sorted({r["k"] for r in done.values() if r["k"] in sizes})
+            sizes = sorted({key[1] for key in done if key[1] in sizes and key[3] == target})
         folder = Path(tmp)
-        files = write_sets(args.data, folder, sizes, seeds) if not args.table_only else {}
+        files = write_sets(args.data, folder, sizes, seeds, target) if not args.table_only else {}
         for k in sizes if not args.table_only else []:
             for seed in seeds:
                 for m in models:
-                    if (m, k, seed) in done and not args.again:
+                    if (m, k, seed, target) in done and not args.again:
                         continue
                     if m == "setfit":
                         cap = None
@@ -203,26 +266,47 @@ def main() -> None:
                             cap = max(1, int(args.setfit_minutes * 60 / per_step))
                         result = run_setfit(args.setfit_python, files[k, seed], files["test"], seed, cap, args.threads)
                         per_step = result["train_s"] / max(result["steps"], 1)
+                    elif m == "median":
+                        result = median_row(files[k, seed], files["test"])
                     else:
-                        result = run_family(m, files[k, seed], files["test"], seed, folder / "runs")
-                    row = {"model": m, "k": k, "seed": seed, **result}
-                    done[m, k, seed] = row
+                        result = run_family(m, files[k, seed], files["test"], seed, folder / "runs", target)
+                    row = {"model": m, "k": k, "seed": seed, "cpu": cpu_model(), **result}
+                    row.update({"target": target} if target != "label" else {})
+                    done[m, k, seed, target] = row
                     print(json.dumps(row), flush=True)
-                    saved = {"cpu": cpu_model(), "test_reviews": TEST_SIZE, "runs": list(done.values())}
+                    saved = {"test_reviews": TEST_SIZE, "runs": list(done.values())}
                     RESULTS.write_text(json.dumps(saved, indent=1) + "\n")
-    results = [r for r in done.values() if r["model"] in models and r["k"] in sizes]
+    results = [
+        r for r in done.values() if r["model"] in models and r["k"] in sizes and r.get("target", "label") == target
+    ]
     shown = [m for m in models if any(r["model"] == m for r in results)]
-    plot(results, shown, PICTURE)
-    body = (
-        f"{table(results, sizes, shown)}\n\nTest accuracy on {TEST_SIZE:,} balanced IMDb test reviews: the mean "
-        f"over the seeds run (each seed's in brackets, seeds {', '.join(map(str, seeds))} asked for; a cell with "
-        "fewer has not been run for the others yet), and the mean seconds a run took as a whole command; each "
-        f"family with its defaults. Machine: {cpu_model()}. "
-        f"\n\n![accuracy against labeled reviews per class]({link(PICTURE, 'bench-label-efficiency')})"
-    )
+    machines = ", ".join(sorted({r["cpu"] for r in results if r.get("cpu")})) or cpu_model()
+    seeds_said = f"seeds {', '.join(map(str, seeds))} asked for; a cell with fewer has not been run for the others yet"
+    if target == "rating":
+        plot(results, shown, RATING_PICTURE, metric="mae")
+        section, picture = "bench-label-efficiency-rating", RATING_PICTURE
+        body = (
+            f"{rating_table(results, sizes, shown)}\n\nEach cell: the mean test MAE of the star rating on "
+            f"{TEST_SIZE:,} balanced IMDb test reviews (stars 1-4 and 7-10) / the mean Spearman correlation, each "
+            f"seed's MAE in brackets ({seeds_said}) and the mean seconds a run took as a whole command; each family "
+            "with its defaults and `--target rating`, trained on the same reviews as the accuracy table with their "
+            "stars as labels. The training median predicts one rating for every review (no rank correlation). "
+            f"Machine: {machines}."
+        )
+        alt = "test MAE against labeled reviews per class"
+    else:
+        plot(results, shown, PICTURE)
+        section, picture = "bench-label-efficiency", PICTURE
+        body = (
+            f"{table(results, sizes, shown)}\n\nTest accuracy on {TEST_SIZE:,} balanced IMDb test reviews: the mean "
+            f"over the seeds run (each seed's in brackets, {seeds_said}), and the mean seconds a run took as a whole "
+            f"command; each family with its defaults. Machine: {machines}. "
+        )
+        alt = "accuracy against labeled reviews per class"
+    body += f"\n\n![{alt}]({link(picture, section)})"
     print(body)
     if args.readme:
-        replace_section("bench-label-efficiency", body)
+        replace_section(section, body)
 
 
 if __name__ == "__main__":
