@@ -174,6 +174,8 @@ def fine_tune(
     except BaseException as e:
         tracker.close("interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
         raise
+    finally:
+        task.close()
     if main:
         tracker.close()
         run.mark_latest(task.kind)

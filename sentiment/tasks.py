@@ -108,6 +108,9 @@ class Task:
         """Figures for summary.json beyond the recipe's own."""
         return {}
 
+    def close(self) -> None:
+        """Let go of what `data` left on disk or in memory, once the run has ended (however it ended)."""
+
     @classmethod
     def tiny_settings(cls, folder: Path) -> dict:
         """Settings that train this family in seconds on a few hundred short labeled texts (or a few

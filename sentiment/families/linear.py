@@ -7,8 +7,14 @@ others (same data options, run folder, predict, evaluate, compare), fitted by it
 instead of the training loop. The run folder keeps the n-gram vocabulary (`tfidf.json`) and the
 idf weights and coefficients (`model.safetensors`); predicting needs neither torch nor a pickle.
 
+Training data too big for an exact vocabulary (`--features hashed`, which `auto` picks above
+HASHED_ABOVE bytes of data) is hashed into `2**hash_bits` columns instead, read from disk a block
+at a time (`sentiment.text.hashed`), and the logistic regression is fitted out of core by
+stochastic gradient descent (scikit-learn's `SGDClassifier`): a few penalties side by side, several
+passes, the pass and penalty best on validation kept. Memory then does not grow with the data.
+
 Explanations are exact: the margin is the intercept plus feature x weight over the TF-IDF features;
-a word's feature is shared by its occurrences, a word pair's by the two words of each occurrence.
+a feature is shared by the n-gram occurrences counted in it, each occurrence's share by its words.
 """
 
 from __future__ import annotations
@@ -34,8 +40,13 @@ from sentiment.text.saved_run import check_texts
 
 if TYPE_CHECKING:  # the corpus readers load when data is read
     from sentiment.text.corpus import Corpus
+    from sentiment.text.hashed import HashedSplits
 
 VOCABULARY = "tfidf.json"
+FEATURES = ("auto", "exact", "hashed")
+HASHED_ABOVE = 256 << 20  # bytes of data above which `--features auto` hashes
+SGD_ALPHAS = (1e-6, 3e-6, 1e-5)  # the out-of-core solver's candidate penalties, compared on validation
+DEFAULT_SGD_ALPHA = 3e-6  # without a validation split
 
 
 @dataclass(kw_only=True)
@@ -47,6 +58,16 @@ class LinearSettings(TextRun):
         None,
         "the ridge penalty of a rating run (default: the best of 0.03-3 on the validation split; 1 without one)",
         above=0,
+    )
+    features: str = setting(
+        "auto",
+        "exact (an n-gram vocabulary, logistic regression), hashed (2**hash_bits hashed columns, fitted out of "
+        "core by SGD; for data too big for a vocabulary) or auto (hashed above 256 MB of data)",
+        choices=FEATURES,
+    )
+    hash_bits: int = setting(21, "hashed features: 2**this columns", at_least=10)
+    passes: int = setting(
+        6, "hashed features: passes of the solver over the training data; the best on validation is kept", at_least=1
     )
 
 
@@ -80,13 +101,20 @@ def nets() -> SimpleNamespace:
             nn.init.zeros_(self.linear.bias)
 
         def set_coefficients(self, coef: np.ndarray, intercept: np.ndarray) -> None:
-            if coef.shape[0] == 1:  # binary: one row of log-odds
-                coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+            weight, bias = _as_rows(coef, intercept)
             with torch.no_grad():
-                self.linear.weight.copy_(torch.from_numpy(coef.astype(np.float32)))
-                self.linear.bias.copy_(torch.from_numpy(intercept.astype(np.float32)))
+                self.linear.weight.copy_(torch.from_numpy(weight))
+                self.linear.bias.copy_(torch.from_numpy(bias))
 
     return SimpleNamespace(TfidfLinear=TfidfLinear)
+
+
+def _as_rows(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Logistic regression coefficients as `TfidfLinear` holds them: `(weight [classes, F], bias
+    [classes])`, float32; a binary one's single row of log-odds as two rows (-w/2, +w/2)."""
+    if coef.shape[0] == 1:
+        coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+    return coef.astype(np.float32), intercept.astype(np.float32)
 
 
 def _logits(features, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -110,24 +138,64 @@ class LinearTask(Task):
     solver = True
     head = "linear"  # the logistic regression's coefficients (scaled when probabilities are calibrated)
 
+    hashed: HashedSplits | None = None  # the data as hashed columns on disk (`--features hashed`)
+
+    def _features(self) -> tuple[str, str]:
+        """`(exact or hashed, why)`: `--features`, or for auto, hashed above HASHED_ABOVE bytes of data."""
+        from sentiment.text.prepared import _source_bytes
+
+        cfg = self.cfg
+        if cfg.features == "hashed" and getattr(cfg, "target", "label") != "label":
+            raise SentimentError(
+                "--features hashed fits classifiers; a rating or multi-label run needs --features exact"
+            )
+        if cfg.hash_bits > 26:
+            raise SentimentError(f"--hash-bits must be at most 26, got {cfg.hash_bits}")
+        if cfg.features != "auto":
+            return cfg.features, f"--features {cfg.features}"
+        if getattr(cfg, "target", "label") != "label":
+            return "exact", "a rating or multi-label run"
+        size = _source_bytes(cfg)
+        limited = cfg.limit_train is not None and cfg.limit_train * 2048 <= HASHED_ABOVE
+        if size > HASHED_ABOVE and not limited:
+            return "hashed", f"{size / (1 << 20):,.0f} MB of data, above {HASHED_ABOVE >> 20} MB"
+        return "exact", f"{size / (1 << 20):,.0f} MB of data" + (", a --limit-train subset" if limited else "")
+
     def data(self, runtime, echo: Callable[[str], None]) -> TaskData:
         from sentiment.text.corpus import data_sources, load_subsets
 
         started = time.perf_counter()
         cfg = self.cfg
-        corpus, train, val, test = load_subsets(cfg)
+        kind, why = self._features()
+        if kind == "hashed":
+            from sentiment.text.hashed import HashedSplits
+
+            self.hashed = HashedSplits(cfg, cfg.hash_bits)
+            corpus = self.hashed.corpus
+            train, val, test = (self.hashed.examples[s] for s in ("train", "val", "test"))
+            self.n_features = self.hashed.columns
+            features = (
+                f"hashed TF-IDF features: 1- to {cfg.ngrams}-grams in 2**{cfg.hash_bits} columns, "
+                f"{int((self.hashed.idf > 0).sum()):,} of them seen in at least {cfg.min_df} reviews ({why})"
+            )
+        else:
+            corpus, train, val, test = load_subsets(cfg)
+            self.vectorizer = _vectorizer(cfg.ngrams, cfg.min_df)
+            self.train_x = self.vectorizer.fit_transform([ex.text for ex in train])
+            self.x = {"val": self.vectorizer.transform([ex.text for ex in val]) if val else None,
+                      "test": self.vectorizer.transform([ex.text for ex in test])}  # fmt: skip
+            self.n_features = self.train_x.shape[1]
+            features = (
+                f"{self.n_features:,} TF-IDF features (1- to {cfg.ngrams}-grams seen in at least {cfg.min_df} "
+                f"reviews; {why})"
+            )
         source, test_source, val_source = data_sources(cfg)
-        self.vectorizer = _vectorizer(cfg.ngrams, cfg.min_df)
-        self.train_x = self.vectorizer.fit_transform([ex.text for ex in train])
-        self.x = {"val": self.vectorizer.transform([ex.text for ex in val]) if val else None,
-                  "test": self.vectorizer.transform([ex.text for ex in test])}  # fmt: skip
         target = corpus.target
         self.train_y = corpus.targets(train)
         echo(
             f"data: {corpus.source}: {len(train):,} train / {len(val):,} validation / {len(test):,} test "
-            f"reviews, {described(corpus.classes, target)}; {self.train_x.shape[1]:,} TF-IDF features "
-            f"(1- to {cfg.ngrams}-grams seen in at least "
-            f"{cfg.min_df} reviews); prepared in {time.perf_counter() - started:.1f} s"
+            f"reviews, {described(corpus.classes, target)}; {features}; prepared in "
+            f"{time.perf_counter() - started:.1f} s"
         )
         import torch
 
@@ -151,7 +219,7 @@ class LinearTask(Task):
         )
 
     def model(self, data: TaskData, runtime, echo: Callable[[str], None]):
-        return nets().TfidfLinear(self.train_x.shape[1], len(data.classes))
+        return nets().TfidfLinear(self.n_features, len(data.classes))
 
     def fit(self, model, data: TaskData, echo: Callable[[str], None]) -> dict:
         import torch
@@ -162,6 +230,8 @@ class LinearTask(Task):
             return self._fit_ridge(model, data, echo)
         if data.target == "multilabel":
             return self._fit_per_label(model, data, echo)
+        if self.hashed is not None:
+            return self._fit_out_of_core(model, data, echo)
         started = time.perf_counter()
         balanced = "balanced" if cfg.class_weights == "auto" else None
         solver = LogisticRegression(C=cfg.c, max_iter=1000, random_state=cfg.seed, class_weight=balanced)
@@ -192,6 +262,94 @@ class LinearTask(Task):
             + f" ({seconds:.1f} s)"
         )
         return metrics
+
+    def _fit_out_of_core(self, model, data: TaskData, echo: Callable[[str], None]) -> dict:
+        """Hashed features: logistic regressions fitted by SGD (`SGDClassifier`, log loss), one per
+        penalty of SGD_ALPHAS side by side, `--passes` passes over the training rows (blocks in a
+        new order each pass, rows shuffled within each); the penalty and pass with the best
+        validation accuracy (ties: lower loss) are kept, the last pass without a validation split."""
+        import torch
+        from sklearn.linear_model import SGDClassifier
+        from tqdm.auto import tqdm
+
+        cfg, hashed = self.cfg, self.hashed
+        y, k = self.train_y, len(data.classes)
+        class_weight = None
+        if cfg.class_weights == "auto":
+            seen = np.bincount(y, minlength=k)
+            class_weight = {c: len(y) / (k * n) for c, n in enumerate(seen) if n}
+        has_val = bool(data.val_examples)
+        alphas = SGD_ALPHAS if has_val else (DEFAULT_SGD_ALPHA,)
+        solvers = {a: SGDClassifier(loss="log_loss", alpha=a, random_state=cfg.seed, class_weight=class_weight)
+                   for a in alphas}  # fmt: skip
+
+        def weights_of(alpha: float) -> tuple[np.ndarray, np.ndarray]:
+            return _as_rows(solvers[alpha].coef_, solvers[alpha].intercept_)
+
+        rng = np.random.default_rng(cfg.seed)
+        blocks = hashed.block_count("train")
+        best, by_pass = None, []
+        started = time.perf_counter()
+        bar = tqdm(total=cfg.passes * blocks, desc="fit", unit="block", leave=False, disable=None, delay=1.0,
+                   dynamic_ncols=True)  # fmt: skip
+        try:
+            for done in range(1, cfg.passes + 1):
+                for first, end, x in hashed.blocks("train", order=rng.permutation(blocks)):
+                    inside = rng.permutation(end - first)
+                    rows, labels = x[inside].astype(np.float64), y[first:end][inside]  # the solvers' dtype, once
+                    for solver in solvers.values():
+                        solver.partial_fit(rows, labels, classes=np.arange(k))
+                    bar.update()
+                if not has_val:
+                    continue
+                scores = self._scores({a: weights_of(a) for a in solvers}, "val", data)
+                by_pass.append({f"{a:g}": round(f["acc"], 4) for a, f in scores.items()})
+                echo(f"pass {done}/{cfg.passes}: val acc by alpha "
+                     + ", ".join(f"{a:g} {f['acc']:.4f}" for a, f in scores.items()))  # fmt: skip
+                for a, f in scores.items():
+                    if best is None or (f["acc"], -f["loss"]) > (best["acc"], -best["loss"]):
+                        best = {**f, "alpha": a, "pass": done, "weights": weights_of(a)}
+        finally:
+            bar.close()
+        if best is None:
+            best = {"alpha": alphas[0], "pass": cfg.passes, "weights": weights_of(alphas[0])}
+        seconds = time.perf_counter() - started
+        self.sgd = {"alpha": best["alpha"], "pass": best["pass"], "val_acc_by_pass": by_pass}
+        weight, bias = best["weights"]
+        with torch.no_grad():
+            model.linear.weight.copy_(torch.from_numpy(weight))
+            model.linear.bias.copy_(torch.from_numpy(bias))
+            model.idf.copy_(torch.from_numpy(hashed.idf))
+        train = self._scores({"kept": (weight, bias)}, "train", data)["kept"]
+        metrics = {
+            "epoch": 1,
+            "train_loss": train["loss"],
+            "train_acc": train["acc"],
+            "train_examples": len(y),
+            "train_s": round(seconds, 3),
+            "train_examples_per_s": round(len(y) * cfg.passes / max(seconds, 1e-9), 1),
+        }
+        if has_val:
+            metrics |= {"val_loss": best["loss"], "val_acc": best["acc"]}
+        echo(
+            f"fit: SGD logistic regression, alpha {best['alpha']:g}, pass {best['pass']} of {cfg.passes} kept; "
+            f"train loss {metrics['train_loss']:.4f} acc {metrics['train_acc']:.3f}"
+            + (f", val loss {metrics['val_loss']:.4f} acc {metrics['val_acc']:.3f}" if has_val else "")
+            + f" ({seconds:.1f} s)"
+        )
+        return metrics
+
+    def _scores(self, weights: dict, split: str, data: TaskData) -> dict:
+        """Loss and accuracy on `split` of each `(weight, bias)` in `weights`, one read of the split."""
+        labels = self.hashed.labels[split]
+        logits = {name: [] for name in weights}
+        for _, _, x in self.hashed.blocks(split):
+            for name, (weight, bias) in weights.items():
+                logits[name].append(_logits(x, weight, bias))
+        return {
+            name: {"loss": _loss(np.concatenate(parts), labels), "acc": _accuracy(np.concatenate(parts), labels)}
+            for name, parts in logits.items()
+        }
 
     def _fit_ridge(self, model, data: TaskData, echo: Callable[[str], None]) -> dict:
         """A rating run: ridge regression of the ratings on the TF-IDF features; its penalty `--alpha`,
@@ -303,20 +461,34 @@ class LinearTask(Task):
         import torch
 
         weight, bias = model.linear.weight.detach().numpy(), model.linear.bias.detach().numpy()
-        return torch.from_numpy(_logits(self.x[split], weight, bias).astype(np.float32))
+        if self.hashed is None:
+            return torch.from_numpy(_logits(self.x[split], weight, bias).astype(np.float32))
+        parts = [_logits(x, weight, bias) for _, _, x in self.hashed.blocks(split)]
+        out = np.concatenate(parts) if parts else np.zeros((0, len(bias)))
+        return torch.from_numpy(out.astype(np.float32))
 
     def record(self, data: TaskData) -> dict:
-        return {"features": self.train_x.shape[1], "vocabulary_file": VOCABULARY}
+        return {"features": self.n_features, "vocabulary_file": VOCABULARY}
 
     def save(self, run: Run, data: TaskData) -> None:
+        if self.hashed is not None:
+            atomic_write_json(run.file(VOCABULARY), {"ngrams": self.cfg.ngrams, "hash_bits": self.cfg.hash_bits})
+            return
         terms = sorted(self.vectorizer.vocabulary_, key=self.vectorizer.vocabulary_.get)
         atomic_write_json(run.file(VOCABULARY), {"ngrams": self.cfg.ngrams, "terms": terms})
 
     def check_resume(self, run: Run, data: TaskData) -> None:
         raise SentimentError(f"{run.path} is a linear run: it fits in one go; train it again instead")
 
+    def close(self) -> None:
+        if self.hashed is not None:
+            self.hashed.close()
+
     def summary(self, data: TaskData) -> dict:
-        out = {"features": self.train_x.shape[1], "ngrams": self.cfg.ngrams}
+        out = {"features": self.n_features, "ngrams": self.cfg.ngrams}
+        if self.hashed is not None:
+            out |= {"hashed": True, "hash_bits": self.cfg.hash_bits, "sgd_alpha": self.sgd["alpha"],
+                    "best_pass": self.sgd["pass"], "val_acc_by_pass": self.sgd["val_acc_by_pass"]}  # fmt: skip
         if data.rating is not None:
             out |= {"ridge_alpha": self.alpha, "val_mae_by_alpha": self.alphas_tried}
         return out
@@ -336,14 +508,19 @@ class LinearClassifier(ClassifierBase):
         self.classes: list[str] = meta["classes"]
         saved = run.read_json(meta.get("vocabulary_file", VOCABULARY))
         state = run.load_weights("numpy")
-        vocabulary = {term: i for i, term in enumerate(saved["terms"])}
-        if state["idf"].shape[0] != len(vocabulary):
+        if "hash_bits" in saved:
+            self.vectorizer = HashedTfidf(saved["ngrams"], saved["hash_bits"], state["idf"])
+            size, what = self.vectorizer.columns, "columns"
+        else:
+            vocabulary = {term: i for i, term in enumerate(saved["terms"])}
+            self.vectorizer = _vectorizer(saved["ngrams"], vocabulary=vocabulary)
+            self.vectorizer.idf_ = state["idf"]
+            size, what = len(vocabulary), "terms"
+        if state["idf"].shape[0] != size:
             raise SentimentError(
-                f"{run.path}: {VOCABULARY} has {len(vocabulary):,} terms but the weights {state['idf'].shape[0]:,}; "
+                f"{run.path}: {VOCABULARY} has {size:,} {what} but the weights {state['idf'].shape[0]:,}; "
                 f"the run folder's files do not belong together"
             )
-        self.vectorizer = _vectorizer(saved["ngrams"], vocabulary=vocabulary)
-        self.vectorizer.idf_ = state["idf"]
         self.weight, self.bias = state["linear.weight"], state["linear.bias"]
         self._explainer: LinearExplainer | None = None
 
@@ -387,6 +564,26 @@ class LinearClassifier(ClassifierBase):
         return classification_report(labels, logits.argmax(1), self.classes, probs) | {"loss": loss}
 
 
+class HashedTfidf:
+    """A hashed-features run's transform: texts -> TF-IDF rows over `2**bits` hashed columns."""
+
+    def __init__(self, ngrams: int, bits: int, idf: np.ndarray):
+        from sentiment.text.hashed import vectorizer
+
+        self.counter, self.bits, self.columns, self.idf = vectorizer(ngrams, bits), bits, 1 << bits, idf
+        self.ngram_range, self.token_pattern = self.counter.ngram_range, self.counter.token_pattern
+
+    def transform(self, texts: list[str]):
+        from sentiment.text.hashed import tfidf
+
+        return tfidf(self.counter.transform(texts), self.idf)
+
+    def column(self, term: str) -> int:
+        from sentiment.text.hashed import column_of
+
+        return column_of(term, self.bits)
+
+
 class LinearExplainer:
     """Exact per-word contributions of a linear (TF-IDF + logistic regression) run."""
 
@@ -395,9 +592,9 @@ class LinearExplainer:
         self.classes = self.clf.classes
         vectorizer = self.clf.vectorizer
         self.ngrams = vectorizer.ngram_range[1]
-        self.vocabulary = vectorizer.vocabulary_
+        # an n-gram's feature: hashed, or looked up in the vocabulary (None: not a feature)
+        self.feature = vectorizer.column if isinstance(vectorizer, HashedTfidf) else vectorizer.vocabulary_.get
         self.token = re.compile(vectorizer.token_pattern)  # the vectorizer's own words, found with places
-        self.words_in = {i: term.count(" ") + 1 for term, i in self.vocabulary.items()}  # feature -> n of n-gram
 
     def explain(self, text: str):
         from sentiment.explain import explanation, margin_weights
@@ -411,18 +608,17 @@ class LinearExplainer:
         value = dict(zip(features.indices.tolist(), features.data.tolist(), strict=True))
         spans = [(t.group().lower(), t.start(), t.end()) for t in self.token.finditer(text)]
         words = [s[0] for s in spans]
-        places: dict[int, list[int]] = {}  # feature -> start token of each occurrence
+        places: dict[int, list[tuple[int, int]]] = {}  # feature -> (first word, words) of each occurrence
         for n in range(1, self.ngrams + 1):
             for i in range(len(words) - n + 1):
-                f = self.vocabulary.get(" ".join(words[i : i + n]))
+                f = self.feature(" ".join(words[i : i + n]))
                 if f is not None:
-                    places.setdefault(f, []).append(i)
+                    places.setdefault(f, []).append((i, n))
         contrib = np.zeros(len(spans))
-        for f, starts in places.items():
-            n = self.words_in[f]
-            share = value.get(f, 0.0) * feature_weight[f] / (len(starts) * n)
-            for i in starts:
-                contrib[i : i + n] += share
+        for f, occurrences in places.items():
+            share = value.get(f, 0.0) * feature_weight[f] / len(occurrences)
+            for i, n in occurrences:
+                contrib[i : i + n] += share / n
         return explanation(text, self.classes, logits, spans, contrib, "exact", bias=float(m @ bias),
                            rating=self.clf.rating, multi_label=self.clf.multi_label)  # fmt: skip
 

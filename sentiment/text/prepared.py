@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -73,35 +74,71 @@ class _FirstSeen(dict):
         return n
 
 
-class _Store:
-    """One source's texts as provisional token ids, in reading order: a flat int32 file plus each
-    text's length. `keep(text)` is what the readers call for every text they read. Without a
-    `tokenize` the store only counts the texts (a pass for the labels); with `wanted` (a mask over
-    the texts) it tokenizes only those, and the others are empty."""
+class Tokens:
+    """An encoder for `_Stream`: texts -> their tokens' provisional ids (one numbering for every
+    source), flat, and each text's number of tokens; `words()` the token of each id."""
 
-    def __init__(self, path: Path, tokenize, numbering: _FirstSeen, wanted: np.ndarray | None = None):
-        self.path, self.tokenize, self.number, self.wanted = path, tokenize, numbering.__getitem__, wanted
-        self.file = open(path, "wb") if tokenize is not None else None  # noqa: SIM115 - closed by `close`
-        self.buffer: list[int] = []
+    def __init__(self, tokenize):
+        self.tokenize, self.numbering = tokenize, _FirstSeen()
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        number = self.numbering.__getitem__
+        lists = [list(map(number, self.tokenize(text))) for text in texts]
+        lengths = [len(ids) for ids in lists]
+        return np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int32, count=sum(lengths)), lengths
+
+    def words(self) -> list[str]:
+        words = [""] * (len(self.numbering) + 1)
+        for token, i in self.numbering.items():
+            words[i] = token
+        return words
+
+
+class _Store:
+    """One source's texts as ids, in reading order: a flat int32 file plus each text's length.
+    `keep(text)` is what the readers call for every text they read; `encode` (a `Tokens`, or any
+    callable of the same form) turns a few hundred texts at a time into ids. Without an `encode`
+    the store only counts the texts (a pass for the labels); with `wanted` (a mask over the texts)
+    it encodes only those, and the others are empty."""
+
+    PENDING = 256  # texts encoded together
+
+    def __init__(self, path: Path, encode, wanted: np.ndarray | None = None):
+        self.path, self.encode, self.wanted = path, encode, wanted
+        self.file = open(path, "wb") if encode is not None else None  # noqa: SIM115 - closed by `close`
+        self.pending: list[str] = []
+        self.buffer: list[np.ndarray] = []
+        self.buffered = 0
         self.counts = array("q")
 
     def keep(self, text: str) -> str:
-        if self.file is None or self.wanted is not None and not self.wanted[len(self.counts)]:
+        if self.file is None:
             self.counts.append(0)
             return ""
-        ids = list(map(self.number, self.tokenize(text)))
-        self.counts.append(len(ids))
-        self.buffer += ids
-        if len(self.buffer) >= BLOCK_TOKENS:
-            self._flush()
+        wanted = self.wanted is None or self.wanted[len(self.counts) + len(self.pending)]
+        self.pending.append(text if wanted else "")
+        if len(self.pending) >= self.PENDING:
+            self._encode()
         return ""
 
+    def _encode(self) -> None:
+        ids, lengths = self.encode(self.pending)
+        self.pending = []
+        self.counts.extend(lengths)
+        self.buffer.append(ids)
+        self.buffered += len(ids)
+        if self.buffered >= BLOCK_TOKENS:
+            self._flush()
+
     def _flush(self) -> None:
-        np.asarray(self.buffer, dtype=np.int32).tofile(self.file)
-        self.buffer = []
+        for ids in self.buffer:
+            np.asarray(ids, dtype=np.int32).tofile(self.file)
+        self.buffer, self.buffered = [], 0
 
     def close(self) -> None:
         if self.file is not None and not self.file.closed:
+            if self.pending:
+                self._encode()
             self._flush()
             self.file.close()
         self.lengths = np.frombuffer(self.counts, dtype=np.int64)
@@ -121,25 +158,24 @@ class _Store:
 
 
 class _Stream:
-    """What a preparation reads its sources with: a `_Store` per file read, one numbering of
-    tokens for all, and a progress bar over the bytes of each file (on a terminal)."""
+    """What a preparation reads its sources with: a `_Store` per file read, one encoder for all
+    (None: labels only), and a progress bar over the bytes of each file (on a terminal)."""
 
-    def __init__(self, folder: Path, tokenize, wanted: list[np.ndarray] | None = None):
-        self.folder, self.tokenize, self.wanted = folder, tokenize, wanted
-        self.numbering = _FirstSeen()
+    def __init__(self, folder: Path, encode, wanted: list[np.ndarray] | None = None):
+        self.folder, self.encode, self.wanted = folder, encode, wanted
         self.stores: list[_Store] = []
         self.bars: list = []
 
     def reading(self, path: Path) -> dict:
         wanted = self.wanted[len(self.stores)] if self.wanted is not None else None
-        store = _Store(self.folder / f"tokens-{len(self.stores)}.bin", self.tokenize, self.numbering, wanted)
+        store = _Store(self.folder / f"tokens-{len(self.stores)}.bin", self.encode, wanted)
         self.stores.append(store)
         return {"keep": store.keep, "read_to": self._bar(path)}
 
     def store(self, examples: list[Example]) -> tuple[_Store, list[Example]]:
         """A store holding `examples`' texts (read into memory), and the examples as it numbers
         them (slot i the i-th, the text dropped)."""
-        store = _Store(self.folder / f"tokens-{len(self.stores)}.bin", self.tokenize, self.numbering)
+        store = _Store(self.folder / f"tokens-{len(self.stores)}.bin", self.encode)
         self.stores.append(store)
         for ex in examples:
             store.keep(ex.text)
@@ -166,9 +202,6 @@ class _Stream:
             bar.close()
         for store in self.stores:
             store.close()
-        self.words = [""] * (len(self.numbering) + 1)
-        for token, i in self.numbering.items():
-            self.words[i] = token
 
 
 def _counts(store: _Store, examples: list[Example], size: int) -> np.ndarray:
@@ -191,12 +224,15 @@ def _ragged(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(starts - begin, lengths) + np.arange(total, dtype=np.int64)
 
 
-def _write_split(folder: Path, split: str, store: _Store, examples: list[Example], table, max_len: int) -> None:
-    """`examples`' ids (renumbered by `table`, each cut to `max_len`; an empty text a single
-    `<unk>`) into `<split>_ids.npy`, with offsets and lengths, in the examples' order."""
+def _write_split(
+    folder: Path, split: str, store: _Store, examples: list[Example], table=None, max_len: int | None = None
+) -> None:
+    """`examples`' ids (renumbered by `table`, each cut to `max_len`, an empty text a single
+    `<unk>`; without a table, as stored, whole, an empty text empty) into `<split>_ids.npy`, with
+    offsets and lengths, in the examples' order."""
     slots = np.array([ex.slot for ex in examples], dtype=np.int64)
-    taken = np.minimum(store.lengths[slots], max_len)
-    lengths = np.maximum(taken, 1)
+    taken = store.lengths[slots] if max_len is None else np.minimum(store.lengths[slots], max_len)
+    lengths = np.maximum(taken, 1) if table is not None else taken
     offsets = np.zeros(len(lengths), dtype=np.int64)
     if len(lengths) > 1:
         np.cumsum(lengths[:-1], out=offsets[1:])
@@ -215,7 +251,8 @@ def _write_split(folder: Path, split: str, store: _Store, examples: list[Example
             if not len(here):
                 continue
             n = taken[position[here]]
-            values = table[ids[_ragged(store.starts[here] - store.starts[first], n)]]
+            values = ids[_ragged(store.starts[here] - store.starts[first], n)]
+            values = table[values] if table is not None else values
             dest = _ragged(offsets[position[here]], n)
             order = np.argsort(dest, kind="stable")
             dest, values = dest[order], values[order]
@@ -251,9 +288,11 @@ def _source_bytes(cfg) -> int:
     return total
 
 
-def _read_chosen(folder: Path, cfg, tokenize) -> tuple[_Stream, Corpus, tuple, tuple]:
-    """Stream the sources into stores; with `--limit-train` / `--limit-test`, a first pass reads
-    only the labels, so that the second tokenizes only the texts the subsets choose."""
+def read_chosen(folder: Path, cfg, encode) -> tuple[_Stream, Corpus, tuple, tuple]:
+    """Stream the sources into stores in `folder` (ids by `encode`) and choose the splits:
+    `(stream, corpus, (train, val, test) examples, each split's store)`. With `--limit-train` /
+    `--limit-test`, a first pass reads only the labels, so that the second encodes only the texts
+    the subsets choose."""
     wanted = None
     if cfg.limit_train or cfg.limit_test:
         labels_only = _Stream(folder, None)
@@ -264,7 +303,7 @@ def _read_chosen(folder: Path, cfg, tokenize) -> tuple[_Stream, Corpus, tuple, t
         wanted = [np.zeros(len(store.lengths), dtype=bool) for store in labels_only.stores]
         for store, examples in zip(_split_stores(cfg, labels_only.stores), chosen, strict=True):
             wanted[labels_only.stores.index(store)][[ex.slot for ex in examples]] = True
-    stream = _Stream(folder, tokenize, wanted)
+    stream = _Stream(folder, encode, wanted)
     try:
         corpus = _read(cfg, stream)
         chosen = _choose(cfg, corpus, stream)
@@ -277,25 +316,23 @@ def _build_into(folder: Path, cfg, corpus: Corpus | None = None) -> None:
     """Read (or take `corpus`), subset, count the vocabulary and write every array of an entry
     into `folder`. A whole source streams (no text is held longer than it takes to tokenize it);
     a subset of a small one is read into memory and only the chosen texts are tokenized."""
-    tokenize = get_tokenizer(cfg.tokenizer)
+    tokens = Tokens(get_tokenizer(cfg.tokenizer))
     if corpus is None and (cfg.limit_train or cfg.limit_test) and _source_bytes(cfg) <= IN_MEMORY_BYTES:
         corpus = _read(cfg, None)
     if corpus is None:
-        stream, corpus, chosen, stores = _read_chosen(folder, cfg, tokenize)
+        stream, corpus, chosen, stores = read_chosen(folder, cfg, tokens)
     else:
-        stream = _Stream(folder, tokenize)
+        stream = _Stream(folder, tokens)
         try:
             stored = [stream.store(examples) for examples in _choose(cfg, corpus, None)]
         finally:
             stream.close()
         stores, chosen = tuple(s for s, _ in stored), tuple(x for _, x in stored)
-    train = chosen[0]
-    counts = _counts(stores[0], train, len(stream.words))
-    vocab = Vocab.build(
-        Counter({stream.words[i]: int(counts[i]) for i in np.flatnonzero(counts)}), min_freq=cfg.min_freq
-    )
+    train, words = chosen[0], tokens.words()
+    counts = _counts(stores[0], train, len(words))
+    vocab = Vocab.build(Counter({words[i]: int(counts[i]) for i in np.flatnonzero(counts)}), min_freq=cfg.min_freq)
     stoi = vocab.stoi
-    table = np.fromiter((stoi.get(w, UNK_ID) for w in stream.words), dtype=np.int32, count=len(stream.words))
+    table = np.fromiter((stoi.get(w, UNK_ID) for w in words), dtype=np.int32, count=len(words))
     for split, store, examples in zip(SPLITS, stores, chosen, strict=True):
         _write_split(folder, split, store, examples, table, cfg.max_len)
         np.save(folder / f"{split}_labels.npy", np.ascontiguousarray(corpus.targets(examples)))
