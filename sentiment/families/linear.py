@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # the corpus readers load when data is read
 VOCABULARY = "tfidf.json"
 FEATURES = ("auto", "exact", "hashed")
 HASHED_ABOVE = 256 << 20  # bytes of data above which `--features auto` hashes
+REVIEW_BYTES = 2048  # a review's size, roughly: a --limit-train of up to HASHED_ABOVE / this stays exact
 SGD_ALPHAS = (1e-6, 3e-6, 1e-5)  # the out-of-core solver's candidate penalties, compared on validation
 DEFAULT_SGD_ALPHA = 3e-6  # without a validation split
 
@@ -156,7 +157,7 @@ class LinearTask(Task):
         if getattr(cfg, "target", "label") != "label":
             return "exact", "a rating or multi-label run"
         size = _source_bytes(cfg)
-        limited = cfg.limit_train is not None and cfg.limit_train * 2048 <= HASHED_ABOVE
+        limited = cfg.limit_train is not None and cfg.limit_train * REVIEW_BYTES <= HASHED_ABOVE
         if size > HASHED_ABOVE and not limited:
             return "hashed", f"{size / (1 << 20):,.0f} MB of data, above {HASHED_ABOVE >> 20} MB"
         return "exact", f"{size / (1 << 20):,.0f} MB of data" + (", a --limit-train subset" if limited else "")

@@ -1,0 +1,211 @@
+"""Time and memory against the number of reviews: each family prepared and trained once on 25,000 to
+1,000,000 synthetic reviews made from IMDb, its wall time and the peak memory of its process tree.
+
+    python -m benchmarks.scale [--data IMDB] [--sizes 25000,100000,400000,1000000]
+        [--models linear,fasttext,textcnn] [--work DIR] [--readme] [--table-only]
+
+The reviews: IMDb's 25,000 training reviews taken in turn, each copy with 10% of its words dropped
+at random (seeded), its label kept, written as one CSV per size into `--work` (kept there, so a
+rerun does not write them again). The test file is 5,000 balanced IMDb test reviews, the same for
+every size. Each run is `sentiment train --model M --data train-N.csv --test-data test.csv` as a
+user would type it (one epoch for the families the loop trains, `--epochs 1`), with an empty data
+folder (`SENTIMENT_DATA_DIR` in `--work`), so preparing the data is part of what is measured.
+Peak memory is the largest resident set of the run's process tree (sampled every 0.2 s, and the
+process's own peak from the kernel). BiRNN and the transformer are left out: one epoch over a
+million reviews would take them hours on a CPU.
+
+Results are kept per (model, reviews) in benchmarks/results/scale.json (`--again` reruns). Writes
+the table between the `bench-scale` markers in docs/results.md with `--readme`, and the log-log
+picture benchmarks/results/scale.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.accuracy import cpu_model
+from benchmarks.child import run_measured
+from benchmarks.readme import link, replace_section
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "scale.json"
+PICTURE = HERE / "results" / "scale.png"
+TEST_SIZE, TEST_SEED, DROP = 5000, 2026, 0.1
+LOOP = {"fasttext", "textcnn", "birnn", "transformer"}  # trained by the loop: one epoch
+NAMES = {"linear": "linear", "fasttext": "fastText", "textcnn": "TextCNN"}
+
+
+def write_sets(data: str | None, work: Path, sizes: list[int]) -> dict:
+    """`train-<N>.csv` for each size and `test.csv` in `work`, each written once."""
+    from sentiment.text.corpus import balanced_subset, load_corpus
+
+    files = {"test": work / "test.csv", **{n: work / f"train-{n}.csv" for n in sizes}}
+    if all(path.is_file() for path in files.values()):
+        return files
+    corpus = load_corpus(data)
+    classes = corpus.classes
+    if not files["test"].is_file():
+        _write(
+            files["test"],
+            ((ex.text, classes[ex.label]) for ex in balanced_subset(corpus.test, TEST_SIZE, 2, TEST_SEED)),
+        )
+    for n in sizes:
+        if not files[n].is_file():
+            _write(files[n], synthetic(corpus.train, n, classes))
+    return files
+
+
+def synthetic(reviews, n: int, classes):
+    """`n` (text, label) rows: the reviews in turn, every copy with DROP of its words dropped."""
+    rng = np.random.default_rng(n)
+    for i in range(n):
+        ex = reviews[i % len(reviews)]
+        words = ex.text.split(" ")
+        keep = rng.random(len(words)) >= DROP
+        yield " ".join(w for w, k in zip(words, keep, strict=True) if k), classes[ex.label]
+
+
+def _write(path: Path, rows) -> None:
+    part = path.with_suffix(".part")
+    with open(part, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["text", "label"])
+        out.writerows(rows)
+    os.replace(part, path)
+
+
+def run_one(model: str, n: int, files: dict, work: Path) -> dict:
+    data_dir, out = work / "data", work / "runs"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    args = [sys.executable, "-m", "sentiment", "train", "--model", model, "--data", str(files[n]),
+            "--test-data", str(files["test"]), "--seed", "0", "--out", str(out)]  # fmt: skip
+    args += ["--epochs", "1"] if model in LOOP else []
+    started = time.perf_counter()
+    code, stdout, err, peak_mb = run_measured(args, env={**os.environ, "SENTIMENT_DATA_DIR": str(data_dir)}, tree=True)
+    wall = time.perf_counter() - started
+    if code != 0:
+        raise SystemExit(f"{model} at {n:,}: {(err.strip().splitlines() or ['failed'])[-1]}")
+    summary = json.loads(((out / "latest").resolve() / "summary.json").read_text())
+    data_line = next((line for line in stdout.splitlines() if line.startswith("data: ")), "")
+    shutil.rmtree(data_dir, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    return {
+        "model": model,
+        "reviews": n,
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": peak_mb,
+        "test_acc": summary["test_acc"],
+        "train_examples": summary["train_examples"],
+        "hashed": bool(summary.get("hashed")),
+        "precision": summary.get("precision"),
+        "data_line": data_line,
+        "cpu": cpu_model(),
+        "threads": os.cpu_count(),
+    }
+
+
+def table(results: list[dict], sizes: list[int], models: list[str]) -> str:
+    by = {(r["model"], r["reviews"]): r for r in results}
+    head = "| reviews | " + " | ".join(f"{NAMES.get(m, m)}: wall s / peak MB / test acc" for m in models) + " |"
+    lines = [head, "|---" * (len(models) + 1) + "|"]
+    for n in sizes:
+        cells = []
+        for m in models:
+            r = by.get((m, n))
+            mark = " (hashed)" if r and r["hashed"] else ""
+            cells.append(f"{r['wall_s']:,.0f} / {r['peak_rss_mb']:,} / {r['test_acc']:.3f}{mark}" if r else "—")
+        lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
+    growth = []
+    for m in models:
+        a, b = by.get((m, 100_000)), by.get((m, 1_000_000))
+        if a and b:
+            time_x, memory_x = b["wall_s"] / a["wall_s"], b["peak_rss_mb"] / a["peak_rss_mb"]
+            growth.append(f"{NAMES.get(m, m)} {time_x:.1f}x time, {memory_x:.1f}x memory")
+    if growth:
+        lines += ["", "From 100,000 to 1,000,000 reviews (10x): " + "; ".join(growth) + "."]
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], models: list[str], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 4.0))
+    for i, m in enumerate(models):
+        rows = sorted((r for r in results if r["model"] == m), key=lambda r: r["reviews"])
+        if not rows:
+            continue
+        n = [r["reviews"] for r in rows]
+        axes[0].plot(n, [r["wall_s"] for r in rows], "-o", color=f"C{i}", label=NAMES.get(m, m), markersize=4)
+        axes[1].plot(n, [r["peak_rss_mb"] / 1024 for r in rows], "-o", color=f"C{i}", label=NAMES.get(m, m),
+                     markersize=4)  # fmt: skip
+    for ax, what in zip(axes, ("wall time of the whole run, s", "peak memory of the process tree, GB"), strict=True):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set(xlabel="training reviews (log scale)", ylabel=what)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle("preparing and training once, against the number of reviews")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=None, help="IMDb folder or archive (default: as sentiment finds it)")
+    ap.add_argument("--sizes", default="25000,100000,400000,1000000")
+    ap.add_argument("--models", default="linear,fasttext,textcnn")
+    ap.add_argument("--work", default="/tmp/sentiment-scale", help="where the review files and runs go")
+    ap.add_argument("--again", action="store_true", help="rerun what the results file already holds")
+    ap.add_argument("--readme", action="store_true")
+    ap.add_argument("--table-only", action="store_true", help="run nothing: the table and plot from the results")
+    args = ap.parse_args()
+    sizes = [int(n) for n in args.sizes.split(",")]
+    models = args.models.split(",")
+    saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
+    done = {(r["model"], r["reviews"]): r for r in saved["runs"]}
+    if not args.table_only:
+        work = Path(args.work)
+        work.mkdir(parents=True, exist_ok=True)
+        files = write_sets(args.data, work, sizes)
+        for n in sizes:
+            for m in models:
+                if (m, n) in done and not args.again:
+                    continue
+                print(f"== {m} at {n:,} reviews", flush=True)
+                done[m, n] = run_one(m, n, files, work)
+                print(json.dumps(done[m, n]), flush=True)
+                RESULTS.write_text(json.dumps({"runs": list(done.values())}, indent=1) + "\n")
+    results = [r for r in done.values() if r["model"] in models and r["reviews"] in sizes]
+    plot(results, models, PICTURE)
+    machines = ", ".join(sorted({f"{r['cpu']}, {r['threads']} threads" for r in results})) or cpu_model()
+    body = (
+        f"{table(results, sizes, models)}\n\nEach cell: one `sentiment train` on that many synthetic reviews "
+        f"(IMDb's training reviews in turn, 10% of each copy's words dropped), with the family's defaults and one "
+        f"epoch for the loop's families, from an empty data folder: wall time of the whole command, peak memory of "
+        f"its process tree, and accuracy on {TEST_SIZE:,} IMDb test reviews. (hashed): the linear family chose "
+        f"hashed features by itself. Machine: {machines}; `python -m benchmarks.scale --readme`."
+        f"\n\n![time and memory against reviews]({link(PICTURE, 'bench-scale')})"
+    )
+    print(body)
+    if args.readme:
+        replace_section("bench-scale", body)
+
+
+if __name__ == "__main__":
+    main()
