@@ -146,7 +146,8 @@ class LinearTask(Task):
         from sentiment.text.prepared import _source_bytes
 
         cfg = self.cfg
-        if cfg.features == "hashed" and getattr(cfg, "target", "label") != "label":
+        classifier = getattr(cfg, "target", "label") == "label"
+        if cfg.features == "hashed" and not classifier:
             raise SentimentError(
                 "--features hashed fits classifiers; a rating or multi-label run needs --features exact"
             )
@@ -154,7 +155,7 @@ class LinearTask(Task):
             raise SentimentError(f"--hash-bits must be at most 26, got {cfg.hash_bits}")
         if cfg.features != "auto":
             return cfg.features, f"--features {cfg.features}"
-        if getattr(cfg, "target", "label") != "label":
+        if not classifier:
             return "exact", "a rating or multi-label run"
         size = _source_bytes(cfg)
         limited = cfg.limit_train is not None and cfg.limit_train * REVIEW_BYTES <= HASHED_ABOVE
@@ -303,7 +304,7 @@ class LinearTask(Task):
                     bar.update()
                 if not has_val:
                     continue
-                scores = self._scores({a: weights_of(a) for a in solvers}, "val", data)
+                scores = self._scores({a: weights_of(a) for a in solvers}, "val")
                 by_pass.append({f"{a:g}": round(f["acc"], 4) for a, f in scores.items()})
                 echo(f"pass {done}/{cfg.passes}: val acc by alpha "
                      + ", ".join(f"{a:g} {f['acc']:.4f}" for a, f in scores.items()))  # fmt: skip
@@ -321,7 +322,7 @@ class LinearTask(Task):
             model.linear.weight.copy_(torch.from_numpy(weight))
             model.linear.bias.copy_(torch.from_numpy(bias))
             model.idf.copy_(torch.from_numpy(hashed.idf))
-        train = self._scores({"kept": (weight, bias)}, "train", data)["kept"]
+        train = self._scores({"kept": (weight, bias)}, "train")["kept"]
         metrics = {
             "epoch": 1,
             "train_loss": train["loss"],
@@ -340,16 +341,21 @@ class LinearTask(Task):
         )
         return metrics
 
-    def _scores(self, weights: dict, split: str, data: TaskData) -> dict:
-        """Loss and accuracy on `split` of each `(weight, bias)` in `weights`, one read of the split."""
-        labels = self.hashed.labels[split]
-        logits = {name: [] for name in weights}
+    def _block_logits(self, weights: dict, split: str) -> dict:
+        """Hashed features: the logits on `split` of each `(weight, bias)` in `weights`, one read of the split."""
+        parts = {name: [] for name in weights}
         for _, _, x in self.hashed.blocks(split):
             for name, (weight, bias) in weights.items():
-                logits[name].append(_logits(x, weight, bias))
+                parts[name].append(_logits(x, weight, bias))
+        width = len(next(iter(weights.values()))[1])
+        return {name: np.concatenate(p) if p else np.zeros((0, width)) for name, p in parts.items()}
+
+    def _scores(self, weights: dict, split: str) -> dict:
+        """Loss and accuracy on `split` of each `(weight, bias)` in `weights`, one read of the split."""
+        labels = self.hashed.labels[split]
         return {
-            name: {"loss": _loss(np.concatenate(parts), labels), "acc": _accuracy(np.concatenate(parts), labels)}
-            for name, parts in logits.items()
+            name: {"loss": _loss(logits, labels), "acc": _accuracy(logits, labels)}
+            for name, logits in self._block_logits(weights, split).items()
         }
 
     def _fit_ridge(self, model, data: TaskData, echo: Callable[[str], None]) -> dict:
@@ -463,9 +469,9 @@ class LinearTask(Task):
 
         weight, bias = model.linear.weight.detach().numpy(), model.linear.bias.detach().numpy()
         if self.hashed is None:
-            return torch.from_numpy(_logits(self.x[split], weight, bias).astype(np.float32))
-        parts = [_logits(x, weight, bias) for _, _, x in self.hashed.blocks(split)]
-        out = np.concatenate(parts) if parts else np.zeros((0, len(bias)))
+            out = _logits(self.x[split], weight, bias)
+        else:
+            out = self._block_logits({split: (weight, bias)}, split)[split]
         return torch.from_numpy(out.astype(np.float32))
 
     def record(self, data: TaskData) -> dict:

@@ -139,7 +139,7 @@ class HashedSplits:
             for b in numbers:
                 first, end = b * rows, min(n, (b + 1) * rows)
                 lengths = self.lengths[split][first:end]
-                f.seek(self.header[split] + 4 * int(self.offsets[split][first]) if end > first else 0)
+                f.seek(self.header[split] + 4 * int(self.offsets[split][first]))
                 ids = np.fromfile(f, dtype=np.int32, count=int(lengths.sum()))
                 yield first, end, _counts(ids, lengths, self.columns)
 
