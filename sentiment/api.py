@@ -14,7 +14,6 @@ The command line is a layer over these: `sentiment train` is `train`, `predict` 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -115,21 +114,35 @@ def evaluate(
     part of its training file, or its test file). The training file itself scores its held-out part
     (and says so through `echo`). `limit` draws a balanced subset, with the seed training's
     `limit_test` drew with unless `seed` is given. The report's `run` and `source` name what was read."""
-    clf = load(run, device=device, kind="text", backend=backend)
-    corpus = test_corpus(clf.run, data, echo=echo or _quiet)
-    meta = clf.run.read_json("config.json")
+    from sentiment.text.classify import corpus_labels, report
     from sentiment.text.corpus import balanced_subset
+    from sentiment.text.scoring import score_test
 
+    clf = load(run, device=device, kind="text", backend=backend)
+    meta = clf.run.read_json("config.json")
     if seed is None:  # the same subset that training's --limit-test drew
         seed = config.held_out_seed(meta["config"].get("seed", 0))
-    corpus = dataclasses.replace(corpus, test=balanced_subset(corpus.test, limit, len(corpus.classes), seed))
+    notes = [echo or _quiet]
+
+    def read(stream):
+        corpus = test_corpus(clf.run, data, echo=notes[0], stream=stream)
+        notes[0] = _quiet  # said once, not again on the second read
+        return corpus
+
+    def choose(corpus):
+        if clf.rating is None:  # a label the run never saw: an error now, before any text is scored
+            corpus_labels(corpus, clf.classes)
+        return balanced_subset(corpus.test, limit, len(corpus.classes), seed)
+
+    corpus, outputs = score_test(clf, read, choose, progress=progress)
     # the file read: a run trained with a test file is scored on that file, not on its training file
     source = meta.get("test_data_source") if data is None and meta.get("test_data_source") else corpus.source
-    return clf.evaluate(corpus, progress=progress) | {"run": str(clf.run.path), "source": source}
+    return report(clf, outputs, corpus) | {"run": str(clf.run.path), "source": source}
 
 
-def test_corpus(run: Run, data: str | Path | None, *, echo: Callable[[str], None] = _quiet):
-    """The labeled examples `evaluate` scores a text run on (see there), as a `text.corpus.Corpus`."""
+def test_corpus(run: Run, data: str | Path | None, *, echo: Callable[[str], None] = _quiet, stream=None):
+    """The labeled examples `evaluate` scores a text run on (see there), as a `text.corpus.Corpus`;
+    with `stream`, read for it (see `text.corpus.reading`)."""
     from sentiment.text.corpus import load_corpus, load_test_file
     from sentiment.text.labeled import is_labeled_file
 
@@ -151,7 +164,11 @@ def test_corpus(run: Run, data: str | Path | None, *, echo: Callable[[str], None
         )
     if data is not None and is_labeled_file(data):  # a user's file: every row is test data
         return load_test_file(
-            data, text_col=cfg.get("text_col"), label_col=cfg.get("label_col"), target=cfg.get("target", "label")
+            data,
+            text_col=cfg.get("text_col"),
+            label_col=cfg.get("label_col"),
+            target=cfg.get("target", "label"),
+            stream=stream,
         )
     # IMDb's test split, or the run's own held-out split, from where the run read it
     return load_corpus(
@@ -163,6 +180,7 @@ def test_corpus(run: Run, data: str | Path | None, *, echo: Callable[[str], None
         seed=cfg.get("seed", 0),
         splits=("test",),
         target=cfg.get("target", "label"),
+        stream=stream,
     )
 
 

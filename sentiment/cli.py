@@ -10,6 +10,7 @@ import inspect
 import json
 import sys
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +19,6 @@ import typer
 from sentiment import api, config, jsonlines, registry
 from sentiment.config import TextData
 from sentiment.errors import SentimentError
-from sentiment.fsutil import split_lines
 
 try:  # recent typer releases carry their own copy of click
     from typer._click import exceptions as click_exceptions
@@ -283,30 +283,84 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _read_texts(texts: list[str], file: str | None) -> list[str]:
+PREDICT_CHUNK = 4096  # lines of a --file answered, and written out, together
+
+
+def _line_count(path: Path) -> int:
+    """How many lines the file at `path` has, counted a megabyte at a time."""
+    n, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (last != b"\n")
+
+
+def _review_chunks(
+    texts: list[str], file: str | None, *, progress: bool, size: int = PREDICT_CHUNK, command: str = "predict"
+) -> tuple[int | None, Iterator[list[str]]]:
+    """`(how many reviews there are, if known; the reviews in lists of at most `size`)`: the
+    arguments, or the non-blank lines of `file` (- : stdin), read as they are answered (with a bar
+    over the file's bytes); a missing, empty or undecodable file is an error."""
     if file is not None and texts:
         raise SentimentError("give texts as arguments or with --file, not both")
+    if file is None:
+        if not texts:
+            raise SentimentError(f'nothing to {command}: give a text (sentiment {command} "a great film") or --file')
+        return len(texts), iter([texts])
     if file == "-":
-        lines = split_lines(sys.stdin.read())
-    elif file is not None:
-        path = Path(file)
-        try:
-            lines = split_lines(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise SentimentError(f"no file at {path}") from None
-        except UnicodeDecodeError:
-            raise SentimentError(f"{path} is not UTF-8 text") from None
-        except IsADirectoryError:
-            raise SentimentError(f"{path} is a folder; --file takes a text file, one review per line") from None
+        return None, _chunks(None, "standard input", progress=False, size=size)
+    path = Path(file)
+    if path.is_dir():
+        raise SentimentError(f"{path} is a folder; --file takes a text file, one review per line")
+    try:
+        count = _line_count(path)
+    except FileNotFoundError:
+        raise SentimentError(f"no file at {path}") from None
+    return count, _chunks(path, str(path), progress=progress, size=size)
+
+
+def _chunks(path: Path | None, name: str, *, progress: bool, size: int) -> Iterator[list[str]]:
+    """The non-blank lines of the file at `path` (None: stdin), `size` at a time, split at "\n"
+    and "\r\n" only (as `fsutil.split_lines` splits). A line that is not UTF-8 is an error naming
+    it, raised once the lines before it have been given."""
+    from sentiment.fsutil import byte_bar
+
+    if path is None:
+        lines = getattr(sys.stdin, "buffer", None) or sys.stdin  # a text stream where stdin has no bytes
+        bar = move = None
     else:
-        lines = texts
-        if not lines:
-            raise SentimentError('nothing to predict: give a text (sentiment predict "a great film") or --file')
-        return lines
-    lines = [ln for ln in lines if ln.strip()]
-    if not lines:
-        raise SentimentError(f"{file} holds no reviews (one per line)")
-    return lines
+        lines = open(path, "rb")  # noqa: SIM115 - closed below
+        bar, move = byte_bar(path, f"predicting {path.name}", progress=progress)
+    chunk: list[str] = []
+    seen = 0
+    try:
+        for number, line in enumerate(lines, 1):
+            try:
+                text = line.decode("utf-8") if isinstance(line, bytes) else line
+            except UnicodeDecodeError:
+                yield from [chunk] if chunk else []
+                raise SentimentError(f"{name}, line {number}: not UTF-8 text; save the file as UTF-8") from None
+            text = text.removeprefix("\ufeff") if number == 1 else text
+            text = text.removesuffix("\n").removesuffix("\r")
+            if not text.strip():
+                continue
+            chunk.append(text)
+            if len(chunk) >= size:
+                seen += len(chunk)
+                yield chunk
+                chunk = []
+                if move is not None:
+                    move(lines.tell())
+    finally:
+        if bar is not None:
+            bar.close()
+        if path is not None:
+            lines.close()
+    if chunk:
+        yield chunk
+    elif not seen:
+        raise SentimentError(f"{name} holds no reviews (one per line)")
 
 
 @app.command("predict")
@@ -319,14 +373,41 @@ def predict_cmd(
     backend: BackendOpt = "torch",
 ):
     """Classify texts with a trained run: label, probability and the text, one line each (a rating
-    run: the rating and the text)."""
-    lines = _read_texts(texts or [], file)
-    clf = api.load(run, device=device, kind="text", texts=len(lines), backend=backend)
-    probs, known = clf.scores(lines, progress=len(lines) > 5000 and _bars())
-    best = probs.argmax(1).tolist()
-    rows = []
+    run: the rating and the text). A --file is read, answered and written out a few thousand lines
+    at a time."""
+    count, chunks = _review_chunks(texts or [], file, progress=_bars())
+    clf = api.load(run, device=device, kind="text", texts=count, backend=backend)
     rating = getattr(clf, "rating", None) is not None
     multi = getattr(clf, "multi_label", None)
+    answered = unknown = 0
+    for lines in chunks:
+        try:
+            probs, known = clf.scores(lines)
+        except SentimentError as e:  # a text's number within the chunk: within the whole input
+            raise SentimentError(_renumbered(str(e), answered)) from None
+        typer.echo("\n".join(_answer_rows(clf, lines, probs, known, as_json=as_json, rating=rating, multi=multi)))
+        answered += len(lines)
+        unknown += known.count(False)
+    if unknown:
+        which = "1 text has" if unknown == 1 else f"{unknown} of {answered} texts have"
+        typer.echo(
+            f"note: {which} no word the model knows; such {'a rating' if rating else 'a label'} is only the model's "
+            "prior, not a reading of the text",
+            err=True,
+        )
+
+
+def _renumbered(message: str, before: int) -> str:
+    """A "text N ..." error about a chunk's N-th text, as the (before + N)-th of the input."""
+    import re
+
+    return re.sub(r"^text (\d+)", lambda m: f"text {before + int(m.group(1))}", message)
+
+
+def _answer_rows(clf, lines: list[str], probs, known: list[bool], *, as_json: bool, rating: bool, multi) -> list[str]:
+    """predict's output lines for `lines`: plain, or JSON objects with `as_json`."""
+    best = probs.argmax(1).tolist()
+    rows = []
     for text, p, b, k in zip(lines, probs.tolist(), best, known, strict=True):
         if rating:
             shown = {"text": text, "rating": p[0], "no_known_words": not k}
@@ -341,34 +422,29 @@ def predict_cmd(
                 said = ", ".join(f"{c} {p[clf.classes.index(c)]:.2f}" for c in chosen) or "(none)"
                 rows.append(f"{said}  {text}")
         elif as_json:
-            rows.append(
-                jsonlines.dumps(
-                    {
-                        "text": text,
-                        "label": clf.classes[b],
-                        "probability": p[b],
-                        "scores": dict(zip(clf.classes, p, strict=True)),
-                        "no_known_words": not k,
-                    }
-                )
-            )
+            answer = {
+                "text": text,
+                "label": clf.classes[b],
+                "probability": p[b],
+                "scores": dict(zip(clf.classes, p, strict=True)),
+                "no_known_words": not k,
+            }
+            rows.append(jsonlines.dumps(answer))
         else:
             rows.append(f"{clf.classes[b]} {p[b]:.2f}  {text}")
-    typer.echo("\n".join(rows))
-    unknown = known.count(False)
-    if unknown:
-        which = "1 text has" if unknown == 1 else f"{unknown} of {len(lines)} texts have"
-        typer.echo(
-            f"note: {which} no word the model knows; such {'a rating' if rating else 'a label'} is only the model's "
-            "prior, not a reading of the text",
-            err=True,
-        )
+    return rows
+
+
+EXPLAIN_CHUNK = 16  # lines of an explain --file read together: explanations are slow
 
 
 @app.command("explain")
 def explain_cmd(
-    text: Annotated[str, typer.Argument(help="the review to explain")],
+    text: Annotated[str | None, typer.Argument(help="the review to explain")] = None,
     run: RunOpt = None,
+    file: Annotated[
+        str | None, typer.Option("--file", help="explain every line of this file (- reads stdin), written as it goes")
+    ] = None,
     as_json: JsonOpt = False,
     html_out: Annotated[str | None, typer.Option("--html", help="also write a page showing it to this file")] = None,
     top: Annotated[int, typer.Option("--top", help="how many of the strongest tokens to list", min=1)] = 8,
@@ -379,19 +455,26 @@ def explain_cmd(
 
     from sentiment import explain_view
 
-    clf = api.load(run, kind="text", texts=1)
-    the_run = clf.run
-    expl = clf.explain(text)
-    if html_out:
-        from sentiment.fsutil import atomic_write_text
-
-        atomic_write_text(Path(html_out), explain_view.page(expl, the_run.path.name))
-    if as_json:
-        typer.echo(jsonlines.dumps(expl.to_json()))
-        return
+    if html_out and file is not None:
+        raise SentimentError("--html draws one review's page; drop --file, or use --json for a file's explanations")
+    given = [text] if text is not None else []
+    count, chunks = _review_chunks(given, file, progress=_bars(), size=EXPLAIN_CHUNK, command="explain")
+    clf = api.load(run, kind="text", texts=count)
     colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    typer.echo(explain_view.terminal(expl, colour=colour, top=top), color=colour)
-    if html_out:
+    first = True
+    for lines in chunks:
+        for line in lines:
+            expl = clf.explain(line)
+            if html_out:
+                from sentiment.fsutil import atomic_write_text
+
+                atomic_write_text(Path(html_out), explain_view.page(expl, clf.run.path.name))
+            if as_json:
+                typer.echo(jsonlines.dumps(expl.to_json()))
+                continue
+            typer.echo(("" if first else "\n") + explain_view.terminal(expl, colour=colour, top=top), color=colour)
+            first = False
+    if html_out and not as_json:
         typer.echo(f"wrote {html_out}")
 
 

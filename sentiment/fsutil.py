@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash never leaves a half-written file behind."""
+"""File helpers: atomic writes (a crash never leaves a half-written file behind), lines as review
+files hold them, and a bar over the bytes of a file being read."""
 
 from __future__ import annotations
 
@@ -74,3 +75,21 @@ def split_lines(text: str) -> list[str]:
     if lines and lines[-1] == "":
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def byte_bar(path: Path, desc: str, *, progress: bool = True):
+    """A tqdm bar over the bytes of the file at `path` (on a terminal, for jobs over 1 s; never
+    without `progress`) and the callback that moves it to a position; `(None, None)` for a folder."""
+    from tqdm.auto import tqdm
+
+    try:
+        total = path.stat().st_size if path.is_file() else None
+    except OSError:
+        total = None
+    if total is None:
+        return None, None
+    bar = tqdm(
+        total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, leave=False,
+        disable=None if progress else True, delay=1.0, dynamic_ncols=True,
+    )  # fmt: skip
+    return bar, lambda at: bar.update(max(0, at - bar.n))

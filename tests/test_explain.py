@@ -54,7 +54,7 @@ def _logits(run: Run, text: str) -> np.ndarray:
         ids = torch.from_numpy(enc.ids.astype(np.int64))[None]
         with torch.no_grad():
             return clf.model.float().eval()(ids, torch.tensor([ids.shape[1]]))[0].double().numpy()
-    return clf._logits([text])[0].astype(np.float64)
+    return clf.outputs([text])[0].astype(np.float64)
 
 
 @pytest.mark.parametrize("model", ["textcnn", "linear"])

@@ -97,11 +97,19 @@ def test_every_form_of_a_run_gives_the_same_answers(trained):
     np.testing.assert_allclose(np.asarray(few), np.asarray(many), atol=1e-4, rtol=0)
 
 
-def test_a_run_evaluates(trained):
+def test_a_run_evaluates(trained, monkeypatch):
     family, settings, run = trained
     if family.kind == "text":
-        report = sentiment.evaluate(run)
+        from sentiment.api import test_corpus
+        from sentiment.text import scoring
+
+        clf = sentiment.load(run)
+        whole = clf.evaluate(test_corpus(clf.run, None), progress=False)  # every text at once, in memory
+        monkeypatch.setattr(scoring, "CHUNK", 5)
+        report = sentiment.evaluate(run)  # read as it is scored, 5 texts at a time
         assert report["examples"] == 24  # the held-out 20% of 120 rows
+        assert report["confusion"] == whole["confusion"]
+        assert report["loss"] == pytest.approx(whole["loss"], abs=1e-5)
     else:
         report = sentiment.load(run).evaluate(settings["data"])
         assert report["examples"] == 12

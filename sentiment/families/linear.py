@@ -535,9 +535,6 @@ class LinearClassifier(ClassifierBase):
         """Whether each text has an n-gram among the features."""
         return (self.vectorizer.transform(list(texts)).getnnz(axis=1) > 0).tolist()
 
-    def _logits(self, texts: Sequence[str]) -> np.ndarray:
-        return _logits(self.vectorizer.transform(list(texts)), self.weight, self.bias)
-
     def scores(self, texts: Sequence[str], **_) -> tuple[np.ndarray, list[bool]]:
         """`(probabilities, whether each text has an n-gram among the features)`, one transform."""
         check_texts(texts)
@@ -550,25 +547,14 @@ class LinearClassifier(ClassifierBase):
             self._explainer = LinearExplainer(self)
         return self._explainer.explain(text)
 
+    def outputs(self, texts: Sequence[str], **_) -> np.ndarray:
+        """The logits of `texts`, unchecked (see `EncodedTextClassifier.outputs`)."""
+        return _logits(self.vectorizer.transform(list(texts)), self.weight, self.bias)
+
     def evaluate(self, corpus: Corpus, *, progress: bool = True) -> dict:
-        import torch
+        from sentiment.text.classify import report
 
-        from sentiment.loop import classification_report
-        from sentiment.text.classify import corpus_labels
-
-        if self.rating is not None:
-            from sentiment.targets import evaluate_ratings
-
-            return evaluate_ratings(self.answers(self._logits([ex.text for ex in corpus.test]))[:, 0], corpus)
-        if self.multi_label is not None:
-            from sentiment.text.classify import evaluate_multilabel
-
-            return evaluate_multilabel(self, torch.from_numpy(self._logits([ex.text for ex in corpus.test])), corpus)
-        labels = corpus_labels(corpus, self.classes)
-        logits = torch.from_numpy(self._logits([ex.text for ex in corpus.test]))
-        loss = torch.nn.functional.cross_entropy(logits, labels).item()
-        probs = logits.softmax(dim=1)
-        return classification_report(labels, logits.argmax(1), self.classes, probs) | {"loss": loss}
+        return report(self, self.outputs([ex.text for ex in corpus.test]), corpus)
 
 
 class HashedTfidf:

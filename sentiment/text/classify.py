@@ -149,23 +149,36 @@ class EncodedTextClassifier(ClassifierBase):
         logits = predict_logits(model, batches, self.runtime, size=len(enc), progress=progress, total=len(batches))
         return self.answers(logits)
 
-    def evaluate(self, corpus: Corpus, *, progress: bool = True) -> dict:
-        from sentiment.loop import classification_report, evaluate, predict_logits
+    def outputs(self, texts: Sequence[str], *, progress: bool = False):
+        """The model's outputs `[n, outputs]` (logits; a rating run's unclipped ratings) for `texts`,
+        unchecked, in training-sized batches as training evaluated."""
+        from sentiment.loop import predict_logits
 
-        enc = self.encode([ex.text for ex in corpus.test], check=False)
-        # as training evaluated: training-sized batches
+        enc = self.encode(texts, check=False)
         batches = TextBatches(enc, None, self.eval_batch_size, shuffle=False, pad=self.pad)
-        if self.rating is not None:
-            from sentiment.targets import evaluate_ratings
+        return predict_logits(self.model, batches, self.runtime, size=len(enc), progress=progress, total=len(batches))
 
-            outputs = predict_logits(self.model, batches, self.runtime, size=len(enc), progress=progress,
-                                     total=len(batches))  # fmt: skip
-            return evaluate_ratings(self.answers(outputs)[:, 0].numpy(), corpus)
-        if self.multi_label is not None:
-            outputs = predict_logits(self.model, batches, self.runtime, size=len(enc), progress=progress,
-                                     total=len(batches))  # fmt: skip
-            return evaluate_multilabel(self, outputs, corpus)
-        labels = corpus_labels(corpus, self.classes)
-        result, logits = evaluate(self.model, batches, labels, self.runtime, progress=progress, total=len(batches))
-        probs = logits.softmax(dim=1)
-        return classification_report(labels, logits.argmax(1), self.classes, probs) | {"loss": result.loss}
+    def evaluate(self, corpus: Corpus, *, progress: bool = True) -> dict:
+        return report(self, self.outputs([ex.text for ex in corpus.test], progress=progress), corpus)
+
+
+def report(clf, outputs, corpus: Corpus) -> dict:
+    """A text run's `evaluate` report from its `outputs` (`clf.outputs`, torch tensor or numpy array)
+    on `corpus.test`, whose examples need carry no text: `loop.classification_report` with the mean
+    loss, or a rating run's `targets.evaluate_ratings`, a multi-label run's `evaluate_multilabel`."""
+    import torch
+
+    from sentiment.loop import Objective, classification_report
+
+    outputs = torch.as_tensor(outputs)
+    if clf.rating is not None:
+        from sentiment.targets import evaluate_ratings
+
+        return evaluate_ratings(clf.answers(outputs)[:, 0].numpy(), corpus)
+    if clf.multi_label is not None:
+        return evaluate_multilabel(clf, outputs, corpus)
+    labels = corpus_labels(corpus, clf.classes)
+    probs = outputs.softmax(dim=1)
+    return classification_report(labels, outputs.argmax(1), clf.classes, probs) | {
+        "loss": Objective().mean_loss(outputs, labels)
+    }

@@ -223,10 +223,16 @@ def targets_of(examples: list[Example], target: str = "label", num_classes: int 
 
 
 def load_test_file(
-    path: str | os.PathLike, *, text_col: str | None = None, label_col: str | None = None, target: str = "label"
+    path: str | os.PathLike,
+    *,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    target: str = "label",
+    stream=None,
 ) -> Corpus:
-    """Every row of a labeled file as a test split (for evaluating a trained run on new data)."""
-    rows = read_labeled_rows(path, text_col=text_col, label_col=label_col, target=target)
+    """Every row of a labeled file as a test split (for evaluating a trained run on new data); with
+    `stream`, its texts go to it as they are read (see `reading`)."""
+    rows = read_labeled_rows(path, text_col=text_col, label_col=label_col, target=target, **reading(stream, path))
     classes = _names(rows, target)
     test = _examples(rows, classes, path, target=target)
     return Corpus(train=[], test=test, classes=classes, label_keys=classes, source=str(path), target=target)

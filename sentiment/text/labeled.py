@@ -43,7 +43,7 @@ def _open_text(path: Path, newline: str):
     return io.TextIOWrapper(raw, encoding="utf-8-sig", newline=newline), raw
 
 
-def _not_utf8(path: Path) -> SentimentError:
+def not_utf8(path: Path) -> SentimentError:
     """The error for a file that is not UTF-8, naming the first line that is not."""
     line = 0
     with open(path, "rb") as f:
@@ -181,7 +181,7 @@ def iter_labeled_rows(
                 if read_to is not None and n % 1024 == 0:
                     read_to(raw.tell())
         except UnicodeDecodeError:
-            raise _not_utf8(path) from None
+            raise not_utf8(path) from None
         if read_to is not None:
             read_to(raw.tell())
 

@@ -182,20 +182,12 @@ class _Stream:
         return store, [dataclasses.replace(ex, text="", slot=i) for i, ex in enumerate(examples)]
 
     def _bar(self, path: Path):
-        from tqdm.auto import tqdm
+        from sentiment.fsutil import byte_bar
 
-        try:
-            total = path.stat().st_size if path.is_file() else None
-        except OSError:
-            total = None
-        if total is None:
-            return None
-        bar = tqdm(
-            total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"reading {path.name}", leave=False,
-            disable=None, delay=1.0, dynamic_ncols=True,
-        )  # fmt: skip
-        self.bars.append(bar)
-        return lambda at: bar.update(max(0, at - bar.n))
+        bar, move = byte_bar(path, f"reading {path.name}")
+        if bar is not None:
+            self.bars.append(bar)
+        return move
 
     def close(self) -> None:
         for bar in self.bars:

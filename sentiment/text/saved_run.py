@@ -85,6 +85,7 @@ class NumpyClassifier(ClassifierBase):
         self._forward = forward
         self._full = full
         self._explainer = explainer
+        self._explaining = None  # what explains, made at the first explanation
 
     def scores(self, texts: Sequence[str], **_):
         """`(probabilities, whether each text has a word in the vocabulary)`, one encoding."""
@@ -109,7 +110,9 @@ class NumpyClassifier(ClassifierBase):
         return self._full().evaluate(corpus, **kw)
 
     def explain(self, text: str):
-        return (self._explainer or self._full)().explain(text)
+        if self._explaining is None:
+            self._explaining = (self._explainer or self._full)()
+        return self._explaining.explain(text)
 
     def serve(self) -> None:
         raise RuntimeError("a numpy classifier answers a few texts; serve the run's torch classifier")
