@@ -24,6 +24,11 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def local_rank() -> int:
+    """This process's number on its own machine."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def is_main() -> bool:
     return rank() == 0
 
@@ -43,7 +48,7 @@ def setup(device: torch.device) -> torch.device:
     if not dist.is_available():
         raise SentimentError("this PyTorch build has no torch.distributed; train in one process")
     if device.type == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
+        local = local_rank()
         if local >= torch.cuda.device_count():
             raise SentimentError(
                 f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA GPU(s): start at most that many"
@@ -52,6 +57,14 @@ def setup(device: torch.device) -> torch.device:
         device = torch.device("cuda", local)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return device
+
+
+def barrier() -> None:
+    """Wait until every process has got here (nothing in one process)."""
+    if active():
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -119,3 +119,26 @@ def test_labeled_files_are_cached_too(tmp_path, reads):
     _same(a, b)
     prepare_text(_cfg(csv, test_fraction=0.3))
     assert len(reads) == 2
+
+
+def test_under_torchrun_one_process_prepares_and_the_others_map_its_entry(tiny_imdb_tar, tmp_path, reads, monkeypatch):
+    """Only a machine's first process reads the corpus, before the others pass the barrier; they map
+    the entry it wrote, and read the corpus themselves (into memory, writing nothing) only where
+    there is none."""
+    from sentiment import distributed
+
+    waits, ranks = [], [0]
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    monkeypatch.setattr(distributed, "local_rank", lambda: ranks[0])
+    monkeypatch.setattr(distributed, "barrier", lambda: waits.append((ranks[0], len(reads))))
+    first = prepare_text(_cfg(tiny_imdb_tar))
+    assert waits == [(0, 1)]  # read, then the others are let go
+    ranks[0] = 1
+    mapped = prepare_text(_cfg(tiny_imdb_tar))
+    assert waits[-1] == (1, 1) and len(reads) == 1  # rank 1 read nothing
+    assert isinstance(mapped.train.ids, np.memmap)
+    _same(first, mapped)
+    entries = _entries(tmp_path)
+    alone = prepare_text(_cfg(tiny_imdb_tar, min_freq=2))  # the first process wrote no entry for this
+    assert waits[-1] == (1, 1) and len(reads) == 2 and _entries(tmp_path) == entries
+    assert not isinstance(alone.train.ids, np.memmap)

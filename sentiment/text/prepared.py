@@ -472,8 +472,25 @@ def prepare_text(cfg, corpus: Corpus | None = None) -> PreparedText:
     """
     if corpus is not None or not cfg.cache:
         return _build_in_memory(cfg, corpus)
-    sources = _sources(cfg)
-    folder = hub.data_dir() / "cache" / f"text-{cache_key(cfg, sources)}"
+    folder = hub.data_dir() / "cache" / f"text-{cache_key(cfg, _sources(cfg))}"
+    from sentiment import distributed
+
+    if not distributed.active():
+        return _cached(folder, cfg)
+    # under torchrun: each machine's first process reads the sources into its cache while the others
+    # wait, then every process maps that entry and reads its own share of the batches from it
+    if distributed.local_rank() == 0:
+        try:
+            return _cached(folder, cfg)
+        finally:
+            distributed.barrier()
+    distributed.barrier()
+    data = _load(folder) if folder.is_dir() else None
+    return data if data is not None else _build_in_memory(cfg)  # no entry: the first could not write one
+
+
+def _cached(folder: Path, cfg) -> PreparedText:
+    """The entry in `folder`, built there first if it is missing or damaged."""
     cached = _load(folder) if folder.is_dir() else None
     if cached is not None:
         return cached
