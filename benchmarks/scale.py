@@ -3,6 +3,7 @@
 
     python -m benchmarks.scale [--data IMDB] [--sizes 25000,100000,400000,1000000]
         [--models linear,fasttext,textcnn] [--work DIR] [--readme] [--table-only]
+        [--answer-sizes 100000,1000000] [--answer-models linear,textcnn]
 
 The reviews: IMDb's 25,000 training reviews taken in turn, each copy with 10% of its words dropped
 at random (seeded), its label kept, written as one CSV per size into `--work` (kept there, so a
@@ -14,9 +15,14 @@ Peak memory is the largest resident set of the run's process tree (sampled every
 process's own peak from the kernel). BiRNN and the transformer are left out: one epoch over a
 million reviews would take them hours on a CPU.
 
+Answering at scale: a run of each `--answer-models` family trained on the 25,000-review file, then
+`sentiment evaluate --data train-N.csv --json` and `sentiment predict --file reviews-N.txt` (the same
+texts, one per line; the answers written to /dev/null) for each `--answer-sizes` N: wall time and
+peak memory of each command.
+
 Results are kept per (model, reviews) in benchmarks/results/scale.json (`--again` reruns). Writes
-the table between the `bench-scale` markers in docs/results.md with `--readme`, and the log-log
-picture benchmarks/results/scale.png.
+the tables between the `bench-scale` and `bench-scale-answers` markers in docs/results.md with
+`--readme`, and the log-log picture benchmarks/results/scale.png.
 """
 
 from __future__ import annotations
@@ -115,6 +121,69 @@ def run_one(model: str, n: int, files: dict, work: Path) -> dict:
     }
 
 
+def answer_runs(models: list[str], files: dict, work: Path) -> dict[str, Path]:
+    """A run of each family trained on the 25,000-review file (kept in `work`, made once)."""
+    runs = {}
+    for model in models:
+        out = work / "answer-runs" / model
+        if not (out / "latest").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            args = [sys.executable, "-m", "sentiment", "train", "--model", model, "--data", str(files[25_000]),
+                    "--test-data", str(files["test"]), "--seed", "0", "--out", str(out)]  # fmt: skip
+            args += ["--epochs", "1"] if model in LOOP else []
+            code, _, err, _ = run_measured(args, env={**os.environ, "SENTIMENT_DATA_DIR": str(work / "data")})
+            if code != 0:
+                raise SystemExit(f"training {model}: {(err.strip().splitlines() or ['failed'])[-1]}")
+        runs[model] = (out / "latest").resolve()
+    return runs
+
+
+def review_lines(csv_file: Path) -> Path:
+    """The texts of a review CSV, one per line (written once, beside it)."""
+    path = csv_file.with_name(csv_file.name.replace("train-", "reviews-").replace(".csv", ".txt"))
+    if not path.is_file():
+        part = path.with_suffix(".part")
+        with open(csv_file, newline="", encoding="utf-8") as f, open(part, "w", encoding="utf-8") as out:
+            for row in csv.DictReader(f):
+                out.write(" ".join(row["text"].split()) + "\n")
+        os.replace(part, path)
+    return path
+
+
+def answer_one(model: str, n: int, run: Path, files: dict) -> dict:
+    """evaluate and predict of `run` on N reviews: each command's wall time and peak memory."""
+    out = {"model": model, "reviews": n, "cpu": cpu_model(), "threads": os.cpu_count()}
+    commands = {
+        "evaluate": f"exec {sys.executable} -m sentiment evaluate --run {run} --data {files[n]} --json",
+        "predict": f"exec {sys.executable} -m sentiment predict --run {run} --file {review_lines(files[n])} "
+        f"> /dev/null",
+    }
+    for name, command in commands.items():
+        started = time.perf_counter()
+        code, stdout, err, peak_mb = run_measured(["sh", "-c", command], tree=True)
+        if code != 0:
+            raise SystemExit(f"{name} with {model} on {n:,}: {(err.strip().splitlines() or ['failed'])[-1]}")
+        out |= {f"{name}_wall_s": round(time.perf_counter() - started, 1), f"{name}_peak_rss_mb": peak_mb}
+        if name == "evaluate":
+            out["evaluate_examples"] = json.loads(stdout)["examples"]
+    return out
+
+
+def answer_table(results: list[dict], sizes: list[int], models: list[str]) -> str:
+    by = {(r["model"], r["reviews"]): r for r in results}
+    head = "| reviews | " + " | ".join(f"{NAMES.get(m, m)} {c}: wall s / peak MB" for m in models
+                                       for c in ("evaluate", "predict")) + " |"  # fmt: skip
+    lines = [head, "|---" * (2 * len(models) + 1) + "|"]
+    for n in sizes:
+        cells = []
+        for m in models:
+            r = by.get((m, n))
+            for c in ("evaluate", "predict"):
+                cells.append(f"{r[c + '_wall_s']:,.0f} / {r[c + '_peak_rss_mb']:,}" if r else "—")
+        lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table(results: list[dict], sizes: list[int], models: list[str]) -> str:
     by = {(r["model"], r["reviews"]): r for r in results}
     head = "| reviews | " + " | ".join(f"{NAMES.get(m, m)}: wall s / peak MB / test acc" for m in models) + " |"
@@ -174,15 +243,25 @@ def main() -> None:
     ap.add_argument("--again", action="store_true", help="rerun what the results file already holds")
     ap.add_argument("--readme", action="store_true")
     ap.add_argument("--table-only", action="store_true", help="run nothing: the table and plot from the results")
+    ap.add_argument("--answer-sizes", default="100000,1000000", help="reviews evaluate and predict answer")
+    ap.add_argument("--answer-models", default="linear,textcnn")
     args = ap.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
     models = args.models.split(",")
+    answer_sizes = [int(n) for n in args.answer_sizes.split(",") if n]
+    answer_models = args.answer_models.split(",")
     saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
     done = {(r["model"], r["reviews"]): r for r in saved["runs"]}
+    answered = {(r["model"], r["reviews"]): r for r in saved.get("answers", [])}
+
+    def save() -> None:
+        RESULTS.write_text(json.dumps({"runs": list(done.values()), "answers": list(answered.values())}, indent=1)
+                           + "\n")  # fmt: skip
+
     if not args.table_only:
         work = Path(args.work)
         work.mkdir(parents=True, exist_ok=True)
-        files = write_sets(args.data, work, sizes)
+        files = write_sets(args.data, work, sorted({*sizes, *answer_sizes, 25_000}))
         for n in sizes:
             for m in models:
                 if (m, n) in done and not args.again:
@@ -190,7 +269,14 @@ def main() -> None:
                 print(f"== {m} at {n:,} reviews", flush=True)
                 done[m, n] = run_one(m, n, files, work)
                 print(json.dumps(done[m, n]), flush=True)
-                RESULTS.write_text(json.dumps({"runs": list(done.values())}, indent=1) + "\n")
+                save()
+        todo = [(m, n) for n in answer_sizes for m in answer_models if (m, n) not in answered or args.again]
+        runs = answer_runs(sorted({m for m, _ in todo}), files, work) if todo else {}
+        for m, n in todo:
+            print(f"== {m} answering {n:,} reviews", flush=True)
+            answered[m, n] = answer_one(m, n, runs[m], files)
+            print(json.dumps(answered[m, n]), flush=True)
+            save()
     results = [r for r in done.values() if r["model"] in models and r["reviews"] in sizes]
     plot(results, models, PICTURE)
     machines = ", ".join(sorted({f"{r['cpu']}, {r['threads']} threads" for r in results})) or cpu_model()
@@ -203,8 +289,21 @@ def main() -> None:
         f"\n\n![time and memory against reviews]({link(PICTURE, 'bench-scale')})"
     )
     print(body)
+    answers = [r for r in answered.values() if r["model"] in answer_models and r["reviews"] in answer_sizes]
+    answer_machines = ", ".join(sorted({f"{r['cpu']}, {r['threads']} threads" for r in answers})) or cpu_model()
+    answer_body = (
+        f"{answer_table(answers, answer_sizes, answer_models)}\n\nEach cell: one command answering that many "
+        f"synthetic reviews with a run trained on 25,000 of them: `sentiment evaluate --data train-N.csv --json` "
+        f"(texts and labels) and `sentiment predict --file reviews-N.txt` (the same texts, one per line; the answers "
+        f"written to /dev/null). Wall time of the command and peak memory of its process tree. Machine: "
+        f"{answer_machines}; "
+        f"`python -m benchmarks.scale --readme`."
+    )
+    print(answer_body)
     if args.readme:
         replace_section("bench-scale", body)
+        if answers:
+            replace_section("bench-scale-answers", answer_body)
 
 
 if __name__ == "__main__":

@@ -421,7 +421,6 @@ class TransformerTask(Task):
         if self.few_shot:
             cfg, self.passes = few_shot_settings(cfg, len(train))
             self.cfg = cfg
-        self.train_texts = [ex.text for ex in train]
         train_enc, cut_train = encode_texts(self.tokenizer, [ex.text for ex in train], cfg.max_len, cfg.head_tokens)
         val_enc, cut_val = encode_texts(self.tokenizer, [ex.text for ex in val], cfg.max_len, cfg.head_tokens)
         test_enc, cut_test = encode_texts(self.tokenizer, [ex.text for ex in test], cfg.max_len, cfg.head_tokens)
