@@ -89,14 +89,25 @@ def _write(path: Path, rows) -> None:
     os.replace(part, path)
 
 
+def train_command(model: str, data: Path, files: dict, out: Path) -> list[str]:
+    """`sentiment train` of `model` on `data` as a user would type it, tested on the test file (one
+    epoch for the loop's families)."""
+    args = [sys.executable, "-m", "sentiment", "train", "--model", model, "--data", str(data),
+            "--test-data", str(files["test"]), "--seed", "0", "--out", str(out)]  # fmt: skip
+    return args + (["--epochs", "1"] if model in LOOP else [])
+
+
+def machines(rows: list[dict]) -> str:
+    """The machines `rows` were measured on (this one where there are none)."""
+    return ", ".join(sorted({f"{r['cpu']}, {r['threads']} threads" for r in rows})) or cpu_model()
+
+
 def run_one(model: str, n: int, files: dict, work: Path) -> dict:
     data_dir, out = work / "data", work / "runs"
     shutil.rmtree(data_dir, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
     data_dir.mkdir(parents=True)
-    args = [sys.executable, "-m", "sentiment", "train", "--model", model, "--data", str(files[n]),
-            "--test-data", str(files["test"]), "--seed", "0", "--out", str(out)]  # fmt: skip
-    args += ["--epochs", "1"] if model in LOOP else []
+    args = train_command(model, files[n], files, out)
     started = time.perf_counter()
     code, stdout, err, peak_mb = run_measured(args, env={**os.environ, "SENTIMENT_DATA_DIR": str(data_dir)}, tree=True)
     wall = time.perf_counter() - started
@@ -128,9 +139,7 @@ def answer_runs(models: list[str], files: dict, work: Path) -> dict[str, Path]:
         out = work / "answer-runs" / model
         if not (out / "latest").exists():
             shutil.rmtree(out, ignore_errors=True)
-            args = [sys.executable, "-m", "sentiment", "train", "--model", model, "--data", str(files[25_000]),
-                    "--test-data", str(files["test"]), "--seed", "0", "--out", str(out)]  # fmt: skip
-            args += ["--epochs", "1"] if model in LOOP else []
+            args = train_command(model, files[25_000], files, out)
             code, _, err, _ = run_measured(args, env={**os.environ, "SENTIMENT_DATA_DIR": str(work / "data")})
             if code != 0:
                 raise SystemExit(f"training {model}: {(err.strip().splitlines() or ['failed'])[-1]}")
@@ -279,24 +288,22 @@ def main() -> None:
             save()
     results = [r for r in done.values() if r["model"] in models and r["reviews"] in sizes]
     plot(results, models, PICTURE)
-    machines = ", ".join(sorted({f"{r['cpu']}, {r['threads']} threads" for r in results})) or cpu_model()
     body = (
         f"{table(results, sizes, models)}\n\nEach cell: one `sentiment train` on that many synthetic reviews "
         f"(IMDb's training reviews in turn, 10% of each copy's words dropped), with the family's defaults and one "
         f"epoch for the loop's families, from an empty data folder: wall time of the whole command, peak memory of "
         f"its process tree, and accuracy on {TEST_SIZE:,} IMDb test reviews. (hashed): the linear family chose "
-        f"hashed features by itself. Machine: {machines}; `python -m benchmarks.scale --readme`."
+        f"hashed features by itself. Machine: {machines(results)}; `python -m benchmarks.scale --readme`."
         f"\n\n![time and memory against reviews]({link(PICTURE, 'bench-scale')})"
     )
     print(body)
     answers = [r for r in answered.values() if r["model"] in answer_models and r["reviews"] in answer_sizes]
-    answer_machines = ", ".join(sorted({f"{r['cpu']}, {r['threads']} threads" for r in answers})) or cpu_model()
     answer_body = (
         f"{answer_table(answers, answer_sizes, answer_models)}\n\nEach cell: one command answering that many "
         f"synthetic reviews with a run trained on 25,000 of them: `sentiment evaluate --data train-N.csv --json` "
         f"(texts and labels) and `sentiment predict --file reviews-N.txt` (the same texts, one per line; the answers "
         f"written to /dev/null). Wall time of the command and peak memory of its process tree. Machine: "
-        f"{answer_machines}; "
+        f"{machines(answers)}; "
         f"`python -m benchmarks.scale --readme`."
     )
     print(answer_body)
