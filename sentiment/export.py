@@ -85,6 +85,13 @@ def min_length(clf) -> int:
     return max(max(getattr(model, "kernel_sizes", (1,))), getattr(model, "ngrams", 1))
 
 
+def length_multiple(clf) -> int:
+    """What the exported graph's length must be a multiple of: a transformer that reads reviews in
+    windows reshapes its ids into whole windows (its torch form pads in Python, which a traced
+    graph cannot); 1 for the others. The padding changes no answer (masked like any other)."""
+    return getattr(clf.model, "window", 0) or 1
+
+
 def _graph(model):
     import torch
 
@@ -103,14 +110,16 @@ def _graph(model):
 
 
 def _samples(clf, lengths: list[int], seed: int = 0):
-    """Batches of random ids of the given lengths (every review of its own length, one of each
-    batch full): inputs the export is traced and checked with."""
+    """Batches of random ids of the given lengths, rounded up to `length_multiple` (every review of
+    its own length, one of each batch full): inputs the export is traced and checked with."""
     import torch
 
     rows = len(clf.vocab) if hasattr(clf, "vocab") else len(clf.tokenizer)
     g = torch.Generator().manual_seed(seed)
+    multiple = length_multiple(clf)
     batches = []
     for steps in lengths:
+        steps = -(-steps // multiple) * multiple
         n = 3
         ids = torch.randint(0, rows, (n, steps), generator=g)
         lens = torch.randint(1, steps + 1, (n,), generator=g)
@@ -189,6 +198,7 @@ def onnx(run_path, *, quantize: str | None = None, out=None, force: bool = False
         "classes": clf.classes,
         "pad_id": int(clf.pad),
         "min_length": least,
+        "length_multiple": length_multiple(clf),
         "family": _family(run),
         "tokenization": _tokenization(run),
         "max_abs_diff": {"onnx": diff},
@@ -282,14 +292,16 @@ def onnx_model(run: Run, backend: str, threads: int | None = None):
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     least, pad = int(meta["min_length"]), int(meta["pad_id"])
+    multiple = int(meta.get("length_multiple", 1))
 
     class OnnxNetwork(torch.nn.Module):
         """onnxruntime behind the torch module interface the classifiers batch through."""
 
         def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
             ids, lengths = ids.numpy(), lengths.numpy()
-            if ids.shape[1] < least:
-                ids = np.pad(ids, ((0, 0), (0, least - ids.shape[1])), constant_values=pad)
+            steps = -(-max(ids.shape[1], least) // multiple) * multiple
+            if ids.shape[1] < steps:
+                ids = np.pad(ids, ((0, 0), (0, steps - ids.shape[1])), constant_values=pad)
             rows = max(1, CHUNK_TOKENS // ids.shape[1])  # onnxruntime keeps every activation of a batch
             parts = [
                 session.run(["logits"], {"ids": ids[at : at + rows], "lengths": lengths[at : at + rows]})[0]

@@ -264,6 +264,8 @@ def _finish(run: Run, task: Task, cfg, model, data: TaskData, runtime: Runtime, 
         if data.val_examples and cfg.keep == "best" and sel.best_epoch != run.headline()["epochs"]:
             run.load_into(weights_of)  # the best epoch's weights, which are on disk
             echo(f"kept: epoch {sel.best_epoch}, the best on validation ({setup.select})")
+    if task.refit(weights_of, data, runtime, echo):
+        run.save_weights(weights_of.state_dict(), {"epoch": out.get("best_epoch", 1), "refit": True})
     splits = {"val": task.logits(model, data, "val", runtime, progress=progress)} if data.val_examples else {}
     labels = {s: getattr(data, f"{s}_labels") for s in ("val", "test")}
     head = calibration.head_keys(weights_of.state_dict(), task.head, len(data.classes))

@@ -80,6 +80,12 @@ class Task:
         "epoch" (the recipe scores the validation and test splits with `logits`)."""
         raise NotImplementedError
 
+    def refit(self, model, data: TaskData, runtime, echo: Callable[[str], None]) -> bool:
+        """After training, on the kept weights and before anything is scored: change `model` in
+        place (the transformer's few-shot recipe fits its head again on the trained encoder) and
+        return True, or leave it and return False (the default)."""
+        return False
+
     def logits(self, model, data: TaskData, split: str, runtime, *, progress: bool = False):
         """`model`'s logits (torch tensor `[examples, classes]`, in data order) on the `val` or
         `test` split of `data`; by default through the split's batches."""

@@ -73,6 +73,47 @@ def test_long_reviews_keep_their_head_and_tail(tmp_path):
     assert whole.lengths.tolist() == parts.lengths.tolist() and whole.offsets.tolist() == parts.offsets.tolist()
 
 
+def test_windows_hold_the_head_and_tail_each_with_its_special_tokens(tmp_path):
+    from sentiment.families.transformer import arranged, encode_texts, encode_with_spans, load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_encoder(tmp_path / "encoder"))
+    words = ["great", "awful", "film", "table", "river", "superb", "boring", "chair", "paper", "street"]
+    # windows of 6 ([CLS] + 4 words + [SEP]), as many as fit in 16: 8 words, the first 2 and the last 6
+    enc, cut = encode_texts(tokenizer, [" ".join(words), "great film"], max_len=16, head_tokens=2, window=6)
+    first = tokenizer.convert_ids_to_tokens(enc.ids[: enc.lengths[0]].tolist())
+    assert first == ["[CLS]", "great", "awful", "river", "superb", "[SEP]", "[CLS]", "boring", "chair", "paper",
+                     "street", "[SEP]"]  # fmt: skip
+    assert cut == 1 and enc.lengths.tolist() == [12, 4]
+    assert arranged(2, 1, 1, 16, 2, window=6) == ([0, 1], False)  # no text: one window of its special tokens
+    ids, positions, spans, was_cut = encode_with_spans(tokenizer, " ".join(words), 16, 2, window=6)
+    assert ids == enc.ids[: enc.lengths[0]].tolist() and was_cut
+    assert [ids[p] for p in positions] == tokenizer.convert_tokens_to_ids([t for t, *_ in spans])
+    assert [t for t, *_ in spans] == ["great", "awful", "river", "superb", "boring", "chair", "paper", "street"]
+
+
+def test_a_review_in_windows_is_the_mean_of_its_windows_encoded_alone(tmp_path):
+    """The batched form (windows reshaped out of padded reviews) against each window run by itself."""
+    from sentiment.families.transformer import TransformerClassifier, encode_texts, load_encoder, load_tokenizer
+    from sentiment.text.batching import TextBatches
+
+    folder = tiny_encoder(tmp_path / "encoder")
+    tokenizer = load_tokenizer(folder)
+    model = TransformerClassifier(load_encoder(folder, pretrained=True), 3, window=6).eval()
+    texts = ["great awful film table river superb boring chair paper street", "great film", "awful table river"]
+    enc, _ = encode_texts(tokenizer, texts, max_len=24, head_tokens=2, window=6)
+    ((index, (ids, lengths), _),) = list(TextBatches(enc, None, 8, shuffle=False, pad=tokenizer.pad_token_id))
+    with torch.no_grad():
+        got = model.pooled(ids, lengths)
+        for row, i in enumerate(index):
+            own = torch.from_numpy(enc.ids[enc.offsets[i] : enc.offsets[i] + enc.lengths[i]].astype("int64"))
+            alone = [
+                model.encoder(input_ids=part[None], attention_mask=torch.ones_like(part[None])).last_hidden_state[0]
+                for part in own.split(6)
+            ]
+            want = torch.stack([torch.nn.functional.normalize(s.mean(0), dim=-1) for s in alone]).mean(0)
+            assert torch.allclose(got[row], want, atol=1e-5), (row, got[row], want)
+
+
 def test_layer_wise_decay_lowers_the_rate_block_by_block(tmp_path):
     from sentiment.families.transformer import TransformerClassifier, load_encoder
     from sentiment.finetune import layer_decay_scales, param_groups
@@ -195,8 +236,8 @@ def test_minilm_from_its_wheel_learns_imdb_sentiment(real_imdb, tmp_path, capsys
     assert out.splitlines()[0].startswith("pos") and out.splitlines()[1].startswith("neg")
 
 
-@pytest.mark.parametrize("pooling, act", [("mean", "gelu"), ("cls", "relu")])
-def test_predicting_a_few_texts_without_transformers_gives_its_answers(pooling, act, csv, tmp_path, capsys):
+@pytest.mark.parametrize("pooling, act, window", [("mean", "gelu", "0"), ("cls", "relu", "0"), ("mean", "gelu", "5")])
+def test_predicting_a_few_texts_without_transformers_gives_its_answers(pooling, act, window, csv, tmp_path, capsys):
     """`predict` of up to 16 texts with a BERT run reads tokenizer.json with `tokenizers` and runs BERT's
     forward in plain torch; it must give what the `transformers` path gives."""
     from sentiment.families.transformer import QuickBertClassifier, TransformerRunClassifier
@@ -207,7 +248,7 @@ def test_predicting_a_few_texts_without_transformers_gives_its_answers(pooling, 
     config = json.loads((encoder / "config.json").read_text())
     (encoder / "config.json").write_text(json.dumps(config | {"hidden_act": act}))
     run, _ = _train(capsys, csv, encoder, tmp_path / "runs", "--epochs", "1", "--pooling", pooling,
-                    "--max-len", "12", "--head-tokens", "5", "--precision", "fp32")  # fmt: skip
+                    "--max-len", "12", "--head-tokens", "5", "--precision", "fp32", "--window", window)  # fmt: skip
     texts = ["superb wonderful great", "awful, terrible! worst film of the table and chair by the river", "zzz qq"]
     quick = open_classifier(Run.open(run), "cpu", kind="text", texts=len(texts))
     assert isinstance(quick, QuickBertClassifier)
@@ -235,9 +276,52 @@ def test_a_small_training_set_gets_the_few_shot_recipe_by_itself(csv, tmp_path, 
     steps = sum(-(-m["train_examples"] // config["batch_size"]) for m in metrics)
     assert steps >= FEW_SHOT["steps"] and len(metrics) == FEW_SHOT["epochs"]
     assert "few-shot recipe: head started as a logistic regression" in out
-    assert summary["head_start_c"] is not None
+    assert summary["head_start_c"] is not None and summary["head_end_c"] == FEW_SHOT["end_c"]
+    assert config["window"] == 128 and config["max_len"] == 32  # the recipe's window; one sequence at this length
     # a flag of the loop's schedule asks for the standard recipe with it
     code, out, err = run_cli(capsys, *args, "--epochs", "1", "--out", tmp_path / "std")
     assert code == 0, err
     summary = json.loads(((tmp_path / "std" / "latest").resolve() / "summary.json").read_text())
     assert summary["recipe"] == "standard" and summary["val_examples"] == 18 and summary["epochs"] == 1
+    config = json.loads(((tmp_path / "std" / "latest").resolve() / "config.json").read_text())["config"]
+    assert config["window"] == 0 and "head_end_c" not in summary
+
+
+def test_a_few_shot_run_in_windows_fits_its_head_again_and_exports_to_onnx(csv, tmp_path, capsys):
+    """The few-shot recipe's last stage and a run that reads its reviews in windows, through every
+    use of its folder: the torch forms, ONNX, explanations; the Hugging Face form refuses in one line."""
+    from sentiment.families.transformer import QuickBertClassifier, TransformerRunClassifier
+    from sentiment.registry import open_classifier
+    from sentiment.runs import Run
+
+    encoder = tiny_encoder(tmp_path / "encoder", "bert")
+    args = ["train", "--model", "transformer", "--encoder", encoder, "--data", csv, "--max-len", "32"]
+    code, out, err = run_cli(capsys, *args, "--window", "8", "--precision", "fp32", "--out", tmp_path / "runs")
+    assert code == 0, err
+    run = (tmp_path / "runs" / "latest").resolve()
+    summary = json.loads((run / "summary.json").read_text())
+    config = json.loads((run / "config.json").read_text())["config"]
+    assert config["recipe"] == "few-shot" and (config["max_len"], config["window"]) == (32, 8)
+    assert "in windows of 8" in out and "head fitted again on the fine-tuned encoder" in out
+    assert summary["head_end_c"] is not None and summary["test_acc"] >= 0.8, summary
+
+    texts = ["superb wonderful great film of the table and the chair", "awful terrible worst", "meh"]
+    quick = open_classifier(Run.open(run), "cpu", kind="text", texts=len(texts))
+    assert isinstance(quick, QuickBertClassifier)
+    full = TransformerRunClassifier(Run.open(run))
+    assert torch.allclose(quick.probabilities(texts), full.probabilities(texts), atol=1e-5)
+    explanation = full.explain(texts[0])
+    assert abs(explanation.completeness_gap) < 0.05
+    assert [t["token"] for t in explanation.tokens] == texts[0].split()
+
+    code, out, err = run_cli(capsys, "export", run, "--format", "hf", "--out", tmp_path / "hf")
+    assert_user_error(code, err, "reads reviews in windows of 8 tokens")
+    pytest.importorskip("onnxruntime")
+    code, out, err = run_cli(capsys, "export", run, "--format", "onnx")
+    assert code == 0, err
+    meta = json.loads((run / "export" / "onnx.json").read_text())
+    assert meta["length_multiple"] == 8 and meta["max_abs_diff"]["onnx"] <= 1e-3
+    code, out, err = run_cli(capsys, "predict", *texts, "--run", run, "--json", "--backend", "onnx")
+    assert code == 0, err
+    onnx = torch.tensor([[r["scores"][c] for c in full.classes] for r in jsonl(out)])
+    assert torch.allclose(onnx, full.probabilities(texts), atol=1e-3)

@@ -65,12 +65,18 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spm.model", "sentencepiece.bp
 QUICK_MAX_TEXTS = 16  # up to this many texts on the CPU, the quick form answers before `transformers` loads
 RECIPES = ("auto", "few-shot", "standard")
 # The few-shot recipe (`--recipe auto` picks it for a training set of at most FEW_SHOT_MAX examples):
-# no validation split (there is too little to hold out); the head starts as a logistic regression
-# fitted to the frozen encoder's pooled vectors of the training texts (its C chosen by
-# cross-validation on them); then everything is fine-tuned for a budget of optimizer steps, not of
-# epochs, at a lower learning rate.
+# no validation split (there is too little to hold out); reviews read in windows (RECIPE_LENGTHS);
+# the head starts as a logistic regression fitted to the frozen encoder's pooled vectors of the
+# training texts (its C chosen by cross-validation on them); then everything is fine-tuned for a
+# budget of optimizer steps, not of epochs, at a lower learning rate; last, the head is fitted
+# again, at C `end_c`, on what the fine-tuned encoder makes of the training texts.
 FEW_SHOT_MAX = 2000
-FEW_SHOT = {"steps": 40, "epochs": 4, "lr": 3e-5, "head_lr_mult": 10.0, "layer_decay": 1.0, "warmup": 0.1}
+FEW_SHOT = {"steps": 40, "epochs": 4, "lr": 3e-5, "head_lr_mult": 10.0, "layer_decay": 1.0, "warmup": 0.1, "end_c": 1.0}
+FEW_SHOT_LOOP = ("epochs", "lr", "head_lr_mult", "layer_decay", "warmup")  # the loop's settings it sets
+# What `--max-len 0` and `--window 0` (the defaults) become: the standard recipe reads a review as one
+# sequence of up to 256 tokens; the few-shot recipe reads up to 512 in windows of 128, the length
+# all-MiniLM-L6-v2 was trained on, so a few labels meet more of each review.
+RECIPE_LENGTHS = {"standard": {"max_len": 256, "window": 0}, "few-shot": {"max_len": 512, "window": 128}}
 LOOP_FLAGS = ("epochs", "lr", "batch_size", "schedule", "warmup", "head_lr_mult", "layer_decay", "optimizer")
 
 
@@ -81,7 +87,16 @@ class TransformerSettings(TextLoopRun):
 
     encoder: str = setting("all-MiniLM-L6-v2", "all-MiniLM-L6-v2 (offline wheel), a model folder or a hub name")
     pooling: str = setting("mean", "mean or cls: how token states become one vector", choices=("mean", "cls"))
-    max_len: int = setting(256, "the length reviews are cut to (in tokens)", at_least=1)
+    max_len: int = setting(
+        0, "the length reviews are cut to (in tokens); 0: the recipe's (256; 512 for the few-shot recipe)", at_least=0
+    )
+    window: int = setting(
+        0,
+        "read a review in windows of this many tokens, each encoded alone, and average their vectors; "
+        "0: the recipe's (128 for the few-shot recipe; one sequence for the standard); as long as --max-len: "
+        "one sequence",
+        at_least=0,
+    )
     head_tokens: int = setting(
         64, "a review longer than --max-len keeps this many tokens from its start, the rest from its end", at_least=0
     )
@@ -133,8 +148,14 @@ def few_shot_settings(cfg, examples: int):
     the run makes at least FEW_SHOT["steps"] optimizer steps."""
     per_pass = -(-examples // cfg.batch_size)
     passes = max(1, -(-FEW_SHOT["steps"] // (FEW_SHOT["epochs"] * per_pass)))
-    values = {k: v for k, v in FEW_SHOT.items() if k != "steps"}
-    return dataclasses.replace(cfg, recipe="few-shot", **values), passes
+    values = {k: FEW_SHOT[k] for k in FEW_SHOT_LOOP}
+    return recipe_lengths(dataclasses.replace(cfg, recipe="few-shot", **values)), passes
+
+
+def recipe_lengths(cfg):
+    """`cfg` with its recipe's `max_len` and `window` where they are 0 (the defaults)."""
+    lengths = RECIPE_LENGTHS["few-shot" if cfg.recipe == "few-shot" else "standard"]
+    return dataclasses.replace(cfg, **{k: getattr(cfg, k) or v for k, v in lengths.items()})
 
 
 def choose(config: dict, device: str, *, texts: int | None = None, quick_files: bool = True) -> str:
@@ -294,17 +315,16 @@ ENCODE_CHUNK = 1000  # texts tokenized at a time: the tokenizer's Python lists o
 
 
 def encode_texts(
-    tokenizer, texts: Sequence[str], max_len: int, head_tokens: int, *, chunk: int = ENCODE_CHUNK
+    tokenizer, texts: Sequence[str], max_len: int, head_tokens: int, *, window: int = 0, chunk: int = ENCODE_CHUNK
 ) -> tuple[Encoded, int]:
     """Token ids with the encoder's special tokens, at most `max_len` long: a longer text keeps its
     first `head_tokens` tokens and its last ones (the start and the end of a review say the most).
-    Returns the ids and how many texts were cut. Tokenizes `chunk` texts at a time and keeps only
-    int32 arrays of what was kept: the whole of IMDb as Python lists of ints would take gigabytes."""
+    With `window` (see `arranged`), the kept tokens come in windows of that length, each with its
+    own special tokens. Returns the ids and how many texts were cut. Tokenizes `chunk` texts at a
+    time and keeps only int32 arrays of what was kept: the whole of IMDb as Python lists of ints
+    would take gigabytes."""
     before, after = _special_tokens_around(tokenizer)
-    body = max_len - before - after
-    if body < 1:
-        raise SentimentError(f"--max-len {max_len} leaves no room for text beside {before + after} special tokens")
-    head = min(head_tokens, body)
+    _check_room(max_len, window, before + after)
     texts = list(texts)
     parts, lengths, cut = [], [], 0
     for start in range(0, len(texts), chunk):
@@ -312,8 +332,8 @@ def encode_texts(
             texts[start : start + chunk], truncation=False, return_attention_mask=False, return_token_type_ids=False
         )
         for ids in pieces["input_ids"]:
-            kept = _kept(len(ids), before, after, body, head)
-            cut += len(kept) < len(ids)
+            kept, was_cut = arranged(len(ids), before, after, max_len, head_tokens, window)
+            cut += was_cut
             parts.append(np.array(ids, dtype=np.int32)[kept])
             lengths.append(len(kept))
     lengths = np.array(lengths, dtype=np.int64)
@@ -322,25 +342,60 @@ def encode_texts(
     return Encoded(ids=ids, offsets=offsets, lengths=lengths), cut
 
 
-def _kept(n: int, before: int, after: int, body: int, head: int) -> list[int]:
-    """Positions kept of `n` ids (`before` + text + `after` special tokens): all if the text fits in
-    `body`, else its first `head` tokens and its last `body - head`."""
-    if n - before - after <= body:
-        return list(range(n))
-    return [*range(before + head), *range(n - after - (body - head), n)]
+def _check_room(max_len: int, window: int, specials: int) -> None:
+    if max_len - specials < 1:
+        raise SentimentError(f"--max-len {max_len} leaves no room for text beside {specials} special tokens")
+    if windowed(window, max_len) and window - specials < 1:
+        raise SentimentError(f"--window {window} leaves no room for text beside {specials} special tokens")
 
 
-def encode_with_spans(tokenizer, text: str, max_len: int, head_tokens: int) -> tuple[list, list, list, bool]:
+def windowed(window: int, max_len: int) -> bool:
+    """Whether reviews are read in windows: a window shorter than `max_len` (0: one sequence)."""
+    return 0 < window < max_len
+
+
+def window_of(cfg: dict) -> int:
+    """The window a run's model reads (0: one sequence) from its config (a run of an older version
+    has no window: one sequence)."""
+    window = cfg.get("window", 0)
+    return window if windowed(window, cfg["max_len"]) else 0
+
+
+def arranged(n: int, before: int, after: int, max_len: int, head: int, window: int = 0) -> tuple[list[int], bool]:
+    """(which of a text's `n` ids, `before` + text + `after` special tokens, the model reads, in
+    order; whether the text was cut). One sequence: all of them if they fit in `max_len`, else the
+    text's first `head` tokens and its last. In windows (`windowed`): as many windows of `window`
+    ids as fit in `max_len`, each the special tokens around a stretch of text, so a special token's
+    place may come up once a window; a text too long for them keeps its head and tail likewise."""
+    if not windowed(window, max_len):
+        body = max_len - before - after
+        if n - before - after <= body:
+            return list(range(n)), False
+        head = min(head, body)
+        return [*range(before + head), *range(n - after - (body - head), n)], True
+    room = window - before - after  # text tokens a window holds
+    body = (max_len // window) * room
+    text = list(range(before, n - after))
+    if len(text) > body:
+        head = min(head, body)
+        text = text[:head] + text[len(text) - (body - head) :]
+    opening, closing = list(range(before)), list(range(n - after, n))
+    stretches = [text[at : at + room] for at in range(0, len(text), room)] or [[]]
+    return [i for part in stretches for i in (*opening, *part, *closing)], len(text) < n - before - after
+
+
+def encode_with_spans(
+    tokenizer, text: str, max_len: int, head_tokens: int, window: int = 0
+) -> tuple[list, list, list, bool]:
     """One text as `encode_texts` reads it, with each text token's place: (ids, positions of the text's
     tokens among the ids, their (token, start, end) spans, whether the text was cut)."""
     before, after = _special_tokens_around(tokenizer)
-    body = max_len - before - after
     piece = tokenizer(text, truncation=False, return_offsets_mapping=True, return_attention_mask=False)
     ids, places = piece["input_ids"], piece["offset_mapping"]
-    kept = _kept(len(ids), before, after, body, min(head_tokens, body))
+    kept, cut = arranged(len(ids), before, after, max_len, head_tokens, window)
     positions = [p for p, i in enumerate(kept) if before <= i < len(ids) - after]
     spans = [(tokenizer.convert_ids_to_tokens(ids[kept[p]]), *places[kept[p]]) for p in positions]
-    return [ids[i] for i in kept], positions, spans, len(kept) < len(ids)
+    return [ids[i] for i in kept], positions, spans, cut
 
 
 def _special_tokens_around(tokenizer) -> tuple[int, int]:
@@ -367,12 +422,17 @@ def nets() -> SimpleNamespace:
 
     class TransformerClassifier(nn.Module):
         """Encoder -> pooled token states (`cls`: the first token's; `mean`: the mean over real tokens)
-        -> dropout -> linear head. Takes `ids [B, T]` and `lengths [B]` like the other text models."""
+        -> dropout -> linear head. Takes `ids [B, T]` and `lengths [B]` like the other text models.
+        With `window`, the ids are windows of that many (see `arranged`): each window is encoded
+        alone and pooled, and a review's vector is the mean of its windows' unit-length vectors."""
 
-        def __init__(self, encoder: nn.Module, num_classes: int, pooling: str = "mean", dropout: float = 0.1):
+        def __init__(
+            self, encoder: nn.Module, num_classes: int, pooling: str = "mean", dropout: float = 0.1, window: int = 0
+        ):
             super().__init__()
             self.encoder = encoder
             self.pooling = pooling
+            self.window = window
             self.dropout = nn.Dropout(dropout)
             self.head = nn.Linear(encoder.config.hidden_size, num_classes)
             nn.init.normal_(self.head.weight, std=0.02)
@@ -382,12 +442,35 @@ def nets() -> SimpleNamespace:
             """The pooled token states `[B, H]` the head reads."""
             steps = ids.shape[1]
             lengths = full_lengths(ids, lengths)
+            if self.window:
+                return self._windows(ids, lengths)
             mask = torch.arange(steps, device=ids.device)[None, :] < lengths[:, None]
             states = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # [B, T, H]
+            return self._pool(states, mask)
+
+        def _pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             if self.pooling == "cls":
                 return states[:, 0]
             weights = mask[:, :, None].to(states.dtype)
-            return (states * weights).sum(1) / weights.sum(1)
+            return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+        def _windows(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            # the token embeddings of the whole batch first: explanations hook that layer's output
+            embedded = self.encoder.get_input_embeddings()(ids)  # [B, T, E]
+            batch, width = ids.shape[0], self.window
+            spare = -ids.shape[1] % width
+            if spare:  # the ONNX runner pads to whole windows, so a traced graph never takes this branch
+                embedded = nn.functional.pad(embedded, (0, 0, 0, spare))
+            place = torch.arange(embedded.shape[1], device=ids.device)
+            mask = (place[None, :] < lengths[:, None]).reshape(-1, width)  # [B x windows, window]
+            real = mask[:, 0]  # windows that hold ids; the others are padding of a shorter review
+            attend = mask | (place[:width] == 0)[None, :]  # an empty window attends to one place (no empty softmax)
+            states = self.encoder(
+                inputs_embeds=embedded.reshape(-1, width, embedded.shape[-1]), attention_mask=attend.long()
+            ).last_hidden_state
+            vectors = nn.functional.normalize(self._pool(states, mask), dim=-1) * real[:, None].to(states.dtype)
+            per_review = real.reshape(batch, -1).sum(1, keepdim=True).clamp(min=1)
+            return vectors.reshape(batch, -1, vectors.shape[-1]).sum(1) / per_review.to(vectors.dtype)
 
         def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
             return self.head(self.dropout(self.pooled(ids, lengths)))
@@ -396,6 +479,51 @@ def nets() -> SimpleNamespace:
 
 
 __getattr__ = torch_forms(__name__, nets)  # `from sentiment.families.transformer import ...` of a torch module
+
+
+def fit_head(model, data: TaskData, runtime, c: float | None = None) -> tuple[float, int]:
+    """`model.head` as a logistic regression on the model's pooled vectors of the training texts (in
+    eval mode), with `c`, or C chosen by stratified cross-validation on them; returns (C, folds)."""
+    import torch
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+
+    from sentiment.text.batching import TextBatches
+
+    enc, labels = data.train.enc, data.train.labels
+    vectors = torch.empty(len(enc), model.head.in_features)
+    training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for index, (ids, lengths), _ in TextBatches(enc, None, 32, shuffle=False, pad=data.train.pad):
+            with runtime.autocast():
+                pooled = model.pooled(ids.to(runtime.device), lengths.to(runtime.device))
+            vectors[torch.as_tensor(index)] = pooled.float().cpu()
+    model.train(training)
+    x, y = vectors.numpy().astype(np.float64), np.asarray(labels)
+    folds = min(5, int(np.bincount(y).min())) if c is None else 0
+    if folds >= 2:
+        solver = LogisticRegressionCV(
+            Cs=list(np.logspace(-2, 3, 11)),
+            cv=folds,
+            max_iter=5000,
+            l1_ratios=(0.0,),
+            scoring="accuracy",
+            use_legacy_attributes=True,
+        )
+        with warnings.catch_warnings():  # the legacy attributes' notice: C_ is what is read here
+            warnings.simplefilter("ignore", FutureWarning)
+            solver.fit(x, y)
+        c = float(np.ravel(solver.C_)[0])
+    else:
+        c = 1.0 if c is None else c
+        solver = LogisticRegression(C=c, max_iter=5000).fit(x, y)
+    coef, intercept = solver.coef_, solver.intercept_
+    if coef.shape[0] == 1:  # two classes: one row of log-odds, as two rows whose softmax is its sigmoid
+        coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+    with torch.no_grad():
+        model.head.weight.copy_(torch.from_numpy(coef.astype(np.float32)))
+        model.head.bias.copy_(torch.from_numpy(intercept.astype(np.float32)))
+    return c, folds
 
 
 class TransformerTask(Task):
@@ -417,19 +545,25 @@ class TransformerTask(Task):
             val = []
         else:
             train, val = validation_split(cfg, corpus, train)
-        self.passes, self.head_c = 1, None
+        self.passes, self.head_c, self.head_c_end = 1, None, None
         if self.few_shot:
             cfg, self.passes = few_shot_settings(cfg, len(train))
-            self.cfg = cfg
-        train_enc, cut_train = encode_texts(self.tokenizer, [ex.text for ex in train], cfg.max_len, cfg.head_tokens)
-        val_enc, cut_val = encode_texts(self.tokenizer, [ex.text for ex in val], cfg.max_len, cfg.head_tokens)
-        test_enc, cut_test = encode_texts(self.tokenizer, [ex.text for ex in test], cfg.max_len, cfg.head_tokens)
+        else:
+            cfg = recipe_lengths(cfg)
+        self.cfg = cfg
+
+        def encoded(examples):
+            texts = [ex.text for ex in examples]
+            return encode_texts(self.tokenizer, texts, cfg.max_len, cfg.head_tokens, window=cfg.window)
+
+        (train_enc, cut_train), (val_enc, cut_val), (test_enc, cut_test) = map(encoded, (train, val, test))
         self.cut_share = round((cut_train + cut_val + cut_test) / max(len(train) + len(val) + len(test), 1), 4)
+        windows = f" in windows of {cfg.window}" if windowed(cfg.window, cfg.max_len) else ""
         echo(
             f"data: {corpus.source}: {len(train):,} train / {len(val):,} validation / {len(test):,} test reviews, "
             f"{described(corpus.classes, corpus.target)}; "
-            f"encoder {cfg.encoder}; {self.cut_share:.0%} of reviews cut to {cfg.max_len} tokens "
-            f"(the first {min(cfg.head_tokens, cfg.max_len)} and the last); prepared in "
+            f"encoder {cfg.encoder}; reviews read up to {cfg.max_len} tokens{windows}, {self.cut_share:.0%} of them "
+            f"cut (the first {min(cfg.head_tokens, cfg.max_len)} and the last kept); prepared in "
             f"{time.perf_counter() - started:.1f} s"
         )
         return text_task_data(
@@ -453,7 +587,9 @@ class TransformerTask(Task):
                 f"the tokenizer in {self.folder} has {len(self.tokenizer):,} tokens but the encoder only "
                 f"{self.encoder.config.vocab_size:,} embeddings: they do not belong together"
             )
-        model = nets().TransformerClassifier(self.encoder, len(data.classes), pooling=cfg.pooling, dropout=cfg.dropout)
+        model = nets().TransformerClassifier(
+            self.encoder, len(data.classes), pooling=cfg.pooling, dropout=cfg.dropout, window=window_of(vars(cfg))
+        )
         model = model.to(runtime.device)
         if self.few_shot:
             self._start_head(model, data, runtime, echo)
@@ -462,50 +598,29 @@ class TransformerTask(Task):
     def _start_head(self, model, data: TaskData, runtime, echo: Callable[[str], None]) -> None:
         """The few-shot recipe's first stage: the head as a logistic regression on the frozen
         encoder's pooled vectors of the training texts, C chosen by stratified cross-validation."""
-        import torch
-        from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-
-        from sentiment.text.batching import TextBatches
-
         started = time.perf_counter()
-        enc, labels = data.train.enc, data.train.labels
-        vectors = torch.empty(len(enc), model.head.in_features)
-        model.eval()
-        with torch.inference_mode():
-            for index, (ids, lengths), _ in TextBatches(enc, None, 32, shuffle=False, pad=data.train.pad):
-                with runtime.autocast():
-                    pooled = model.pooled(ids.to(runtime.device), lengths.to(runtime.device))
-                vectors[torch.as_tensor(index)] = pooled.float().cpu()
-        x, y = vectors.numpy().astype(np.float64), np.asarray(labels)
-        folds = min(5, int(np.bincount(y).min()))
-        if folds >= 2:
-            solver = LogisticRegressionCV(
-                Cs=list(np.logspace(-2, 3, 11)),
-                cv=folds,
-                max_iter=5000,
-                l1_ratios=(0.0,),
-                scoring="accuracy",
-                use_legacy_attributes=True,
-            )
-            with warnings.catch_warnings():  # the legacy attributes' notice: C_ is what is read here
-                warnings.simplefilter("ignore", FutureWarning)
-                solver.fit(x, y)
-            c = float(np.ravel(solver.C_)[0])
-        else:
-            solver, c = LogisticRegression(max_iter=5000).fit(x, y), 1.0
-        coef, intercept = solver.coef_, solver.intercept_
-        if coef.shape[0] == 1:  # two classes: one row of log-odds, as two rows whose softmax is its sigmoid
-            coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
-        with torch.no_grad():
-            model.head.weight.copy_(torch.from_numpy(coef.astype(np.float32)))
-            model.head.bias.copy_(torch.from_numpy(intercept.astype(np.float32)))
-        self.head_c = c
+        self.head_c, folds = fit_head(model, data, runtime)
         echo(
-            f"few-shot recipe: head started as a logistic regression on the frozen encoder (C {c:g}, "
-            f"{folds}-fold cross-validation on the {len(y)} training examples, {time.perf_counter() - started:.1f} s); "
-            f"then {self.passes} pass{'es' if self.passes > 1 else ''} over them per epoch, "
-            f"{self.cfg.epochs} epochs at lr {self.cfg.lr:g}"
+            f"few-shot recipe: head started as a logistic regression on the frozen encoder (C {self.head_c:g}, "
+            f"{folds}-fold cross-validation on the {data.train_examples} training examples, "
+            f"{time.perf_counter() - started:.1f} s); then {self.passes} pass{'es' if self.passes > 1 else ''} over "
+            f"them per epoch, {self.cfg.epochs} epochs at lr {self.cfg.lr:g}"
         )
+
+    def refit(self, model, data: TaskData, runtime, echo: Callable[[str], None]) -> bool:
+        """The few-shot recipe's last stage: the head fitted again on the vectors of the fine-tuned
+        encoder (fine-tuning with so few examples leaves a head fitted to the encoder's last steps,
+        not to what it has become), at FEW_SHOT["end_c"]: cross-validation on examples the encoder
+        has trained on cannot tell a C that generalizes, and every fold would score them all right."""
+        if not self.few_shot:
+            return False
+        started = time.perf_counter()
+        self.head_c_end, _ = fit_head(model, data, runtime, c=FEW_SHOT["end_c"])
+        echo(
+            f"few-shot recipe: head fitted again on the fine-tuned encoder (logistic regression, C "
+            f"{self.head_c_end:g}, {time.perf_counter() - started:.1f} s)"
+        )
+        return True
 
     def record(self, data: TaskData) -> dict:
         packaged = self.cfg.encoder in PACKAGED_ENCODERS
@@ -530,6 +645,7 @@ class TransformerTask(Task):
         recipe = {"recipe": self.cfg.recipe, "passes_per_epoch": self.passes}
         if self.few_shot:
             recipe["head_start_c"] = self.head_c
+            recipe["head_end_c"] = self.head_c_end
         return {"encoder": self.cfg.encoder, "pooling": self.cfg.pooling, "cut_share": self.cut_share, **recipe}
 
     @classmethod
@@ -548,7 +664,7 @@ class TransformerRunClassifier(EncodedTextClassifier):
         folder = run.file(meta.get("encoder_folder", ENCODER_FOLDER))
         self.run = run
         self.classes = meta["classes"]
-        self.max_len, self.head_tokens = cfg["max_len"], cfg["head_tokens"]
+        self.max_len, self.head_tokens, self.window = cfg["max_len"], cfg["head_tokens"], window_of(cfg)
         self.eval_batch_size = cfg.get("batch_size", 16)
         self.tokenizer = load_tokenizer(folder)
         self.pad = self.tokenizer.pad_token_id
@@ -559,7 +675,7 @@ class TransformerRunClassifier(EncodedTextClassifier):
         self.runtime = Runtime.resolve(device, cfg.get("precision", "auto"), cpu_bf16=TransformerTask.cpu_bf16)
         encoder = load_encoder(folder, pretrained=False)
         self.model = nets().TransformerClassifier(
-            encoder, len(self.classes), pooling=cfg["pooling"], dropout=cfg["dropout"]
+            encoder, len(self.classes), pooling=cfg["pooling"], dropout=cfg["dropout"], window=self.window
         )
         run.load_into(self.model)
         self.model.to(self.runtime.device).eval()
@@ -568,7 +684,7 @@ class TransformerRunClassifier(EncodedTextClassifier):
     def encode(self, texts: Sequence[str], *, check: bool = True) -> Encoded:
         if check:
             check_texts(texts)
-        return encode_texts(self.tokenizer, texts, self.max_len, self.head_tokens)[0]
+        return encode_texts(self.tokenizer, texts, self.max_len, self.head_tokens, window=self.window)[0]
 
     def huggingface(self):
         """(this run's torch model in fp32, the same as a `transformers` classifier): see
@@ -582,7 +698,7 @@ class TransformerRunClassifier(EncodedTextClassifier):
             own = TransformerRunClassifier(self.run, "cpu")  # a model of its own: the explainer hooks its embedding
 
             def tokens(text: str):
-                return encode_with_spans(own.tokenizer, text, own.max_len, own.head_tokens)
+                return encode_with_spans(own.tokenizer, text, own.max_len, own.head_tokens, own.window)
 
             layer = own.model.encoder.get_input_embeddings()
             self._explainer = GradientExplainer(own, layer, tokens, keep=own.special, family="transformer")
@@ -610,6 +726,8 @@ def as_xlm_classifier(clf):
         why.append("its positions are not absolute embeddings")
     if bert.intermediate_size != 4 * bert.hidden_size:
         why.append(f"its feed-forward width {bert.intermediate_size} is not 4 x {bert.hidden_size}")
+    if model.window:
+        why.append(f"it reads reviews in windows of {model.window} tokens; a transformers classifier reads one")
     if why:
         raise SentimentError(
             f"{clf.run.path} cannot be written as a Hugging Face classifier without custom code "
@@ -672,22 +790,32 @@ class QuickBertClassifier(ClassifierBase):
         self.run = run
         self.classes: list[str] = meta["classes"]
         self.max_len, self.head_tokens, self.pooling = cfg["max_len"], cfg["head_tokens"], cfg["pooling"]
+        self.window = window_of(cfg)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.config = config
         self.w = run.load_weights("pt")
         self.unk = self.tokenizer.token_to_id(json.loads((folder / "tokenizer.json").read_text())["model"]["unk_token"])
-        self.before, self.after = special_tokens_around(
-            self.tokenizer.encode("a", add_special_tokens=False).ids, self.tokenizer.encode("a").ids
-        )
+        bare, wrapped = self.tokenizer.encode("a", add_special_tokens=False).ids, self.tokenizer.encode("a").ids
+        self.before, self.after = special_tokens_around(bare, wrapped)
+        self.specials = set(wrapped[: self.before]) | set(wrapped[len(wrapped) - self.after :])
 
     def _ids(self, text: str) -> list[int]:
         ids = self.tokenizer.encode(text).ids
-        body = self.max_len - self.before - self.after
-        return [ids[i] for i in _kept(len(ids), self.before, self.after, body, min(self.head_tokens, body))]
+        kept, _ = arranged(len(ids), self.before, self.after, self.max_len, self.head_tokens, self.window)
+        return [ids[i] for i in kept]
 
     def _logits(self, ids: list[int]):
+        """The head on the pooled vector of `ids`, or on the mean of its windows' unit vectors."""
+        F = self.torch.nn.functional
+        if not self.window:
+            return F.linear(self._pooled(ids), self.w["head.weight"], self.w["head.bias"])
+        windows = [ids[at : at + self.window] for at in range(0, len(ids), self.window)]
+        vectors = self.torch.stack([F.normalize(self._pooled(part), dim=-1) for part in windows])
+        return F.linear(vectors.mean(0), self.w["head.weight"], self.w["head.bias"])
+
+    def _pooled(self, ids: list[int]):
         torch, F, w, c = self.torch, self.torch.nn.functional, self.w, self.config
         eps = c.get("layer_norm_eps", 1e-12)
         heads = c["num_attention_heads"]
@@ -719,8 +847,7 @@ class QuickBertClassifier(ClassifierBase):
                      f"{p}.attention.output.LayerNorm")  # fmt: skip
             h = dense(act(dense(x, f"{p}.intermediate.dense")), f"{p}.output.dense")
             x = norm(h + x, f"{p}.output.LayerNorm")
-        pooled = x[0] if self.pooling == "cls" else x.mean(0)
-        return dense(pooled, "head")
+        return x[0] if self.pooling == "cls" else x.mean(0)
 
     def scores(self, texts: Sequence[str], **_):
         check_texts(texts)
@@ -728,7 +855,7 @@ class QuickBertClassifier(ClassifierBase):
         with torch.no_grad():
             rows = [self._ids(t) for t in texts]
             probs = self.answers(torch.stack([self._logits(ids) for ids in rows]))
-        known = [any(i != self.unk for i in ids[self.before : len(ids) - self.after]) for ids in rows]
+        known = [any(i != self.unk and i not in self.specials for i in ids) for ids in rows]
         return probs, known
 
     def probabilities(self, texts: Sequence[str], **_):
