@@ -74,9 +74,9 @@ FEW_SHOT_MAX = 2000
 FEW_SHOT = {"steps": 40, "epochs": 4, "lr": 3e-5, "head_lr_mult": 10.0, "layer_decay": 1.0, "warmup": 0.1, "end_c": 1.0}
 FEW_SHOT_LOOP = ("epochs", "lr", "head_lr_mult", "layer_decay", "warmup")  # the loop's settings it sets
 # What `--max-len 0` and `--window 0` (the defaults) become: the standard recipe reads a review as one
-# sequence of up to 256 tokens; the few-shot recipe reads up to 512 in windows of 128, the length
+# sequence of up to 256 tokens; the few-shot recipe reads up to 384 in windows of 128, the length
 # all-MiniLM-L6-v2 was trained on, so a few labels meet more of each review.
-RECIPE_LENGTHS = {"standard": {"max_len": 256, "window": 0}, "few-shot": {"max_len": 512, "window": 128}}
+RECIPE_LENGTHS = {"standard": {"max_len": 256, "window": 0}, "few-shot": {"max_len": 384, "window": 128}}
 LOOP_FLAGS = ("epochs", "lr", "batch_size", "schedule", "warmup", "head_lr_mult", "layer_decay", "optimizer")
 
 
@@ -88,7 +88,7 @@ class TransformerSettings(TextLoopRun):
     encoder: str = setting("all-MiniLM-L6-v2", "all-MiniLM-L6-v2 (offline wheel), a model folder or a hub name")
     pooling: str = setting("mean", "mean or cls: how token states become one vector", choices=("mean", "cls"))
     max_len: int = setting(
-        0, "the length reviews are cut to (in tokens); 0: the recipe's (256; 512 for the few-shot recipe)", at_least=0
+        0, "the length reviews are cut to (in tokens); 0: the recipe's (256; 384 for the few-shot recipe)", at_least=0
     )
     window: int = setting(
         0,
@@ -464,11 +464,16 @@ def nets() -> SimpleNamespace:
             place = torch.arange(embedded.shape[1], device=ids.device)
             mask = (place[None, :] < lengths[:, None]).reshape(-1, width)  # [B x windows, window]
             real = mask[:, 0]  # windows that hold ids; the others are padding of a shorter review
-            attend = mask | (place[:width] == 0)[None, :]  # an empty window attends to one place (no empty softmax)
-            states = self.encoder(
-                inputs_embeds=embedded.reshape(-1, width, embedded.shape[-1]), attention_mask=attend.long()
-            ).last_hidden_state
-            vectors = nn.functional.normalize(self._pool(states, mask), dim=-1) * real[:, None].to(states.dtype)
+            windows = embedded.reshape(-1, width, embedded.shape[-1])
+            if torch.jit.is_tracing() or torch.compiler.is_compiling():  # a graph of fixed shapes: every window
+                attend = mask | (place[:width] == 0)[None, :]  # an empty window attends to one place (no empty softmax)
+                states = self.encoder(inputs_embeds=windows, attention_mask=attend.long()).last_hidden_state
+                vectors = nn.functional.normalize(self._pool(states, mask), dim=-1) * real[:, None].to(states.dtype)
+            else:  # the same, encoding only the windows that hold ids
+                rows = real.nonzero()[:, 0]
+                states = self.encoder(inputs_embeds=windows[rows], attention_mask=mask[rows].long()).last_hidden_state
+                kept = nn.functional.normalize(self._pool(states, mask[rows]), dim=-1)
+                vectors = kept.new_zeros(len(real), kept.shape[-1]).index_copy(0, rows, kept)
             per_review = real.reshape(batch, -1).sum(1, keepdim=True).clamp(min=1)
             return vectors.reshape(batch, -1, vectors.shape[-1]).sum(1) / per_review.to(vectors.dtype)
 
@@ -558,12 +563,12 @@ class TransformerTask(Task):
 
         (train_enc, cut_train), (val_enc, cut_val), (test_enc, cut_test) = map(encoded, (train, val, test))
         self.cut_share = round((cut_train + cut_val + cut_test) / max(len(train) + len(val) + len(test), 1), 4)
-        windows = f" in windows of {cfg.window}" if windowed(cfg.window, cfg.max_len) else ""
+        windows = f", read in windows of {cfg.window}" if windowed(cfg.window, cfg.max_len) else ""
         echo(
             f"data: {corpus.source}: {len(train):,} train / {len(val):,} validation / {len(test):,} test reviews, "
             f"{described(corpus.classes, corpus.target)}; "
-            f"encoder {cfg.encoder}; reviews read up to {cfg.max_len} tokens{windows}, {self.cut_share:.0%} of them "
-            f"cut (the first {min(cfg.head_tokens, cfg.max_len)} and the last kept); prepared in "
+            f"encoder {cfg.encoder}; {self.cut_share:.0%} of reviews cut to {cfg.max_len} tokens "
+            f"(the first {min(cfg.head_tokens, cfg.max_len)} and the last){windows}; prepared in "
             f"{time.perf_counter() - started:.1f} s"
         )
         return text_task_data(
