@@ -69,7 +69,7 @@ def calibration_rows(models: list[str], data: str | None, folder: Path) -> list[
     for model in models:
         flags, limit = RUNS[model]
         flags = flags + (["--data", data] if data else [])
-        row = {"model": model}
+        row = {"model": model, "cpu": cpu_model()}
         for name, extra in (("plain", ["--no-calibrate"]), ("calibrated", [])):
             started = time.perf_counter()
             run = train(folder / f"{model}-{name}", *flags, *extra)
@@ -150,7 +150,7 @@ def main() -> None:
         folder = Path(tmp)
         models = [m for m in args.models.split(",") if m]
         fresh = calibration_rows(models, args.data, folder)
-        kept = [r for r in saved.get("calibration", []) if r["model"] not in models]
+        kept = [{"cpu": saved.get("cpu"), **r} for r in saved.get("calibration", []) if r["model"] not in models]
         order = list(RUNS)
         calibration = sorted(kept + fresh, key=lambda r: order.index(r["model"]))
         RESULTS.write_text(json.dumps({**saved, "cpu": cpu_model(), "calibration": calibration}, indent=1) + "\n")
@@ -158,9 +158,11 @@ def main() -> None:
     result = {"cpu": cpu_model(), "calibration": calibration, "class_weights": weights}
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
     machine = f"Machine: {cpu_model()}; each family's precision (`--precision auto`)."
+    machines = ", ".join(sorted({r["cpu"] for r in calibration if r.get("cpu")})) or cpu_model()
+    cal_machine = f"Machine: {machines}; each family's precision (`--precision auto`)."
     cal = (
         f"{calibration_table(calibration)}\n\nECE: 15 equal-width bins of the top probability. T: the temperature "
-        f"fitted on the validation split (above 1: the run was overconfident). {machine} "
+        f"fitted on the validation split (above 1: the run was overconfident). {cal_machine} "
         "`python -m benchmarks.calibration --readme`."
     )
     cw = (
@@ -170,7 +172,7 @@ def main() -> None:
     print(cal + "\n\n" + cw)
     if args.readme:
         replace_section("bench-calibration", cal)
-        if weights:
+        if weights and not args.skip_class_weights:  # kept rows keep the table (and machine) they were written with
             replace_section("bench-class-weights", cw)
 
 
