@@ -814,11 +814,12 @@ class QuickBertClassifier(ClassifierBase):
     def _logits(self, ids: list[int]):
         """The head on the pooled vector of `ids`, or on the mean of its windows' unit vectors."""
         F = self.torch.nn.functional
-        if not self.window:
-            return F.linear(self._pooled(ids), self.w["head.weight"], self.w["head.bias"])
-        windows = [ids[at : at + self.window] for at in range(0, len(ids), self.window)]
-        vectors = self.torch.stack([F.normalize(self._pooled(part), dim=-1) for part in windows])
-        return F.linear(vectors.mean(0), self.w["head.weight"], self.w["head.bias"])
+        if self.window:
+            windows = [ids[at : at + self.window] for at in range(0, len(ids), self.window)]
+            vector = self.torch.stack([F.normalize(self._pooled(part), dim=-1) for part in windows]).mean(0)
+        else:
+            vector = self._pooled(ids)
+        return F.linear(vector, self.w["head.weight"], self.w["head.bias"])
 
     def _pooled(self, ids: list[int]):
         torch, F, w, c = self.torch, self.torch.nn.functional, self.w, self.config
