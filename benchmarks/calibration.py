@@ -99,7 +99,7 @@ def class_weight_rows(data: str | None, folder: Path) -> list[dict]:
     _write_csv(test_csv, skewed(corpus.test, 100, 900, 1))
     rows = []
     for model, extra in (("linear", []), ("textcnn", ["--epochs", "3"])):
-        row = {"model": model}
+        row = {"model": model, "cpu": cpu_model()}
         for weights in ("none", "auto"):
             run = train(folder / f"cw-{model}-{weights}", "--model", model, "--data", str(train_csv), "--test-data",
                         str(test_csv), "--class-weights", weights, *extra)  # fmt: skip
@@ -107,6 +107,12 @@ def class_weight_rows(data: str | None, folder: Path) -> list[dict]:
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
+
+
+def machine_line(rows: list[dict]) -> str:
+    """The machines `rows` were measured on (each row records its own)."""
+    machines = ", ".join(sorted({r["cpu"] for r in rows if r.get("cpu")})) or cpu_model()
+    return f"Machine: {machines}; each family's precision (`--precision auto`)."
 
 
 def calibration_table(rows: list[dict]) -> str:
@@ -154,25 +160,26 @@ def main() -> None:
         order = list(RUNS)
         calibration = sorted(kept + fresh, key=lambda r: order.index(r["model"]))
         RESULTS.write_text(json.dumps({**saved, "cpu": cpu_model(), "calibration": calibration}, indent=1) + "\n")
-        weights = saved.get("class_weights", []) if args.skip_class_weights else class_weight_rows(args.data, folder)
+        weights = (
+            [{"cpu": saved.get("cpu"), **r} for r in saved.get("class_weights", [])]
+            if args.skip_class_weights
+            else class_weight_rows(args.data, folder)
+        )
     result = {"cpu": cpu_model(), "calibration": calibration, "class_weights": weights}
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-    machine = f"Machine: {cpu_model()}; each family's precision (`--precision auto`)."
-    machines = ", ".join(sorted({r["cpu"] for r in calibration if r.get("cpu")})) or cpu_model()
-    cal_machine = f"Machine: {machines}; each family's precision (`--precision auto`)."
     cal = (
         f"{calibration_table(calibration)}\n\nECE: 15 equal-width bins of the top probability. T: the temperature "
-        f"fitted on the validation split (above 1: the run was overconfident). {cal_machine} "
+        f"fitted on the validation split (above 1: the run was overconfident). {machine_line(calibration)} "
         "`python -m benchmarks.calibration --readme`."
     )
     cw = (
         f"{class_weight_table(weights)}\n\nTrained on 1,500 IMDb reviews (150 negative), scored on 1,000 "
-        f"(100 negative). {machine}"
+        f"(100 negative). {machine_line(weights)}"
     )
     print(cal + "\n\n" + cw)
     if args.readme:
         replace_section("bench-calibration", cal)
-        if weights and not args.skip_class_weights:  # kept rows keep the table (and machine) they were written with
+        if weights:
             replace_section("bench-class-weights", cw)
 
 
