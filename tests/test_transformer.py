@@ -259,8 +259,23 @@ def test_predicting_a_few_texts_without_transformers_gives_its_answers(pooling, 
     assert known_quick == known_slow == [True, True, False]
 
 
+@pytest.mark.parametrize(
+    "examples, epochs, passes",
+    [(16, 4, 12), (64, 4, 3), (192, 4, 1), (256, 3, 1), (400, 2, 1), (1024, 1, 1), (2000, 1, 1), (3, 4, 12)],
+)
+def test_the_few_shot_budget_is_whole_passes_nearest_its_steps(examples, epochs, passes):
+    from sentiment.families.transformer import FEW_SHOT, few_shot_budget
+
+    budget = few_shot_budget(examples, 16)
+    per_pass = -(-examples // 16)
+    assert (budget["epochs"], budget["passes"]) == (epochs, passes)
+    assert budget["steps"] == epochs * passes * per_pass
+    # within half a pass of the budget, except that every example trains at least once
+    assert abs(budget["steps"] - FEW_SHOT["steps"]) <= per_pass / 2 or (epochs, passes) == (1, 1)
+
+
 def test_a_small_training_set_gets_the_few_shot_recipe_by_itself(csv, tmp_path, capsys):
-    from sentiment.families.transformer import FEW_SHOT
+    from sentiment.families.transformer import FEW_SHOT, few_shot_budget
 
     encoder = tiny_encoder(tmp_path / "encoder", "bert")
     args = ["train", "--model", "transformer", "--encoder", encoder, "--data", csv, "--max-len", "32", "--quiet"]
@@ -274,7 +289,8 @@ def test_a_small_training_set_gets_the_few_shot_recipe_by_itself(csv, tmp_path, 
     # every example trains (nothing is held out of 192), for at least the recipe's steps
     assert summary["val_examples"] == 0 and summary["train_examples"] == 192
     steps = sum(-(-m["train_examples"] // config["batch_size"]) for m in metrics)
-    assert steps >= FEW_SHOT["steps"] and len(metrics) == FEW_SHOT["epochs"]
+    assert steps == few_shot_budget(192, config["batch_size"])["steps"] and len(metrics) == config["epochs"]
+    assert abs(steps - FEW_SHOT["steps"]) <= 6 and config["epochs"] == FEW_SHOT["epochs"]
     assert "few-shot recipe: head started as a logistic regression" in out
     assert summary["head_start_c"] is not None and summary["head_end_c"] == FEW_SHOT["end_c"]
     assert config["window"] == 128 and config["max_len"] == 32  # the recipe's window; one sequence at this length

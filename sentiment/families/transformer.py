@@ -68,10 +68,10 @@ RECIPES = ("auto", "few-shot", "standard")
 # no validation split (there is too little to hold out); reviews read in windows (RECIPE_LENGTHS);
 # the head starts as a logistic regression fitted to the frozen encoder's pooled vectors of the
 # training texts (its C chosen by cross-validation on them); then everything is fine-tuned for a
-# budget of optimizer steps, not of epochs, at a lower learning rate; last, the head is fitted
-# again, at C `end_c`, on what the fine-tuned encoder makes of the training texts.
+# budget of about `steps` optimizer steps, in at most `epochs` epochs, at a lower learning rate;
+# last, the head is fitted again, at C `end_c`, on what the fine-tuned encoder makes of the texts.
 FEW_SHOT_MAX = 2000
-FEW_SHOT = {"steps": 40, "epochs": 4, "lr": 3e-5, "head_lr_mult": 10.0, "layer_decay": 1.0, "warmup": 0.1, "end_c": 1.0}
+FEW_SHOT = {"steps": 48, "epochs": 4, "lr": 3e-5, "head_lr_mult": 10.0, "layer_decay": 1.0, "warmup": 0.1, "end_c": 1.0}
 FEW_SHOT_LOOP = ("epochs", "lr", "head_lr_mult", "layer_decay", "warmup")  # the loop's settings it sets
 # What `--max-len 0` and `--window 0` (the defaults) become: the standard recipe reads a review as one
 # sequence of up to 256 tokens; the few-shot recipe reads up to 384 in windows of 128, the length
@@ -144,12 +144,23 @@ def few_shot(cfg, examples: int) -> bool:
 
 
 def few_shot_settings(cfg, examples: int):
-    """The few-shot recipe's loop: FEW_SHOT's epochs, each of enough passes over the data that
-    the run makes at least FEW_SHOT["steps"] optimizer steps."""
-    per_pass = -(-examples // cfg.batch_size)
-    passes = max(1, -(-FEW_SHOT["steps"] // (FEW_SHOT["epochs"] * per_pass)))
-    values = {k: FEW_SHOT[k] for k in FEW_SHOT_LOOP}
-    return recipe_lengths(dataclasses.replace(cfg, recipe="few-shot", **values)), passes
+    """The few-shot recipe's loop and passes over the data per epoch: about FEW_SHOT["steps"]
+    optimizer steps, as many whole passes over the training set as come nearest to them (at least
+    one: every example trains), in FEW_SHOT["epochs"] epochs of several passes each when there are
+    that many passes, else one pass an epoch."""
+    budget = few_shot_budget(examples, cfg.batch_size)
+    values = {k: FEW_SHOT[k] for k in FEW_SHOT_LOOP} | {"epochs": budget["epochs"]}
+    return recipe_lengths(dataclasses.replace(cfg, recipe="few-shot", **values)), budget["passes"]
+
+
+def few_shot_budget(examples: int, batch_size: int) -> dict:
+    """The few-shot recipe's `epochs`, `passes` over the data per epoch and optimizer `steps` for a
+    training set of `examples` in batches of `batch_size`."""
+    per_pass = -(-examples // batch_size)
+    total = max(1, int(FEW_SHOT["steps"] / per_pass + 0.5))  # whole passes nearest the budget
+    epochs = min(FEW_SHOT["epochs"], total)
+    passes = -(-total // epochs)
+    return {"epochs": epochs, "passes": passes, "steps": epochs * passes * per_pass}
 
 
 def recipe_lengths(cfg):
@@ -608,8 +619,8 @@ class TransformerTask(Task):
         echo(
             f"few-shot recipe: head started as a logistic regression on the frozen encoder (C {self.head_c:g}, "
             f"{folds}-fold cross-validation on the {data.train_examples} training examples, "
-            f"{time.perf_counter() - started:.1f} s); then {self.passes} pass{'es' if self.passes > 1 else ''} over "
-            f"them per epoch, {self.cfg.epochs} epochs at lr {self.cfg.lr:g}"
+            f"{time.perf_counter() - started:.1f} s); then {self.cfg.epochs} epoch{'s' if self.cfg.epochs > 1 else ''}"
+            f" of {self.passes} pass{'es' if self.passes > 1 else ''} over them at lr {self.cfg.lr:g}"
         )
 
     def refit(self, model, data: TaskData, runtime, echo: Callable[[str], None]) -> bool:
