@@ -4,6 +4,7 @@ used by predict/evaluate/compare/--resume with nothing else, and the errors a us
 from __future__ import annotations
 
 import json
+import random
 import shutil
 
 import pytest
@@ -341,3 +342,55 @@ def test_a_few_shot_run_in_windows_fits_its_head_again_and_exports_to_onnx(csv, 
     assert code == 0, err
     onnx = torch.tensor([[r["scores"][c] for c in full.classes] for r in jsonl(out)])
     assert torch.allclose(onnx, full.probabilities(texts), atol=1e-3)
+
+
+@pytest.mark.parametrize("block", [1 << 22, 7], ids=["one-block", "many-blocks"])
+def test_a_big_source_is_read_as_a_stream_with_what_memory_gives(block, tmp_path, monkeypatch):
+    from sentiment.config import text_config
+    from sentiment.families.transformer import encode_texts, load_tokenizer, read_streamed, streams
+    from sentiment.text import prepared
+    from sentiment.text.corpus import load_subsets
+
+    tokenizer = load_tokenizer(tiny_encoder(tmp_path / "encoder", "bert"))
+    rng = random.Random(0)
+    words = "good bad fine awful great dull plot acting film movie the a of".split()
+    rows = [(" ".join(rng.choice(words) for _ in range(rng.randrange(0, 30))), "xyz"[i % 3]) for i in range(90)]
+    path = tmp_path / "big.csv"
+    path.write_text("text,label\n" + "".join(f'"{text}",{label}\n' for text, label in rows))
+    monkeypatch.setattr(prepared, "BLOCK_TOKENS", block)
+    for extra in ({}, {"limit_train": 2100, "limit_test": 9}, {"window": 8, "max_len": 20, "head_tokens": 4}):
+        cfg = text_config("transformer", None, {"data": str(path), "max_len": 12, "val_fraction": 0.2, **extra})
+        assert not streams(cfg)  # a small file is read into memory
+        monkeypatch.setattr(prepared, "IN_MEMORY_BYTES", 0)
+        assert streams(cfg)
+        corpus, (train, val, test), encoded, cut = read_streamed(cfg, tokenizer)
+        monkeypatch.undo()
+        monkeypatch.setattr(prepared, "BLOCK_TOKENS", block)
+        theirs_corpus, *splits = load_subsets(cfg)
+        assert [len(x) for x in (train, val, test)] == [len(x) for x in splits]
+        expected_cut = 0
+        for enc, examples, theirs in zip(encoded, (train, val, test), splits, strict=True):
+            texts = [ex.text for ex in theirs]
+            want, n = encode_texts(tokenizer, texts, cfg.max_len, cfg.head_tokens, window=cfg.window)
+            expected_cut += n
+            for name in ("ids", "offsets", "lengths"):
+                assert list(getattr(enc, name)) == list(getattr(want, name)), name
+            assert list(corpus.targets(examples)) == list(theirs_corpus.targets(theirs))
+        assert cut == expected_cut and cut > 0
+
+
+def test_a_streamed_run_trains_with_the_standard_recipe(csv, tmp_path, capsys, monkeypatch):
+    from sentiment.text import prepared
+
+    monkeypatch.setattr(prepared, "IN_MEMORY_BYTES", 0)
+    encoder = tiny_encoder(tmp_path / "encoder", "bert")
+    args = ["train", "--model", "transformer", "--encoder", encoder, "--data", csv, "--max-len", "32", "--quiet"]
+    # 240 reviews would take the few-shot recipe in memory; read as a stream they take the standard one
+    code, out, err = run_cli(capsys, *args, "--out", tmp_path / "streamed")
+    assert code == 0, err
+    summary = json.loads(((tmp_path / "streamed" / "latest").resolve() / "summary.json").read_text())
+    assert summary["recipe"] == "standard" and summary["val_examples"] == 18 and summary["test_examples"] == 48
+    # a subset the few-shot recipe would take is read into memory
+    code, out, err = run_cli(capsys, *args, "--limit-train", "60", "--out", tmp_path / "few")
+    assert code == 0, err
+    assert "few-shot recipe" in out

@@ -32,6 +32,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -353,6 +354,57 @@ def encode_texts(
     return Encoded(ids=ids, offsets=offsets, lengths=lengths), cut
 
 
+class WordPieces:
+    """An encoder for the streamed readers (`sentiment.text.prepared.read_chosen`): a few hundred
+    texts -> the ids `encode_texts` keeps of each, flat, and each text's number of ids; `cut`
+    counts the texts cut."""
+
+    def __init__(self, tokenizer, cfg):
+        self.tokenizer, self.cfg, self.cut = tokenizer, cfg, 0
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        cfg = self.cfg
+        enc, cut = encode_texts(self.tokenizer, texts, cfg.max_len, cfg.head_tokens, window=cfg.window)
+        self.cut += cut
+        return enc.ids, enc.lengths
+
+
+def streams(cfg) -> bool:
+    """Whether `cfg`'s data is read as a stream (`read_streamed`) rather than into memory: a source
+    bigger than `prepared.IN_MEMORY_BYTES`, unless the few-shot recipe may train on it (`--recipe
+    few-shot`, or a --limit-train subset it would take): it counts the training examples before it
+    holds any out. A streamed run takes the standard recipe."""
+    from sentiment.text import prepared
+
+    limit = getattr(cfg, "limit_train", None)
+    if cfg.recipe == "few-shot" or (cfg.recipe == "auto" and limit is not None and limit <= FEW_SHOT_MAX):
+        return False
+    return prepared._source_bytes(cfg) > prepared.IN_MEMORY_BYTES
+
+
+def read_streamed(cfg, tokenizer) -> tuple:
+    """`cfg`'s data read as the prepared-text cache reads a big source (`read_chosen`): each text
+    tokenized and cut as it is read and only its ids kept, on disk; then the splits chosen from the
+    labels and each split's ids written out in its order and memory-mapped, so memory does not grow
+    with the corpus. Returns (corpus, the (train, val, test) examples, their `Encoded` ids, the
+    number of texts cut)."""
+    from sentiment.text.prepared import SPLITS, _write_split, read_chosen
+
+    folder = Path(tempfile.mkdtemp(prefix="sentiment-wordpieces-"))
+    try:
+        pieces = WordPieces(tokenizer, cfg)
+        _, corpus, chosen, stores = read_chosen(folder, cfg, pieces)
+        encoded = []
+        for split, store, examples in zip(SPLITS, stores, chosen, strict=True):
+            _write_split(folder, split, store, examples)
+            ids = np.load(folder / f"{split}_ids.npy", mmap_mode="r")
+            offsets, lengths = (np.load(folder / f"{split}_{name}.npy") for name in ("offsets", "lengths"))
+            encoded.append(Encoded(ids=ids, offsets=offsets, lengths=lengths))
+    finally:  # a mapped array outlives its file
+        shutil.rmtree(folder, ignore_errors=True)
+    return corpus, chosen, tuple(encoded), pieces.cut
+
+
 def _check_room(max_len: int, window: int, specials: int) -> None:
     if max_len - specials < 1:
         raise SentimentError(f"--max-len {max_len} leaves no room for text beside {specials} special tokens")
@@ -555,25 +607,31 @@ class TransformerTask(Task):
         cfg = self.cfg
         self.folder = find_encoder(cfg.encoder)
         self.tokenizer = load_tokenizer(self.folder)
-        corpus, train, val, test = load_subsets(cfg, split_validation=False)
-        self.few_shot = few_shot(cfg, len(train))
-        if self.few_shot and not cfg.val_data:  # too few to hold any out: every example trains
-            val = []
-        else:
-            train, val = validation_split(cfg, corpus, train)
         self.passes, self.head_c, self.head_c_end = 1, None, None
-        if self.few_shot:
-            cfg, self.passes = few_shot_settings(cfg, len(train))
+        if streams(cfg):
+            self.few_shot = False
+            cfg = self.cfg = recipe_lengths(dataclasses.replace(cfg, recipe="standard"))
+            corpus, (train, val, test), (train_enc, val_enc, test_enc), cut = read_streamed(cfg, self.tokenizer)
         else:
-            cfg = recipe_lengths(cfg)
-        self.cfg = cfg
+            corpus, train, val, test = load_subsets(cfg, split_validation=False)
+            self.few_shot = few_shot(cfg, len(train))
+            if self.few_shot and not cfg.val_data:  # too few to hold any out: every example trains
+                val = []
+            else:
+                train, val = validation_split(cfg, corpus, train)
+            if self.few_shot:
+                cfg, self.passes = few_shot_settings(cfg, len(train))
+            else:
+                cfg = recipe_lengths(cfg)
+            self.cfg = cfg
 
-        def encoded(examples):
-            texts = [ex.text for ex in examples]
-            return encode_texts(self.tokenizer, texts, cfg.max_len, cfg.head_tokens, window=cfg.window)
+            def encoded(examples):
+                texts = [ex.text for ex in examples]
+                return encode_texts(self.tokenizer, texts, cfg.max_len, cfg.head_tokens, window=cfg.window)
 
-        (train_enc, cut_train), (val_enc, cut_val), (test_enc, cut_test) = map(encoded, (train, val, test))
-        self.cut_share = round((cut_train + cut_val + cut_test) / max(len(train) + len(val) + len(test), 1), 4)
+            (train_enc, cut_train), (val_enc, cut_val), (test_enc, cut_test) = map(encoded, (train, val, test))
+            cut = cut_train + cut_val + cut_test
+        self.cut_share = round(cut / max(len(train) + len(val) + len(test), 1), 4)
         windows = f", read in windows of {cfg.window}" if windowed(cfg.window, cfg.max_len) else ""
         echo(
             f"data: {corpus.source}: {len(train):,} train / {len(val):,} validation / {len(test):,} test reviews, "
