@@ -390,6 +390,7 @@ def test_a_streamed_run_trains_with_the_standard_recipe(csv, tmp_path, capsys, m
     assert code == 0, err
     summary = json.loads(((tmp_path / "streamed" / "latest").resolve() / "summary.json").read_text())
     assert summary["recipe"] == "standard" and summary["val_examples"] == 18 and summary["test_examples"] == 48
+    assert "read as a stream: the standard recipe" in out
     # a subset the few-shot recipe would take is read into memory
     code, out, err = run_cli(capsys, *args, "--limit-train", "60", "--out", tmp_path / "few")
     assert code == 0, err

@@ -608,7 +608,8 @@ class TransformerTask(Task):
         self.folder = find_encoder(cfg.encoder)
         self.tokenizer = load_tokenizer(self.folder)
         self.passes, self.head_c, self.head_c_end = 1, None, None
-        if streams(cfg):
+        streamed = streams(cfg)
+        if streamed:
             self.few_shot = False
             cfg = self.cfg = recipe_lengths(dataclasses.replace(cfg, recipe="standard"))
             corpus, (train, val, test), (train_enc, val_enc, test_enc), cut = read_streamed(cfg, self.tokenizer)
@@ -638,7 +639,7 @@ class TransformerTask(Task):
             f"{described(corpus.classes, corpus.target)}; "
             f"encoder {cfg.encoder}; {self.cut_share:.0%} of reviews cut to {cfg.max_len} tokens "
             f"(the first {min(cfg.head_tokens, cfg.max_len)} and the last){windows}; prepared in "
-            f"{time.perf_counter() - started:.1f} s"
+            f"{time.perf_counter() - started:.1f} s" + (" (read as a stream: the standard recipe)" if streamed else "")
         )
         return text_task_data(
             cfg,
