@@ -358,14 +358,16 @@ def test_a_big_source_is_read_as_a_stream_with_what_memory_gives(block, tmp_path
     path = tmp_path / "big.csv"
     path.write_text("text,label\n" + "".join(f'"{text}",{label}\n' for text, label in rows))
     monkeypatch.setattr(prepared, "BLOCK_TOKENS", block)
+    in_memory = prepared.IN_MEMORY_BYTES
     for extra in ({}, {"limit_train": 2100, "limit_test": 9}, {"window": 8, "max_len": 20, "head_tokens": 4}):
         cfg = text_config("transformer", None, {"data": str(path), "max_len": 12, "val_fraction": 0.2, **extra})
         assert not streams(cfg)  # a small file is read into memory
         monkeypatch.setattr(prepared, "IN_MEMORY_BYTES", 0)
         assert streams(cfg)
         corpus, (train, val, test), encoded, cut = read_streamed(cfg, tokenizer)
-        monkeypatch.undo()
-        monkeypatch.setattr(prepared, "BLOCK_TOKENS", block)
+        monkeypatch.setattr(prepared, "IN_MEMORY_BYTES", in_memory)
+        # the ids were written beside the prepared-text cache, and the folder is gone once mapped
+        assert (tmp_path / "data" / "cache").is_dir() and not list((tmp_path / "data" / "cache").iterdir())
         theirs_corpus, *splits = load_subsets(cfg)
         assert [len(x) for x in (train, val, test)] == [len(x) for x in splits]
         expected_cut = 0
@@ -377,6 +379,24 @@ def test_a_big_source_is_read_as_a_stream_with_what_memory_gives(block, tmp_path
                 assert list(getattr(enc, name)) == list(getattr(want, name)), name
             assert list(corpus.targets(examples)) == list(theirs_corpus.targets(theirs))
         assert cut == expected_cut and cut > 0
+
+
+def test_a_stream_whose_data_folder_cannot_be_written_goes_to_the_temporary_folder(tmp_path, monkeypatch):
+    from sentiment.config import text_config
+    from sentiment.families.transformer import load_tokenizer, read_streamed
+    from sentiment.text import prepared
+
+    tokenizer = load_tokenizer(tiny_encoder(tmp_path / "encoder", "bert"))
+    path = tmp_path / "big.csv"
+    path.write_text("text,label\n" + "".join(f"good film {i},pos\nbad film {i},neg\n" for i in range(20)))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("SENTIMENT_DATA_DIR", str(blocker))  # no folder can be made under a file
+    monkeypatch.setattr(prepared, "IN_MEMORY_BYTES", 0)
+    cfg = text_config("transformer", None, {"data": str(path), "max_len": 12, "val_fraction": 0.2})
+    _, (train, val, test), encoded, _ = read_streamed(cfg, tokenizer)
+    assert [len(e.lengths) for e in encoded] == [len(train), len(val), len(test)] and len(train) > 0
+    assert int(encoded[0].lengths.sum()) == len(encoded[0].ids) > 0
 
 
 def test_a_streamed_run_trains_with_the_standard_recipe(csv, tmp_path, capsys, monkeypatch):

@@ -387,10 +387,17 @@ def read_streamed(cfg, tokenizer) -> tuple:
     tokenized and cut as it is read and only its ids kept, on disk; then the splits chosen from the
     labels and each split's ids written out in its order and memory-mapped, so memory does not grow
     with the corpus. Returns (corpus, the (train, val, test) examples, their `Encoded` ids, the
-    number of texts cut)."""
+    number of texts cut). The ids go where the prepared-text cache goes (`SENTIMENT_DATA_DIR`), a
+    disk the user chose, rather than the system's temporary folder, which may be held in memory."""
+    from sentiment import hub
     from sentiment.text.prepared import SPLITS, _write_split, read_chosen
 
-    folder = Path(tempfile.mkdtemp(prefix="sentiment-wordpieces-"))
+    try:
+        parent = hub.data_dir() / "cache"
+        parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="wordpieces-", dir=parent))
+    except OSError:  # a data folder that cannot be written: the system's temporary folder
+        folder = Path(tempfile.mkdtemp(prefix="sentiment-wordpieces-"))
     try:
         pieces = WordPieces(tokenizer, cfg)
         _, corpus, chosen, stores = read_chosen(folder, cfg, pieces)
