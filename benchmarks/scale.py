@@ -4,6 +4,7 @@
     python -m benchmarks.scale [--data IMDB] [--sizes 25000,100000,400000,1000000]
         [--models linear,fasttext,textcnn] [--work DIR] [--readme] [--table-only]
         [--answer-sizes 100000,1000000] [--answer-models linear,textcnn]
+        [--prepare-sizes 100000,1000000] [--prepare-models transformer]
 
 The reviews: IMDb's 25,000 training reviews taken in turn, each copy with 10% of its words dropped
 at random (seeded), its label kept, written as one CSV per size into `--work` (kept there, so a
@@ -19,6 +20,11 @@ Answering at scale: a run of each `--answer-models` family trained on the 25,000
 `sentiment evaluate --data train-N.csv --json` and `sentiment predict --file reviews-N.txt` (the same
 texts, one per line; the answers written to /dev/null) for each `--answer-sizes` N: wall time and
 peak memory of each command.
+
+Preparing at scale: for the families whose epoch over a million reviews takes hours here (the
+transformer), the data preparation of `sentiment train` alone, in a child process of its own: the
+family's `data` step on `train-N.csv` as the training would run it (settings, tokenization, splits),
+and nothing after it. Wall time and peak memory of that process.
 
 Results are kept per (model, reviews) in benchmarks/results/scale.json (`--again` reruns). Writes
 the tables between the `bench-scale` and `bench-scale-answers` markers in docs/results.md with
@@ -130,6 +136,44 @@ def run_one(model: str, n: int, files: dict, work: Path) -> dict:
         "cpu": cpu_model(),
         "threads": os.cpu_count(),
     }
+
+
+def prepare_command(model: str, data: Path, files: dict) -> list[str]:
+    """A child that prepares `data` as `sentiment train --model model` would, and stops there."""
+    return [sys.executable, "-m", "benchmarks.scale", "--prepare-child", model, str(data), str(files["test"])]
+
+
+def prepare_child(model: str, data: str, test: str) -> None:
+    """The training's preparation of `data` (the family's `data` step) and nothing more; prints the
+    family's data line."""
+    from sentiment import config, registry
+    from sentiment.runtime import Runtime
+
+    cfg = config.family_config(model, None, {"model": model, "data": data, "test_data": test, "seed": 0}, kind="text")
+    task = registry.task_for(cfg)
+    task.data(Runtime.resolve("cpu", cpu_bf16=task.cpu_bf16), print)
+
+
+def prepare_one(model: str, n: int, files: dict, work: Path) -> dict:
+    env = {**os.environ, "SENTIMENT_DATA_DIR": str(work / "data")}  # where a streamed source's ids go
+    started = time.perf_counter()
+    code, stdout, err, peak_mb = run_measured(prepare_command(model, files[n], files), env=env, tree=True)
+    wall = time.perf_counter() - started
+    if code != 0:
+        raise SystemExit(f"preparing {model} at {n:,}: {(err.strip().splitlines() or ['failed'])[-1]}")
+    data_line = next((line for line in stdout.splitlines() if line.startswith("data: ")), "")
+    return {"model": model, "reviews": n, "wall_s": round(wall, 1), "peak_rss_mb": peak_mb,
+            "data_line": data_line, "cpu": cpu_model(), "threads": os.cpu_count()}  # fmt: skip
+
+
+def prepare_table(results: list[dict], sizes: list[int], models: list[str]) -> str:
+    by = {(r["model"], r["reviews"]): r for r in results}
+    lines = ["| reviews | " + " | ".join(f"{NAMES.get(m, m)} preparation: wall s / peak MB" for m in models) + " |",
+             "|---" * (len(models) + 1) + "|"]  # fmt: skip
+    for n in sizes:
+        cells = [f"{r['wall_s']:,.0f} / {r['peak_rss_mb']:,}" if (r := by.get((m, n))) else "—" for m in models]
+        lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def answer_runs(models: list[str], files: dict, work: Path) -> dict[str, Path]:
@@ -254,23 +298,33 @@ def main() -> None:
     ap.add_argument("--table-only", action="store_true", help="run nothing: the table and plot from the results")
     ap.add_argument("--answer-sizes", default="100000,1000000", help="reviews evaluate and predict answer")
     ap.add_argument("--answer-models", default="linear,textcnn")
+    ap.add_argument("--prepare-sizes", default="100000,1000000", help="reviews the preparation-only runs read")
+    ap.add_argument("--prepare-models", default="transformer", help="families measured preparing only")
+    ap.add_argument("--prepare-child", nargs=3, metavar=("MODEL", "DATA", "TEST"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.prepare_child:
+        prepare_child(*args.prepare_child)
+        return
     sizes = [int(n) for n in args.sizes.split(",")]
     models = args.models.split(",")
     answer_sizes = [int(n) for n in args.answer_sizes.split(",") if n]
     answer_models = args.answer_models.split(",")
+    prepare_sizes = [int(n) for n in args.prepare_sizes.split(",") if n]
+    prepare_models = [m for m in args.prepare_models.split(",") if m]
     saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
     done = {(r["model"], r["reviews"]): r for r in saved["runs"]}
     answered = {(r["model"], r["reviews"]): r for r in saved.get("answers", [])}
+    prepared = {(r["model"], r["reviews"]): r for r in saved.get("prepared", [])}
 
     def save() -> None:
-        RESULTS.write_text(json.dumps({"runs": list(done.values()), "answers": list(answered.values())}, indent=1)
-                           + "\n")  # fmt: skip
+        everything = {"runs": list(done.values()), "answers": list(answered.values()),
+                      "prepared": list(prepared.values())}  # fmt: skip
+        RESULTS.write_text(json.dumps(everything, indent=1) + "\n")
 
     if not args.table_only:
         work = Path(args.work)
         work.mkdir(parents=True, exist_ok=True)
-        files = write_sets(args.data, work, sorted({*sizes, *answer_sizes, 25_000}))
+        files = write_sets(args.data, work, sorted({*sizes, *answer_sizes, *prepare_sizes, 25_000}))
         for n in sizes:
             for m in models:
                 if (m, n) in done and not args.again:
@@ -286,6 +340,14 @@ def main() -> None:
             answered[m, n] = answer_one(m, n, runs[m], files)
             print(json.dumps(answered[m, n]), flush=True)
             save()
+        for n in prepare_sizes:
+            for m in prepare_models:
+                if (m, n) in prepared and not args.again:
+                    continue
+                print(f"== {m} preparing {n:,} reviews", flush=True)
+                prepared[m, n] = prepare_one(m, n, files, work)
+                print(json.dumps(prepared[m, n]), flush=True)
+                save()
     results = [r for r in done.values() if r["model"] in models and r["reviews"] in sizes]
     plot(results, models, PICTURE)
     body = (
@@ -307,8 +369,18 @@ def main() -> None:
         f"`python -m benchmarks.scale --readme`."
     )
     print(answer_body)
+    preparing = [r for r in prepared.values() if r["model"] in prepare_models and r["reviews"] in prepare_sizes]
+    prepare_body = (
+        f"{prepare_table(preparing, prepare_sizes, prepare_models)}\n\nEach cell: the data preparation of "
+        f"`sentiment train --model M --data train-N.csv --test-data test.csv` alone (the family's data step, in a "
+        f"process of its own, which stops there): wall time and peak memory of that process. Machine: "
+        f"{machines(preparing)}; `python -m benchmarks.scale --readme`."
+    )
+    print(prepare_body)
     if args.readme:
         replace_section("bench-scale", body)
+        if preparing:
+            replace_section("bench-scale-prepare", prepare_body)
         if answers:
             replace_section("bench-scale-answers", answer_body)
 
