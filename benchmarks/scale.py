@@ -325,29 +325,22 @@ def main() -> None:
         work = Path(args.work)
         work.mkdir(parents=True, exist_ok=True)
         files = write_sets(args.data, work, sorted({*sizes, *answer_sizes, *prepare_sizes, 25_000}))
-        for n in sizes:
-            for m in models:
-                if (m, n) in done and not args.again:
+
+        def measure(kept: dict, pairs: list, doing: str, one) -> None:
+            for m, n in pairs:
+                if (m, n) in kept and not args.again:
                     continue
-                print(f"== {m} at {n:,} reviews", flush=True)
-                done[m, n] = run_one(m, n, files, work)
-                print(json.dumps(done[m, n]), flush=True)
+                print(f"== {m} {doing} {n:,} reviews", flush=True)
+                kept[m, n] = one(m, n)
+                print(json.dumps(kept[m, n]), flush=True)
                 save()
+
+        measure(done, [(m, n) for n in sizes for m in models], "at", lambda m, n: run_one(m, n, files, work))
         todo = [(m, n) for n in answer_sizes for m in answer_models if (m, n) not in answered or args.again]
         runs = answer_runs(sorted({m for m, _ in todo}), files, work) if todo else {}
-        for m, n in todo:
-            print(f"== {m} answering {n:,} reviews", flush=True)
-            answered[m, n] = answer_one(m, n, runs[m], files)
-            print(json.dumps(answered[m, n]), flush=True)
-            save()
-        for n in prepare_sizes:
-            for m in prepare_models:
-                if (m, n) in prepared and not args.again:
-                    continue
-                print(f"== {m} preparing {n:,} reviews", flush=True)
-                prepared[m, n] = prepare_one(m, n, files, work)
-                print(json.dumps(prepared[m, n]), flush=True)
-                save()
+        measure(answered, todo, "answering", lambda m, n: answer_one(m, n, runs[m], files))
+        pairs = [(m, n) for n in prepare_sizes for m in prepare_models]
+        measure(prepared, pairs, "preparing", lambda m, n: prepare_one(m, n, files, work))
     results = [r for r in done.values() if r["model"] in models and r["reviews"] in sizes]
     plot(results, models, PICTURE)
     body = (
