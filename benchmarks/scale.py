@@ -108,17 +108,23 @@ def machines(rows: list[dict]) -> str:
     return ", ".join(sorted({f"{r['cpu']}, {r['threads']} threads" for r in rows})) or cpu_model()
 
 
+def timed(argv: list[str], what: str, env: dict | None = None) -> tuple[str, float, int]:
+    """`argv` run and measured: `(stdout, wall seconds, peak MB of its process tree)`; a failure
+    stops the benchmark with `what` and the command's last error line."""
+    started = time.perf_counter()
+    code, stdout, err, peak_mb = run_measured(argv, env=env, tree=True)
+    if code != 0:
+        raise SystemExit(f"{what}: {(err.strip().splitlines() or ['failed'])[-1]}")
+    return stdout, round(time.perf_counter() - started, 1), peak_mb
+
+
 def run_one(model: str, n: int, files: dict, work: Path) -> dict:
     data_dir, out = work / "data", work / "runs"
     shutil.rmtree(data_dir, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
     data_dir.mkdir(parents=True)
     args = train_command(model, files[n], files, out)
-    started = time.perf_counter()
-    code, stdout, err, peak_mb = run_measured(args, env={**os.environ, "SENTIMENT_DATA_DIR": str(data_dir)}, tree=True)
-    wall = time.perf_counter() - started
-    if code != 0:
-        raise SystemExit(f"{model} at {n:,}: {(err.strip().splitlines() or ['failed'])[-1]}")
+    stdout, wall, peak_mb = timed(args, f"{model} at {n:,}", {**os.environ, "SENTIMENT_DATA_DIR": str(data_dir)})
     summary = json.loads(((out / "latest").resolve() / "summary.json").read_text())
     data_line = next((line for line in stdout.splitlines() if line.startswith("data: ")), "")
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -126,7 +132,7 @@ def run_one(model: str, n: int, files: dict, work: Path) -> dict:
     return {
         "model": model,
         "reviews": n,
-        "wall_s": round(wall, 1),
+        "wall_s": wall,
         "peak_rss_mb": peak_mb,
         "test_acc": summary["test_acc"],
         "train_examples": summary["train_examples"],
@@ -156,13 +162,9 @@ def prepare_child(model: str, data: str, test: str) -> None:
 
 def prepare_one(model: str, n: int, files: dict, work: Path) -> dict:
     env = {**os.environ, "SENTIMENT_DATA_DIR": str(work / "data")}  # where a streamed source's ids go
-    started = time.perf_counter()
-    code, stdout, err, peak_mb = run_measured(prepare_command(model, files[n], files), env=env, tree=True)
-    wall = time.perf_counter() - started
-    if code != 0:
-        raise SystemExit(f"preparing {model} at {n:,}: {(err.strip().splitlines() or ['failed'])[-1]}")
+    stdout, wall, peak_mb = timed(prepare_command(model, files[n], files), f"preparing {model} at {n:,}", env)
     data_line = next((line for line in stdout.splitlines() if line.startswith("data: ")), "")
-    return {"model": model, "reviews": n, "wall_s": round(wall, 1), "peak_rss_mb": peak_mb,
+    return {"model": model, "reviews": n, "wall_s": wall, "peak_rss_mb": peak_mb,
             "data_line": data_line, "cpu": cpu_model(), "threads": os.cpu_count()}  # fmt: skip
 
 
@@ -212,11 +214,8 @@ def answer_one(model: str, n: int, run: Path, files: dict) -> dict:
         f"> /dev/null",
     }
     for name, command in commands.items():
-        started = time.perf_counter()
-        code, stdout, err, peak_mb = run_measured(["sh", "-c", command], tree=True)
-        if code != 0:
-            raise SystemExit(f"{name} with {model} on {n:,}: {(err.strip().splitlines() or ['failed'])[-1]}")
-        out |= {f"{name}_wall_s": round(time.perf_counter() - started, 1), f"{name}_peak_rss_mb": peak_mb}
+        stdout, wall, peak_mb = timed(["sh", "-c", command], f"{name} with {model} on {n:,}")
+        out |= {f"{name}_wall_s": wall, f"{name}_peak_rss_mb": peak_mb}
         if name == "evaluate":
             out["evaluate_examples"] = json.loads(stdout)["examples"]
     return out
