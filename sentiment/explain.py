@@ -119,7 +119,9 @@ class GradientExplainer:
         self.family = family
         self.model = clf.model.float().eval()
 
-    def explain(self, text: str) -> Explanation:
+    def explain(self, text: str, offset: np.ndarray | None = None) -> Explanation:
+        """`offset`: logits the run adds to its network's for this text (a word model's); the label
+        explained is then the sum's, and the tokens' contributions are the network's part of it."""
         try:
             from captum.attr import IntegratedGradients
         except ImportError:
@@ -136,6 +138,8 @@ class GradientExplainer:
         with torch.no_grad(), torch.autocast("cpu", enabled=False):
             logits = self.model(x, lengths)[0].double().numpy()
             embedded, embedded_baseline = self.layer(x), self.layer(baseline)  # [1, T, E] each
+        if offset is not None:
+            logits = logits + offset
         own = self.clf.multi_label is not None
         m = torch.tensor(margin_weights(len(logits), int(logits.argmax()), own=own), dtype=torch.float32)
 

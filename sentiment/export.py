@@ -207,6 +207,13 @@ def onnx(run_path, *, quantize: str | None = None, out=None, force: bool = False
         "onnxruntime": _onnx_modules().__version__,
         "seconds": None,
     }
+    words = _words(clf)
+    if words:  # the few-shot transformer's word model reads the texts, outside the graph
+        record["words"] = words
+        echo(
+            f"note: this run adds a word model's logits to the graph's ({', '.join(words['files'])}: TF-IDF "
+            "and a logistic regression); --backend onnx adds them, and so must a program outside the toolkit"
+        )
     if quantize == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -221,7 +228,7 @@ def onnx(run_path, *, quantize: str | None = None, out=None, force: bool = False
         written.append(int8)
     record["seconds"] = round(time.perf_counter() - started, 1)
     if out is not None:  # shipped elsewhere: with what tokenizing needs
-        for name in record["tokenization"]:
+        for name in record["tokenization"] + (words["files"] if words else []):
             source = run.file(name)
             if source.is_dir():
                 shutil.copytree(source, target / name, dirs_exist_ok=True)
@@ -230,6 +237,20 @@ def onnx(run_path, *, quantize: str | None = None, out=None, force: bool = False
         shutil.copy2(run.file("config.json"), target / "config.json")
     atomic_write_json(target / META, record)
     return [*written, target / META]
+
+
+def _words(clf) -> dict | None:
+    """What onnx.json says of a run's word model (`linear.WordModel`), None without one."""
+    if getattr(clf, "words", None) is None:
+        return None
+    from sentiment.families.linear import WORDS_FILES
+
+    return {
+        "files": list(WORDS_FILES),
+        "logits": "added to the graph's: TF-IDF of the text (words.json: vocabulary, 1- to ngrams-grams of "
+        "scikit-learn's default token pattern, lowercased, sublinear tf, idf from words.safetensors, each row "
+        "L2-normalized) @ weight.T + bias",
+    }
 
 
 EXPORTERS = ("torchscript", "dynamo")  # TorchScript keeps the BiRNN's lengths free; dynamo traces fastText's bags

@@ -305,6 +305,7 @@ def _finish(run: Run, task: Task, cfg, model, data: TaskData, runtime: Runtime, 
             },
         )
         echo(f"calibration: temperature {temperature:.3f} (validation ECE {before:.3f} -> {after:.3f})")
+    task.keep(run, temperature)
     # the test split scored once, by the weights as saved (calibrated), as `evaluate` will score it
     splits["test"] = task.logits(model, data, "test", runtime, progress=progress)
     objective = objective_of(cfg, data)

@@ -86,6 +86,11 @@ class Task:
         return True, or leave it and return False (the default)."""
         return False
 
+    def keep(self, run: Run, temperature: float | None) -> None:
+        """After training and calibration (`temperature`: the one the head's logits were divided by,
+        None without), before the test split is scored: save into `run` what the run needs beside
+        its weights and files (the transformer's few-shot word model). Nothing by default."""
+
     def logits(self, model, data: TaskData, split: str, runtime, *, progress: bool = False):
         """`model`'s logits (torch tensor `[examples, classes]`, in data order) on the `val` or
         `test` split of `data`; by default through the split's batches."""

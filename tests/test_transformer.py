@@ -344,6 +344,82 @@ def test_a_few_shot_run_in_windows_fits_its_head_again_and_exports_to_onnx(csv, 
     assert torch.allclose(onnx, full.probabilities(texts), atol=1e-3)
 
 
+def test_a_few_shot_run_adds_a_word_model_in_every_use_of_its_folder(csv, tmp_path, capsys):
+    """The few-shot recipe's word model (TF-IDF and a logistic regression beside the network): trained
+    and saved, calibrated with the head, and added by predict, evaluate, the quick form, ONNX and
+    explanations, each giving what training scored."""
+    import numpy as np
+
+    from sentiment.families.linear import WordModel
+    from sentiment.families.transformer import FEW_SHOT, QuickBertClassifier, TransformerRunClassifier
+    from sentiment.registry import open_classifier
+    from sentiment.runs import Run
+
+    encoder = tiny_encoder(tmp_path / "encoder", "bert")
+    val = three_class_csv(tmp_path / "val.csv", n=120, seed=1)
+    args = ["train", "--model", "transformer", "--encoder", encoder, "--data", csv, "--max-len", "32", "--window", "8"]
+    code, out, err = run_cli(capsys, *args, "--val-data", val, "--precision", "fp32", "--out", tmp_path / "runs")
+    assert code == 0, err
+    run = (tmp_path / "runs" / "latest").resolve()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["recipe"] == "few-shot" and summary["words"]["share"] == FEW_SHOT["words"]
+    assert "a word model beside it" in out and summary["temperature"] is not None
+    words = WordModel.load(Run.open(run), summary["classes"])
+    assert words.info["scale"] == pytest.approx(1 / summary["temperature"])  # calibrated with the head
+
+    texts = ["superb wonderful great film of the table and the chair", "awful terrible worst", "meh"]
+    full = TransformerRunClassifier(Run.open(run))
+    network = _network_logits(full, texts).double()
+    added = torch.from_numpy(words.logits(texts)).double()
+    assert torch.allclose(full.probabilities(texts).double(), (network + added).softmax(1), atol=1e-5)
+    assert added.abs().max() > 0.01  # the words move the answer
+    quick = open_classifier(Run.open(run), "cpu", kind="text", texts=len(texts))
+    assert isinstance(quick, QuickBertClassifier)
+    assert torch.allclose(quick.probabilities(texts), full.probabilities(texts), atol=1e-5)
+    code, out, err = run_cli(capsys, "evaluate", "--run", run, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["accuracy"] == pytest.approx(summary["test_acc"], abs=1e-6)
+    assert report["ece"] == pytest.approx(summary["test_ece"], abs=1e-5)
+
+    # explanations: the network's part by integrated gradients, the words' exactly; a word in the cut
+    # middle of a long text, which only the word model reads, is a token of its own
+    long = "superb " + "great " * 30 + "zebra wonderful film"
+    for text in (texts[0], long):
+        explained = full.explain(text)
+        total = sum(t["contribution"] for t in explained.tokens)
+        assert total + explained.bias - explained.margin == pytest.approx(explained.completeness_gap, abs=1e-4)
+        probs = full.probabilities([text])[0]
+        assert explained.probability == pytest.approx(float(probs.max()), abs=1e-4)
+    read = [t["token"] for t in full._explainer.explain(long).tokens]  # the network's own tokens
+    assert explained.cut and read.count("great") < 30
+    assert [t["token"] for t in explained.tokens].count("great") == 30
+
+    code, out, err = run_cli(capsys, "export", run, "--format", "hf", "--out", tmp_path / "hf")
+    assert_user_error(code, err, "adds a word model")
+    pytest.importorskip("onnxruntime")
+    code, out, err = run_cli(capsys, "export", run, "--format", "onnx", "--out", tmp_path / "onnx")
+    assert code == 0, err
+    assert "adds a word model's logits" in out
+    meta = json.loads((tmp_path / "onnx" / "onnx.json").read_text())
+    assert meta["words"]["files"] == ["words.json", "words.safetensors"]
+    assert all((tmp_path / "onnx" / name).is_file() for name in meta["words"]["files"])
+    code, out, err = run_cli(capsys, "export", run, "--format", "onnx")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "predict", *texts, "--run", run, "--json", "--backend", "onnx")
+    assert code == 0, err
+    onnx = np.array([[r["scores"][c] for c in full.classes] for r in jsonl(out)])
+    assert np.allclose(onnx, full.probabilities(texts).numpy(), atol=1e-3)
+
+
+def _network_logits(clf, texts):
+    from sentiment.loop import predict_logits
+    from sentiment.text.batching import TextBatches
+
+    batches = TextBatches(clf.encode(texts), None, 8, shuffle=False, pad=clf.pad)
+    return predict_logits(clf.model, batches, clf.runtime, size=len(texts))
+
+
 @pytest.mark.parametrize("block", [1 << 22, 7], ids=["one-block", "many-blocks"])
 def test_a_big_source_is_read_as_a_stream_with_what_memory_gives(block, tmp_path, monkeypatch):
     from sentiment.config import text_config

@@ -31,7 +31,7 @@ import numpy as np
 
 from sentiment.config import TextRun, setting
 from sentiment.errors import SentimentError
-from sentiment.fsutil import atomic_write_json
+from sentiment.fsutil import atomic_path, atomic_write_json
 from sentiment.registry import Family, register
 from sentiment.runs import Run
 from sentiment.targets import described
@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # the corpus readers load when data is read
     from sentiment.text.hashed import HashedSplits
 
 VOCABULARY = "tfidf.json"
+WORDS_FILES = ("words.json", "words.safetensors")  # a `WordModel` in another family's run folder
 FEATURES = ("auto", "exact", "hashed")
 HASHED_ABOVE = 256 << 20  # bytes of data above which `--features auto` hashes
 REVIEW_BYTES = 2048  # a review's size, roughly: a --limit-train of up to HASHED_ABOVE / this stays exact
@@ -577,10 +578,88 @@ class HashedTfidf:
         return column_of(term, self.bits)
 
 
-class LinearExplainer:
-    """Exact per-word contributions of a linear (TF-IDF + logistic regression) run."""
+class WordModel:
+    """TF-IDF and a logistic regression with the family's defaults, fitted beside another model of
+    the same texts (the transformer's few-shot recipe) whose logits it adds to: numpy and scipy only.
+    Its `weight` and `bias` hold the coefficients times the share they are added at, so its
+    `logits` are what it adds. Saved as WORDS_FILES (vocabulary and settings; the arrays)."""
 
-    def __init__(self, clf: LinearClassifier):
+    multi_label = None  # a word model is fitted beside classifiers only
+    rating = None
+
+    def __init__(self, vectorizer, weight: np.ndarray, bias: np.ndarray, classes: list[str], info: dict):
+        self.vectorizer, self.weight, self.bias, self.classes, self.info = vectorizer, weight, bias, classes, info
+
+    @classmethod
+    def fit(cls, texts: Sequence[str], labels: np.ndarray, classes: list[str], *, share: float, balanced: bool,
+            seed: int) -> WordModel:  # fmt: skip
+        """TF-IDF of 1- to `ngrams`-grams seen in at least `min_df` texts and an L2 logistic regression
+        at `c` (LinearSettings' defaults; `min_df` 1 where fewer than 2 texts would leave no term),
+        its logits times `share`."""
+        from sklearn.linear_model import LogisticRegression
+
+        defaults = LinearSettings()
+        min_df = defaults.min_df if len(texts) >= 2 * defaults.min_df else 1
+        vectorizer = _vectorizer(defaults.ngrams, min_df)
+        x = vectorizer.fit_transform(list(texts))
+        solver = LogisticRegression(
+            C=defaults.c, max_iter=1000, random_state=seed, class_weight="balanced" if balanced else None
+        )
+        solver.fit(x, labels)
+        coef, intercept = _as_rows(solver.coef_, solver.intercept_)
+        if coef.shape[0] != len(classes):  # a class the training texts lack cannot be; the caller checks
+            raise SentimentError(f"the word model saw {coef.shape[0]} of the {len(classes)} classes")
+        info = {"ngrams": defaults.ngrams, "min_df": min_df, "c": defaults.c, "share": share, "terms": x.shape[1]}
+        return cls(vectorizer, coef * share, intercept * share, list(classes), info)
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """`[n, classes]` float32: what the word model adds to the other model's logits."""
+        return _logits(self.vectorizer.transform(list(texts)), self.weight, self.bias).astype(np.float32)
+
+    def scale(self, factor: float) -> None:
+        """Multiply its logits by `factor` (a temperature's 1 / T)."""
+        self.weight, self.bias = self.weight * factor, self.bias * factor
+        self.info["scale"] = self.info.get("scale", 1.0) * factor
+
+    def save(self, run: Run) -> None:
+        from safetensors.numpy import save_file
+
+        terms = sorted(self.vectorizer.vocabulary_, key=self.vectorizer.vocabulary_.get)
+        arrays = {"idf": self.vectorizer.idf_.astype(np.float32), "weight": self.weight, "bias": self.bias}
+        with atomic_path(run.file(WORDS_FILES[1])) as tmp:
+            save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}, str(tmp))
+        atomic_write_json(run.file(WORDS_FILES[0]), {**self.info, "vocabulary": terms})
+
+    @classmethod
+    def load(cls, run: Run, classes: list[str]) -> WordModel | None:
+        """The run folder's word model, or None where it has none."""
+        if not run.file(WORDS_FILES[0]).exists():
+            return None
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        saved = run.read_json(WORDS_FILES[0])
+        try:
+            arrays = load_file(str(run.file(WORDS_FILES[1])))
+        except (SafetensorError, OSError) as e:
+            where = run.file(WORDS_FILES[1])
+            raise SentimentError(f"{where} is not readable ({e}); the run folder is damaged") from None
+        terms = saved.pop("vocabulary")
+        if not len(terms) == arrays["idf"].shape[0] == arrays["weight"].shape[1]:
+            raise SentimentError(f"{run.path}: {WORDS_FILES[0]} and {WORDS_FILES[1]} do not belong together")
+        vectorizer = _vectorizer(saved["ngrams"], vocabulary={t: i for i, t in enumerate(terms)})
+        vectorizer.idf_ = arrays["idf"]
+        return cls(vectorizer, arrays["weight"], arrays["bias"], classes, saved)
+
+    def explainer(self) -> LinearExplainer:
+        return LinearExplainer(self)
+
+
+class LinearExplainer:
+    """Exact per-word contributions of a linear (TF-IDF + logistic regression) run, or of a
+    `WordModel` (anything with `classes`, `vectorizer`, `weight`, `bias` and `multi_label`)."""
+
+    def __init__(self, clf: LinearClassifier | WordModel):
         self.clf = clf
         self.classes = self.clf.classes
         vectorizer = self.clf.vectorizer
@@ -593,11 +672,21 @@ class LinearExplainer:
         from sentiment.explain import explanation, margin_weights
 
         check_texts([text])
-        features = self.clf.vectorizer.transform([text]).tocsr().astype(np.float64)
-        weight, bias = self.clf.weight.astype(np.float64), self.clf.bias.astype(np.float64)
-        logits = np.asarray(features @ weight.T)[0] + bias
+        logits = self.logits(text)
         m = margin_weights(len(logits), int(logits.argmax()), own=self.clf.multi_label is not None)
-        feature_weight = m @ weight  # [features]
+        spans, contrib = self.contributions(text, m)
+        return explanation(text, self.classes, logits, spans, contrib, "exact", bias=float(m @ self.clf.bias),
+                           rating=self.clf.rating, multi_label=self.clf.multi_label)  # fmt: skip
+
+    def logits(self, text: str) -> np.ndarray:
+        features = self.clf.vectorizer.transform([text])
+        return _logits(features.astype(np.float64), self.clf.weight.astype(np.float64), self.clf.bias)[0]
+
+    def contributions(self, text: str, m: np.ndarray) -> tuple[list[tuple[str, int, int]], np.ndarray]:
+        """`(the text's words as (word, start, end), each word's share of m @ logits)`: the shares sum
+        to it less `m @ bias`."""
+        features = self.clf.vectorizer.transform([text]).tocsr().astype(np.float64)
+        feature_weight = m @ self.clf.weight.astype(np.float64)  # [features]
         value = dict(zip(features.indices.tolist(), features.data.tolist(), strict=True))
         spans = [(t.group().lower(), t.start(), t.end()) for t in self.token.finditer(text)]
         words = [s[0] for s in spans]
@@ -612,8 +701,7 @@ class LinearExplainer:
             share = value.get(f, 0.0) * feature_weight[f] / len(occurrences)
             for i, n in occurrences:
                 contrib[i : i + n] += share / n
-        return explanation(text, self.classes, logits, spans, contrib, "exact", bias=float(m @ bias),
-                           rating=self.clf.rating, multi_label=self.clf.multi_label)  # fmt: skip
+        return spans, contrib
 
 
 def open_run(run: Run, device: str = "cpu", *, texts: int | None = None) -> LinearClassifier:

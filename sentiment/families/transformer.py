@@ -70,9 +70,12 @@ RECIPES = ("auto", "few-shot", "standard")
 # the head starts as a logistic regression fitted to the frozen encoder's pooled vectors of the
 # training texts (its C chosen by cross-validation on them); then everything is fine-tuned for a
 # budget of about `steps` optimizer steps, in at most `epochs` epochs, at a lower learning rate;
-# last, the head is fitted again, at C `end_c`, on what the fine-tuned encoder makes of the texts.
+# last, the head is fitted again, at C `end_c`, on what the fine-tuned encoder makes of the texts,
+# and a word model (TF-IDF and a logistic regression, the linear family's) is fitted to the training
+# texts beside it: the run's logits are the network's plus `words` times the word model's.
 FEW_SHOT_MAX = 2000
-FEW_SHOT = {"steps": 48, "epochs": 4, "lr": 3e-5, "head_lr_mult": 10.0, "layer_decay": 1.0, "warmup": 0.1, "end_c": 1.0}
+FEW_SHOT = {"steps": 48, "epochs": 4, "lr": 3e-5, "head_lr_mult": 10.0, "layer_decay": 1.0, "warmup": 0.1,
+            "end_c": 1.0, "words": 2.0}  # fmt: skip
 FEW_SHOT_LOOP = ("epochs", "lr", "head_lr_mult", "layer_decay", "warmup")  # the loop's settings it sets
 # What `--max-len 0` and `--window 0` (the defaults) become: the standard recipe reads a review as one
 # sequence of up to 256 tokens; the few-shot recipe reads up to 384 in windows of 128, the length
@@ -614,7 +617,7 @@ class TransformerTask(Task):
         cfg = self.cfg
         self.folder = find_encoder(cfg.encoder)
         self.tokenizer = load_tokenizer(self.folder)
-        self.passes, self.head_c, self.head_c_end = 1, None, None
+        self.passes, self.head_c, self.head_c_end, self.words = 1, None, None, None
         streamed = streams(cfg)
         if streamed:
             self.few_shot = False
@@ -639,6 +642,9 @@ class TransformerTask(Task):
 
             (train_enc, cut_train), (val_enc, cut_val), (test_enc, cut_test) = map(encoded, (train, val, test))
             cut = cut_train + cut_val + cut_test
+            if self.few_shot:  # the word model reads the texts themselves
+                self.texts = {"train": [ex.text for ex in train], "val": [ex.text for ex in val],
+                              "test": [ex.text for ex in test]}  # fmt: skip
         self.cut_share = round(cut / max(len(train) + len(val) + len(test), 1), 4)
         windows = f", read in windows of {cfg.window}" if windowed(cfg.window, cfg.max_len) else ""
         echo(
@@ -702,7 +708,35 @@ class TransformerTask(Task):
             f"few-shot recipe: head fitted again on the fine-tuned encoder (logistic regression, C "
             f"{self.head_c_end:g}, {time.perf_counter() - started:.1f} s)"
         )
+        if FEW_SHOT["words"]:
+            from sentiment.families.linear import WordModel
+
+            started = time.perf_counter()
+            self.words = WordModel.fit(
+                self.texts["train"], np.asarray(data.train.labels), data.classes, share=FEW_SHOT["words"],
+                balanced=self.cfg.class_weights == "auto", seed=self.cfg.seed,
+            )  # fmt: skip
+            echo(
+                f"few-shot recipe: a word model beside it (TF-IDF of {self.words.info['terms']:,} words and word "
+                f"pairs, logistic regression; its logits added at {FEW_SHOT['words']:g}x, "
+                f"{time.perf_counter() - started:.1f} s)"
+            )
         return True
+
+    def logits(self, model, data: TaskData, split: str, runtime, *, progress: bool = False):
+        logits = super().logits(model, data, split, runtime, progress=progress)
+        if self.words is None:
+            return logits
+        import torch
+
+        return logits + torch.from_numpy(self.words.logits(self.texts[split]))
+
+    def keep(self, run: Run, temperature: float | None) -> None:
+        if self.words is None:
+            return
+        if temperature is not None:
+            self.words.scale(1.0 / temperature)
+        self.words.save(run)
 
     def record(self, data: TaskData) -> dict:
         packaged = self.cfg.encoder in PACKAGED_ENCODERS
@@ -728,6 +762,9 @@ class TransformerTask(Task):
         if self.few_shot:
             recipe["head_start_c"] = self.head_c
             recipe["head_end_c"] = self.head_c_end
+            if self.words is not None:
+                info = self.words.info
+                recipe["words"] = {k: info[k] for k in ("share", "terms", "ngrams", "min_df", "c")}
         return {"encoder": self.cfg.encoder, "pooling": self.cfg.pooling, "cut_share": self.cut_share, **recipe}
 
     @classmethod
@@ -762,6 +799,16 @@ class TransformerRunClassifier(EncodedTextClassifier):
         run.load_into(self.model)
         self.model.to(self.runtime.device).eval()
         self._explainer = None
+        from sentiment.families.linear import WordModel
+
+        self.words = WordModel.load(run, self.classes)  # the few-shot recipe's, added to the network's logits
+
+    def beside(self, logits, texts: Sequence[str]):
+        if self.words is None:
+            return logits
+        import torch
+
+        return logits + torch.from_numpy(self.words.logits(texts)).to(logits.device)
 
     def encode(self, texts: Sequence[str], *, check: bool = True) -> Encoded:
         if check:
@@ -784,7 +831,33 @@ class TransformerRunClassifier(EncodedTextClassifier):
 
             layer = own.model.encoder.get_input_embeddings()
             self._explainer = GradientExplainer(own, layer, tokens, keep=own.special, family="transformer")
-        return self._explainer.explain(text)
+        if self.words is None:
+            return self._explainer.explain(text)
+        words = self.words.explainer()
+        return with_words(self._explainer.explain(text, offset=words.logits(text)), words)
+
+
+def with_words(explained, words):
+    """A transformer explanation (of the network's logits plus the word model's, `offset`) with the
+    word model's part of the margin added: the network's part is attributed by integrated gradients
+    to its tokens, the word model's exactly to the words (`LinearExplainer` of a `WordModel`), each
+    word's share split evenly over the tokens inside it; a word the network did not read (in the cut
+    middle of a long text) is listed as a token of its own."""
+    from sentiment.explain import margin_weights
+
+    m = margin_weights(len(words.classes), words.classes.index(explained.label))
+    spans, contrib = words.contributions(explained.text, m)
+    tokens = [dict(t) for t in explained.tokens]
+    extra = []
+    for (word, start, end), c in zip(spans, contrib, strict=True):
+        inside = [t for t in tokens if t["start"] < end and t["end"] > start]
+        for t in inside:
+            t["contribution"] += float(c) / len(inside)
+        if not inside:
+            extra.append({"token": word, "start": start, "end": end, "contribution": float(c)})
+    explained.tokens = sorted(tokens + extra, key=lambda t: (t["start"], t["end"]))
+    explained.bias += float(m @ words.clf.bias)
+    return explained
 
 
 def as_xlm_classifier(clf):
@@ -810,6 +883,11 @@ def as_xlm_classifier(clf):
         why.append(f"its feed-forward width {bert.intermediate_size} is not 4 x {bert.hidden_size}")
     if model.window:
         why.append(f"it reads reviews in windows of {model.window} tokens; a transformers classifier reads one")
+    if getattr(clf, "words", None) is not None:
+        why.append(
+            "it adds a word model's logits to its network's (the few-shot recipe); a transformers classifier "
+            "is the network alone"
+        )
     if why:
         raise SentimentError(
             f"{clf.run.path} cannot be written as a Hugging Face classifier without custom code "
@@ -882,6 +960,9 @@ class QuickBertClassifier(ClassifierBase):
         bare, wrapped = self.tokenizer.encode("a", add_special_tokens=False).ids, self.tokenizer.encode("a").ids
         self.before, self.after = special_tokens_around(bare, wrapped)
         self.specials = set(wrapped[: self.before]) | set(wrapped[len(wrapped) - self.after :])
+        from sentiment.families.linear import WordModel
+
+        self.words = WordModel.load(run, self.classes)
 
     def _ids(self, text: str) -> list[int]:
         ids = self.tokenizer.encode(text).ids
@@ -937,7 +1018,10 @@ class QuickBertClassifier(ClassifierBase):
         torch = self.torch
         with torch.no_grad():
             rows = [self._ids(t) for t in texts]
-            probs = self.answers(torch.stack([self._logits(ids) for ids in rows]))
+            logits = torch.stack([self._logits(ids) for ids in rows])
+            if self.words is not None:
+                logits = logits + torch.from_numpy(self.words.logits(texts))
+            probs = self.answers(logits)
         known = [any(i != self.unk and i not in self.specials for i in ids) for ids in rows]
         return probs, known
 

@@ -139,15 +139,20 @@ class EncodedTextClassifier(ClassifierBase):
     def scores(self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False):
         """`(probabilities [n, classes], whether each text has a word the model knows)`, one encoding."""
         enc = self.encode(texts)
-        return self._probabilities(enc, batch_size, progress), self.known(enc)
+        return self._probabilities(enc, batch_size, progress, texts), self.known(enc)
 
-    def _probabilities(self, enc: Encoded, batch_size: int, progress: bool):
+    def _probabilities(self, enc: Encoded, batch_size: int, progress: bool, texts: Sequence[str]):
         from sentiment.loop import predict_logits
 
         batches = TextBatches(enc, None, batch_size, shuffle=False, pad=self.pad)
         model = self.model_for(len(enc))
         logits = predict_logits(model, batches, self.runtime, size=len(enc), progress=progress, total=len(batches))
-        return self.answers(logits)
+        return self.answers(self.beside(logits, texts))
+
+    def beside(self, logits, texts: Sequence[str]):
+        """The run's logits of `texts` from its network's `logits` (torch `[n, classes]`): a family
+        whose run adds a model that reads the texts themselves adds its logits here."""
+        return logits
 
     def outputs(self, texts: Sequence[str], *, progress: bool = False):
         """The model's outputs `[n, outputs]` (logits; a rating run's unclipped ratings) for `texts`,
@@ -156,7 +161,8 @@ class EncodedTextClassifier(ClassifierBase):
 
         enc = self.encode(texts, check=False)
         batches = TextBatches(enc, None, self.eval_batch_size, shuffle=False, pad=self.pad)
-        return predict_logits(self.model, batches, self.runtime, size=len(enc), progress=progress, total=len(batches))
+        logits = predict_logits(self.model, batches, self.runtime, size=len(enc), progress=progress, total=len(batches))
+        return self.beside(logits, texts)
 
     def evaluate(self, corpus: Corpus, *, progress: bool = True) -> dict:
         return report(self, self.outputs([ex.text for ex in corpus.test], progress=progress), corpus)
