@@ -397,6 +397,12 @@ def test_a_few_shot_run_adds_a_word_model_in_every_use_of_its_folder(csv, tmp_pa
 
     code, out, err = run_cli(capsys, "export", run, "--format", "hf", "--out", tmp_path / "hf")
     assert_user_error(code, err, "adds a word model")
+    # too few examples of a class for words to help: no word model
+    few = three_class_csv(tmp_path / "few.csv", n=3 * (FEW_SHOT["words_from"] - 1))
+    code, out, err = run_cli(capsys, *[few if a == csv else a for a in args], "--out", tmp_path / "few")
+    assert code == 0, err
+    assert "no word model beside it" in out and not (tmp_path / "few" / "latest" / "words.json").exists()
+    assert "words" not in json.loads((tmp_path / "few" / "latest" / "summary.json").read_text())
     pytest.importorskip("onnxruntime")
     code, out, err = run_cli(capsys, "export", run, "--format", "onnx", "--out", tmp_path / "onnx")
     assert code == 0, err

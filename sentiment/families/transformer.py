@@ -71,11 +71,12 @@ RECIPES = ("auto", "few-shot", "standard")
 # training texts (its C chosen by cross-validation on them); then everything is fine-tuned for a
 # budget of about `steps` optimizer steps, in at most `epochs` epochs, at a lower learning rate;
 # last, the head is fitted again, at C `end_c`, on what the fine-tuned encoder makes of the texts,
-# and a word model (TF-IDF and a logistic regression, the linear family's) is fitted to the training
-# texts beside it: the run's logits are the network's plus `words` times the word model's.
+# and where every class has at least `words_from` examples, a word model (TF-IDF and a logistic
+# regression, the linear family's) is fitted to the training texts beside it: the run's logits are
+# the network's plus `words` times the word model's.
 FEW_SHOT_MAX = 2000
 FEW_SHOT = {"steps": 48, "epochs": 4, "lr": 3e-5, "head_lr_mult": 10.0, "layer_decay": 1.0, "warmup": 0.1,
-            "end_c": 1.0, "words": 2.0}  # fmt: skip
+            "end_c": 1.0, "words": 2.0, "words_from": 32}  # fmt: skip
 FEW_SHOT_LOOP = ("epochs", "lr", "head_lr_mult", "layer_decay", "warmup")  # the loop's settings it sets
 # What `--max-len 0` and `--window 0` (the defaults) become: the standard recipe reads a review as one
 # sequence of up to 256 tokens; the few-shot recipe reads up to 384 in windows of 128, the length
@@ -708,12 +709,17 @@ class TransformerTask(Task):
             f"few-shot recipe: head fitted again on the fine-tuned encoder (logistic regression, C "
             f"{self.head_c_end:g}, {time.perf_counter() - started:.1f} s)"
         )
-        if FEW_SHOT["words"]:
+        labels = np.asarray(data.train.labels)
+        fewest = int(np.bincount(labels, minlength=len(data.classes)).min())
+        if fewest < FEW_SHOT["words_from"]:
+            echo(f"few-shot recipe: no word model beside it (it needs {FEW_SHOT['words_from']} examples of each "
+                 f"class; one has {fewest})")  # fmt: skip
+        elif FEW_SHOT["words"]:
             from sentiment.families.linear import WordModel
 
             started = time.perf_counter()
             self.words = WordModel.fit(
-                self.texts["train"], np.asarray(data.train.labels), data.classes, share=FEW_SHOT["words"],
+                self.texts["train"], labels, data.classes, share=FEW_SHOT["words"],
                 balanced=self.cfg.class_weights == "auto", seed=self.cfg.seed,
             )  # fmt: skip
             echo(
