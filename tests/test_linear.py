@@ -84,3 +84,33 @@ def test_linear_on_an_imdb_slice(real_imdb, tmp_path, capsys):
     assert code == 0, err
     summary = json.loads((tmp_path / "latest" / "summary.json").read_text())
     assert summary["test_acc"] >= 0.8, summary
+
+
+def test_a_word_model_is_the_linear_models_logits_times_its_share(tmp_path):
+    """`WordModel` (the transformer few-shot recipe's): TF-IDF and a logistic regression with the
+    family's defaults, its logits times its share, the same after saving; None without shared words."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from sentiment.families.linear import LinearSettings, WordModel
+    from sentiment.runs import Run
+
+    rows = [r.rsplit(",", 1) for r in three_class_csv(tmp_path / "t.csv", n=90).read_text().splitlines()[1:]]
+    texts, names = [t.strip('"') for t, _ in rows], [n for _, n in rows]
+    classes = sorted(set(names))
+    labels = np.array([classes.index(n) for n in names])
+    words = WordModel.fit(texts, labels, classes, share=2.0, balanced=False, seed=0)
+    defaults = LinearSettings()
+    tfidf = TfidfVectorizer(ngram_range=(1, defaults.ngrams), min_df=defaults.min_df, sublinear_tf=True)
+    x = tfidf.fit_transform(texts)
+    want = LogisticRegression(C=defaults.c, max_iter=1000).fit(x, labels).decision_function(x[:5])
+    got = words.logits(texts[:5])
+    assert np.allclose(got - got.mean(1, keepdims=True), 2.0 * (want - want.mean(1, keepdims=True)), atol=1e-4)
+    run = Run(tmp_path / "run")
+    run.path.mkdir()
+    words.save(run)
+    again = WordModel.load(run, classes)
+    assert np.allclose(again.logits(texts[:5]), got, atol=1e-6) and again.info["share"] == 2.0
+    assert WordModel.load(Run(tmp_path), classes) is None  # a run folder without one
+    unique = [f"word{i}x" for i in range(60)]  # no word in two texts
+    assert WordModel.fit(unique, np.arange(60) % 2, ["a", "b"], share=2.0, balanced=False, seed=0) is None

@@ -592,24 +592,25 @@ class WordModel:
 
     @classmethod
     def fit(cls, texts: Sequence[str], labels: np.ndarray, classes: list[str], *, share: float, balanced: bool,
-            seed: int) -> WordModel:  # fmt: skip
+            seed: int) -> WordModel | None:  # fmt: skip
         """TF-IDF of 1- to `ngrams`-grams seen in at least `min_df` texts and an L2 logistic regression
-        at `c` (LinearSettings' defaults; `min_df` 1 where fewer than 2 texts would leave no term),
-        its logits times `share`."""
+        at `c` (LinearSettings' defaults), its logits times `share`; None where no n-gram is in
+        `min_df` texts (texts without spaces between their words, each one long token)."""
         from sklearn.linear_model import LogisticRegression
 
         defaults = LinearSettings()
-        min_df = defaults.min_df if len(texts) >= 2 * defaults.min_df else 1
-        vectorizer = _vectorizer(defaults.ngrams, min_df)
-        x = vectorizer.fit_transform(list(texts))
+        vectorizer = _vectorizer(defaults.ngrams, defaults.min_df)
+        try:
+            x = vectorizer.fit_transform(list(texts))
+        except ValueError:  # scikit-learn's "no terms remain" / "empty vocabulary"
+            return None
         solver = LogisticRegression(
             C=defaults.c, max_iter=1000, random_state=seed, class_weight="balanced" if balanced else None
         )
         solver.fit(x, labels)
         coef, intercept = _as_rows(solver.coef_, solver.intercept_)
-        if coef.shape[0] != len(classes):  # a class the training texts lack cannot be; the caller checks
-            raise SentimentError(f"the word model saw {coef.shape[0]} of the {len(classes)} classes")
-        info = {"ngrams": defaults.ngrams, "min_df": min_df, "c": defaults.c, "share": share, "terms": x.shape[1]}
+        info = {"ngrams": defaults.ngrams, "min_df": defaults.min_df, "c": defaults.c, "share": share,
+                "terms": x.shape[1]}  # fmt: skip
         return cls(vectorizer, coef * share, intercept * share, list(classes), info)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:

@@ -709,25 +709,33 @@ class TransformerTask(Task):
             f"few-shot recipe: head fitted again on the fine-tuned encoder (logistic regression, C "
             f"{self.head_c_end:g}, {time.perf_counter() - started:.1f} s)"
         )
+        self.words = self._word_model(data, echo)
+        return True
+
+    def _word_model(self, data: TaskData, echo: Callable[[str], None]):
+        """The few-shot recipe's word model (`linear.WordModel`) of the training texts, or None where a
+        class has fewer than FEW_SHOT["words_from"] examples or no n-gram is in two texts."""
+        from sentiment.families.linear import WordModel
+
         labels = np.asarray(data.train.labels)
         fewest = int(np.bincount(labels, minlength=len(data.classes)).min())
+        if not FEW_SHOT["words"]:
+            return None
         if fewest < FEW_SHOT["words_from"]:
             echo(f"few-shot recipe: no word model beside it (it needs {FEW_SHOT['words_from']} examples of each "
                  f"class; one has {fewest})")  # fmt: skip
-        elif FEW_SHOT["words"]:
-            from sentiment.families.linear import WordModel
-
-            started = time.perf_counter()
-            self.words = WordModel.fit(
-                self.texts["train"], labels, data.classes, share=FEW_SHOT["words"],
-                balanced=self.cfg.class_weights == "auto", seed=self.cfg.seed,
-            )  # fmt: skip
-            echo(
-                f"few-shot recipe: a word model beside it (TF-IDF of {self.words.info['terms']:,} words and word "
-                f"pairs, logistic regression; its logits added at {FEW_SHOT['words']:g}x, "
-                f"{time.perf_counter() - started:.1f} s)"
-            )
-        return True
+            return None
+        started = time.perf_counter()
+        words = WordModel.fit(self.texts["train"], labels, data.classes, share=FEW_SHOT["words"],
+                              balanced=self.cfg.class_weights == "auto", seed=self.cfg.seed)  # fmt: skip
+        if words is None:
+            echo("few-shot recipe: no word model beside it (no word is in two training texts)")
+            return None
+        echo(
+            f"few-shot recipe: a word model beside it (TF-IDF of {words.info['terms']:,} words and word pairs, "
+            f"logistic regression; its logits added at {FEW_SHOT['words']:g}x, {time.perf_counter() - started:.1f} s)"
+        )
+        return words
 
     def logits(self, model, data: TaskData, split: str, runtime, *, progress: bool = False):
         logits = super().logits(model, data, split, runtime, progress=progress)
