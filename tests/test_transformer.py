@@ -344,7 +344,7 @@ def test_a_few_shot_run_in_windows_fits_its_head_again_and_exports_to_onnx(csv, 
     assert torch.allclose(onnx, full.probabilities(texts), atol=1e-3)
 
 
-def test_a_few_shot_run_adds_a_word_model_in_every_use_of_its_folder(csv, tmp_path, capsys):
+def test_a_few_shot_run_adds_a_word_model_in_every_use_of_its_folder(csv, tmp_path, capsys, monkeypatch):
     """The few-shot recipe's word model (TF-IDF and a logistic regression beside the network): trained
     and saved, calibrated with the head, and added by predict, evaluate, the quick form, ONNX and
     explanations, each giving what training scored."""
@@ -354,6 +354,8 @@ def test_a_few_shot_run_adds_a_word_model_in_every_use_of_its_folder(csv, tmp_pa
     from sentiment.families.transformer import FEW_SHOT, QuickBertClassifier, TransformerRunClassifier
     from sentiment.registry import open_classifier
     from sentiment.runs import Run
+
+    monkeypatch.setitem(FEW_SHOT, "words_from", 40)  # of the 80 examples per class here: a quick test
 
     encoder = tiny_encoder(tmp_path / "encoder", "bert")
     val = three_class_csv(tmp_path / "val.csv", n=120, seed=1)

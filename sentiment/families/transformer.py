@@ -76,7 +76,7 @@ RECIPES = ("auto", "few-shot", "standard")
 # the network's plus `words` times the word model's.
 FEW_SHOT_MAX = 2000
 FEW_SHOT = {"steps": 48, "epochs": 4, "lr": 3e-5, "head_lr_mult": 10.0, "layer_decay": 1.0, "warmup": 0.1,
-            "end_c": 1.0, "words": 2.0, "words_from": 32}  # fmt: skip
+            "end_c": 1.0, "words": 2.0, "words_from": 256}  # fmt: skip
 FEW_SHOT_LOOP = ("epochs", "lr", "head_lr_mult", "layer_decay", "warmup")  # the loop's settings it sets
 # What `--max-len 0` and `--window 0` (the defaults) become: the standard recipe reads a review as one
 # sequence of up to 256 tokens; the few-shot recipe reads up to 384 in windows of 128, the length
