@@ -717,10 +717,10 @@ class TransformerTask(Task):
         class has fewer than FEW_SHOT["words_from"] examples or no n-gram is in two texts."""
         from sentiment.families.linear import WordModel
 
-        labels = np.asarray(data.train.labels)
-        fewest = int(np.bincount(labels, minlength=len(data.classes)).min())
         if not FEW_SHOT["words"]:
             return None
+        labels = np.asarray(data.train.labels)
+        fewest = int(np.bincount(labels, minlength=len(data.classes)).min())
         if fewest < FEW_SHOT["words_from"]:
             echo(f"few-shot recipe: no word model beside it (it needs {FEW_SHOT['words_from']} examples of each "
                  f"class; one has {fewest})")  # fmt: skip
