@@ -85,6 +85,18 @@ def _vectorizer(ngrams: int, min_df: int = 1, vocabulary: dict[str, int] | None 
     )
 
 
+def _terms(vectorizer) -> list[str]:
+    """A fitted vectorizer's vocabulary as its columns' terms, in column order (what a run saves)."""
+    return sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get)
+
+
+def _saved_vectorizer(ngrams: int, terms: list[str], idf: np.ndarray):
+    """The vectorizer a run saved as `terms` (in column order) and `idf`, as it was fitted."""
+    vectorizer = _vectorizer(ngrams, vocabulary={term: i for i, term in enumerate(terms)})
+    vectorizer.idf_ = idf
+    return vectorizer
+
+
 @functools.cache
 def nets() -> SimpleNamespace:
     """The torch module the run folder's weights are saved from: `TfidfLinear`."""
@@ -482,8 +494,7 @@ class LinearTask(Task):
         if self.hashed is not None:
             atomic_write_json(run.file(VOCABULARY), {"ngrams": self.cfg.ngrams, "hash_bits": self.cfg.hash_bits})
             return
-        terms = sorted(self.vectorizer.vocabulary_, key=self.vectorizer.vocabulary_.get)
-        atomic_write_json(run.file(VOCABULARY), {"ngrams": self.cfg.ngrams, "terms": terms})
+        atomic_write_json(run.file(VOCABULARY), {"ngrams": self.cfg.ngrams, "terms": _terms(self.vectorizer)})
 
     def check_resume(self, run: Run, data: TaskData) -> None:
         raise SentimentError(f"{run.path} is a linear run: it fits in one go; train it again instead")
@@ -520,10 +531,8 @@ class LinearClassifier(ClassifierBase):
             self.vectorizer = HashedTfidf(saved["ngrams"], saved["hash_bits"], state["idf"])
             size, what = self.vectorizer.columns, "columns"
         else:
-            vocabulary = {term: i for i, term in enumerate(saved["terms"])}
-            self.vectorizer = _vectorizer(saved["ngrams"], vocabulary=vocabulary)
-            self.vectorizer.idf_ = state["idf"]
-            size, what = len(vocabulary), "terms"
+            self.vectorizer = _saved_vectorizer(saved["ngrams"], saved["terms"], state["idf"])
+            size, what = len(saved["terms"]), "terms"
         if state["idf"].shape[0] != size:
             raise SentimentError(
                 f"{run.path}: {VOCABULARY} has {size:,} {what} but the weights {state['idf'].shape[0]:,}; "
@@ -617,6 +626,10 @@ class WordModel:
         """`[n, classes]` float32: what the word model adds to the other model's logits."""
         return _logits(self.vectorizer.transform(list(texts)), self.weight, self.bias).astype(np.float32)
 
+    def add_to(self, logits, texts: Sequence[str]):
+        """The other model's `logits` of `texts` (a torch tensor `[n, classes]`) with the word model's added."""
+        return logits + logits.new_tensor(self.logits(texts))
+
     def scale(self, factor: float) -> None:
         """Multiply its logits by `factor` (a temperature's 1 / T)."""
         self.weight, self.bias = self.weight * factor, self.bias * factor
@@ -625,11 +638,10 @@ class WordModel:
     def save(self, run: Run) -> None:
         from safetensors.numpy import save_file
 
-        terms = sorted(self.vectorizer.vocabulary_, key=self.vectorizer.vocabulary_.get)
         arrays = {"idf": self.vectorizer.idf_.astype(np.float32), "weight": self.weight, "bias": self.bias}
         with atomic_path(run.file(WORDS_FILES[1])) as tmp:
             save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}, str(tmp))
-        atomic_write_json(run.file(WORDS_FILES[0]), {**self.info, "vocabulary": terms})
+        atomic_write_json(run.file(WORDS_FILES[0]), {**self.info, "vocabulary": _terms(self.vectorizer)})
 
     @classmethod
     def load(cls, run: Run, classes: list[str]) -> WordModel | None:
@@ -648,8 +660,7 @@ class WordModel:
         terms = saved.pop("vocabulary")
         if not len(terms) == arrays["idf"].shape[0] == arrays["weight"].shape[1]:
             raise SentimentError(f"{run.path}: {WORDS_FILES[0]} and {WORDS_FILES[1]} do not belong together")
-        vectorizer = _vectorizer(saved["ngrams"], vocabulary={t: i for i, t in enumerate(terms)})
-        vectorizer.idf_ = arrays["idf"]
+        vectorizer = _saved_vectorizer(saved["ngrams"], terms, arrays["idf"])
         return cls(vectorizer, arrays["weight"], arrays["bias"], classes, saved)
 
     def explainer(self) -> LinearExplainer:
@@ -673,20 +684,23 @@ class LinearExplainer:
         from sentiment.explain import explanation, margin_weights
 
         check_texts([text])
-        logits = self.logits(text)
+        features = self.features(text)
+        logits = self.logits(features)
         m = margin_weights(len(logits), int(logits.argmax()), own=self.clf.multi_label is not None)
-        spans, contrib = self.contributions(text, m)
+        spans, contrib = self.contributions(text, features, m)
         return explanation(text, self.classes, logits, spans, contrib, "exact", bias=float(m @ self.clf.bias),
                            rating=self.clf.rating, multi_label=self.clf.multi_label)  # fmt: skip
 
-    def logits(self, text: str) -> np.ndarray:
-        features = self.clf.vectorizer.transform([text])
-        return _logits(features.astype(np.float64), self.clf.weight.astype(np.float64), self.clf.bias)[0]
+    def features(self, text: str):
+        """The text's TF-IDF row (sparse, float64), for `logits` and `contributions`."""
+        return self.clf.vectorizer.transform([text]).tocsr().astype(np.float64)
 
-    def contributions(self, text: str, m: np.ndarray) -> tuple[list[tuple[str, int, int]], np.ndarray]:
-        """`(the text's words as (word, start, end), each word's share of m @ logits)`: the shares sum
-        to it less `m @ bias`."""
-        features = self.clf.vectorizer.transform([text]).tocsr().astype(np.float64)
+    def logits(self, features) -> np.ndarray:
+        return _logits(features, self.clf.weight.astype(np.float64), self.clf.bias)[0]
+
+    def contributions(self, text: str, features, m: np.ndarray) -> tuple[list[tuple[str, int, int]], np.ndarray]:
+        """`(the text's words as (word, start, end), each word's share of m @ logits)` for its
+        `features`: the shares sum to it less `m @ bias`."""
         feature_weight = m @ self.clf.weight.astype(np.float64)  # [features]
         value = dict(zip(features.indices.tolist(), features.data.tolist(), strict=True))
         spans = [(t.group().lower(), t.start(), t.end()) for t in self.token.finditer(text)]

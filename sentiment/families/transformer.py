@@ -739,11 +739,7 @@ class TransformerTask(Task):
 
     def logits(self, model, data: TaskData, split: str, runtime, *, progress: bool = False):
         logits = super().logits(model, data, split, runtime, progress=progress)
-        if self.words is None:
-            return logits
-        import torch
-
-        return logits + torch.from_numpy(self.words.logits(self.texts[split]))
+        return logits if self.words is None else self.words.add_to(logits, self.texts[split])
 
     def keep(self, run: Run, temperature: float | None) -> None:
         if self.words is None:
@@ -818,11 +814,7 @@ class TransformerRunClassifier(EncodedTextClassifier):
         self.words = WordModel.load(run, self.classes)  # the few-shot recipe's, added to the network's logits
 
     def beside(self, logits, texts: Sequence[str]):
-        if self.words is None:
-            return logits
-        import torch
-
-        return logits + torch.from_numpy(self.words.logits(texts)).to(logits.device)
+        return logits if self.words is None else self.words.add_to(logits, texts)
 
     def encode(self, texts: Sequence[str], *, check: bool = True) -> Encoded:
         if check:
@@ -848,19 +840,20 @@ class TransformerRunClassifier(EncodedTextClassifier):
         if self.words is None:
             return self._explainer.explain(text)
         words = self.words.explainer()
-        return with_words(self._explainer.explain(text, offset=words.logits(text)), words)
+        features = words.features(text)
+        return with_words(self._explainer.explain(text, offset=words.logits(features)), words, features)
 
 
-def with_words(explained, words):
+def with_words(explained, words, features):
     """A transformer explanation (of the network's logits plus the word model's, `offset`) with the
-    word model's part of the margin added: the network's part is attributed by integrated gradients
-    to its tokens, the word model's exactly to the words (`LinearExplainer` of a `WordModel`), each
-    word's share split evenly over the tokens inside it; a word the network did not read (in the cut
-    middle of a long text) is listed as a token of its own."""
+    word model's part of the margin added, from the text's TF-IDF `features`: the network's part is
+    attributed by integrated gradients to its tokens, the word model's exactly to the words
+    (`LinearExplainer` of a `WordModel`), each word's share split evenly over the tokens inside it;
+    a word the network did not read (in the cut middle of a long text) is a token of its own."""
     from sentiment.explain import margin_weights
 
     m = margin_weights(len(words.classes), words.classes.index(explained.label))
-    spans, contrib = words.contributions(explained.text, m)
+    spans, contrib = words.contributions(explained.text, features, m)
     tokens = [dict(t) for t in explained.tokens]
     extra = []
     for (word, start, end), c in zip(spans, contrib, strict=True):
@@ -1034,7 +1027,7 @@ class QuickBertClassifier(ClassifierBase):
             rows = [self._ids(t) for t in texts]
             logits = torch.stack([self._logits(ids) for ids in rows])
             if self.words is not None:
-                logits = logits + torch.from_numpy(self.words.logits(texts))
+                logits = self.words.add_to(logits, texts)
             probs = self.answers(logits)
         known = [any(i != self.unk and i not in self.specials for i in ids) for ids in rows]
         return probs, known
