@@ -340,35 +340,38 @@ def main() -> None:
         measure(answered, todo, "answering", lambda m, n: answer_one(m, n, runs[m], files))
         pairs = [(m, n) for n in prepare_sizes for m in prepare_models]
         measure(prepared, pairs, "preparing", lambda m, n: prepare_one(m, n, files, work))
-    results = [r for r in done.values() if r["model"] in models and r["reviews"] in sizes]
+
+    def section(kept: dict, chosen: list[str], counts: list[int], draw, says: str) -> tuple[list[dict], str]:
+        """The kept rows of `chosen` families at `counts` reviews, and their table (`draw`) with `says`
+        and the machines beneath; printed."""
+        rows = [r for r in kept.values() if r["model"] in chosen and r["reviews"] in counts]
+        command = "`python -m benchmarks.scale --readme`"
+        text = f"{draw(rows, counts, chosen)}\n\n{says} Machine: {machines(rows)}; {command}."
+        print(text)
+        return rows, text
+
+    results, body = section(
+        done, models, sizes, table,
+        f"Each cell: one `sentiment train` on that many synthetic reviews (IMDb's training reviews in turn, 10% of "
+        f"each copy's words dropped), with the family's defaults and one epoch for the loop's families, from an "
+        f"empty data folder: wall time of the whole command, peak memory of its process tree, and accuracy on "
+        f"{TEST_SIZE:,} IMDb test reviews. (hashed): the linear family chose hashed features by itself.",
+    )  # fmt: skip
     plot(results, models, PICTURE)
-    body = (
-        f"{table(results, sizes, models)}\n\nEach cell: one `sentiment train` on that many synthetic reviews "
-        f"(IMDb's training reviews in turn, 10% of each copy's words dropped), with the family's defaults and one "
-        f"epoch for the loop's families, from an empty data folder: wall time of the whole command, peak memory of "
-        f"its process tree, and accuracy on {TEST_SIZE:,} IMDb test reviews. (hashed): the linear family chose "
-        f"hashed features by itself. Machine: {machines(results)}; `python -m benchmarks.scale --readme`."
-        f"\n\n![time and memory against reviews]({link(PICTURE, 'bench-scale')})"
-    )
-    print(body)
-    answers = [r for r in answered.values() if r["model"] in answer_models and r["reviews"] in answer_sizes]
-    answer_body = (
-        f"{answer_table(answers, answer_sizes, answer_models)}\n\nEach cell: one command answering that many "
-        f"synthetic reviews with a run trained on 25,000 of them: `sentiment evaluate --data train-N.csv --json` "
-        f"(texts and labels) and `sentiment predict --file reviews-N.txt` (the same texts, one per line; the answers "
-        f"written to /dev/null). Wall time of the command and peak memory of its process tree. Machine: "
-        f"{machines(answers)}; "
-        f"`python -m benchmarks.scale --readme`."
-    )
-    print(answer_body)
-    preparing = [r for r in prepared.values() if r["model"] in prepare_models and r["reviews"] in prepare_sizes]
-    prepare_body = (
-        f"{prepare_table(preparing, prepare_sizes, prepare_models)}\n\nEach cell: the data preparation of "
-        f"`sentiment train --model M --data train-N.csv --test-data test.csv` alone (the family's data step, in a "
-        f"process of its own, which stops there): wall time and peak memory of that process. Machine: "
-        f"{machines(preparing)}; `python -m benchmarks.scale --readme`."
-    )
-    print(prepare_body)
+    body += f"\n\n![time and memory against reviews]({link(PICTURE, 'bench-scale')})"
+    answers, answer_body = section(
+        answered, answer_models, answer_sizes, answer_table,
+        "Each cell: one command answering that many synthetic reviews with a run trained on 25,000 of them: "
+        "`sentiment evaluate --data train-N.csv --json` (texts and labels) and `sentiment predict --file "
+        "reviews-N.txt` (the same texts, one per line; the answers written to /dev/null). Wall time of the command "
+        "and peak memory of its process tree.",
+    )  # fmt: skip
+    preparing, prepare_body = section(
+        prepared, prepare_models, prepare_sizes, prepare_table,
+        "Each cell: the data preparation of `sentiment train --model M --data train-N.csv --test-data test.csv` "
+        "alone (the family's data step, in a process of its own, which stops there): wall time and peak memory of "
+        "that process.",
+    )  # fmt: skip
     if args.readme:
         replace_section("bench-scale", body)
         if preparing:
