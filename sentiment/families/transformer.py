@@ -35,6 +35,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -619,6 +620,7 @@ class TransformerTask(Task):
         self.folder = find_encoder(cfg.encoder)
         self.tokenizer = load_tokenizer(self.folder)
         self.passes, self.head_c, self.head_c_end, self.words = 1, None, None, None
+        self.texts: dict[str, list[str]] | None = None
         streamed = streams(cfg)
         if streamed:
             self.few_shot = False
@@ -643,7 +645,9 @@ class TransformerTask(Task):
 
             (train_enc, cut_train), (val_enc, cut_val), (test_enc, cut_test) = map(encoded, (train, val, test))
             cut = cut_train + cut_val + cut_test
-            if self.few_shot:  # the word model reads the texts themselves
+            fewest = min(Counter(ex.label for ex in train).values(), default=0)
+            if self.few_shot and FEW_SHOT["words"] and fewest >= FEW_SHOT["words_from"]:
+                # the word model (see `_word_model`) reads the texts themselves
                 self.texts = {"train": [ex.text for ex in train], "val": [ex.text for ex in val],
                               "test": [ex.text for ex in test]}  # fmt: skip
         self.cut_share = round(cut / max(len(train) + len(val) + len(test), 1), 4)
@@ -721,7 +725,7 @@ class TransformerTask(Task):
             return None
         labels = np.asarray(data.train.labels)
         fewest = int(np.bincount(labels, minlength=len(data.classes)).min())
-        if fewest < FEW_SHOT["words_from"]:
+        if fewest < FEW_SHOT["words_from"] or self.texts is None:
             echo(f"few-shot recipe: no word model beside it (it needs {FEW_SHOT['words_from']} examples of each "
                  f"class; one has {fewest})")  # fmt: skip
             return None
