@@ -3,7 +3,7 @@
 project's short reviews (benchmarks/data/short_reviews.csv, 300 one-sentence reviews from four
 domains); and `--class-weights none` against `auto` on 1:9 imbalanced IMDb slices.
 
-    python -m benchmarks.calibration [--data PATH] [--models linear,textcnn,transformer] [--readme]
+    python -m benchmarks.calibration [--data PATH] [--models linear,textcnn,transformer] [--seeds 0,1,2] [--readme]
 
 Runs (CPU):
 - linear: full IMDb (22,500 trained on, 2,500 validation), scored on the 25,000 test reviews;
@@ -61,24 +61,29 @@ def evaluate(run: Path, data: str | None, limit: int | None = None) -> dict:
     args = ["evaluate", "--run", str(run), "--json"] + (["--data", data] if data else [])
     args += ["--limit", str(limit)] if limit else []
     report = json.loads(sentiment(*args))
-    return {k: report[k] for k in ("examples", "accuracy", "balanced_accuracy", "f1", "ece", "mean_confidence")}
+    keys = ("examples", "accuracy", "balanced_accuracy", "f1", "ece", "ece_floor", "mean_confidence")
+    return {k: report[k] for k in keys}
 
 
-def calibration_rows(models: list[str], data: str | None, folder: Path) -> list[dict]:
+def calibration_rows(models: list[str], seeds: list[int], data: str | None, folder: Path) -> list[dict]:
     rows = []
     for model in models:
-        flags, limit = RUNS[model]
-        flags = flags + (["--data", data] if data else [])
-        row = {"model": model, "cpu": cpu_model()}
-        for name, extra in (("plain", ["--no-calibrate"]), ("calibrated", [])):
-            started = time.perf_counter()
-            run = train(folder / f"{model}-{name}", *flags, *extra)
-            row[f"{name}_train_s"] = round(time.perf_counter() - started, 1)
-            row[name] = {"imdb": evaluate(run, data, limit), "short": evaluate(run, str(SHORT))}
-            if name == "calibrated":
-                row["temperature"] = json.loads((run / "calibration.json").read_text())["temperature"]
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+        for seed in seeds:
+            flags, limit = RUNS[model]
+            flags = flags + ["--seed", str(seed)] + (["--data", data] if data else [])
+            row = {"model": model, "seed": seed, "cpu": cpu_model()}
+            for name, extra in (("plain", ["--no-calibrate"]), ("calibrated", [])):
+                started = time.perf_counter()
+                run = train(folder / f"{model}-{seed}-{name}", *flags, *extra)
+                row[f"{name}_train_s"] = round(time.perf_counter() - started, 1)
+                row[name] = {"imdb": evaluate(run, data, limit), "short": evaluate(run, str(SHORT))}
+                if name == "calibrated":
+                    record = json.loads((run / "calibration.json").read_text())
+                    row["temperature"] = record["temperature"]
+                    row["maximum_likelihood"] = record.get("maximum_likelihood", record["temperature"])
+                    row["val_examples"] = record["examples"]
+            print(json.dumps(row), flush=True)
+            rows.append(row)
     return rows
 
 
@@ -117,16 +122,20 @@ def machine_line(rows: list[dict]) -> str:
 
 def calibration_table(rows: list[dict]) -> str:
     lines = [
-        "| run | T | IMDb test: ECE as trained | ECE calibrated | mean confidence / accuracy "
-        "| short reviews: ECE as trained | ECE calibrated | mean confidence / accuracy |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | seed | T (maximum likelihood) | IMDb test: ECE as trained | ECE calibrated | floor "
+        "| mean confidence / accuracy | short reviews: ECE as trained | ECE calibrated | floor "
+        "| mean confidence / accuracy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         p, c = r["plain"], r["calibrated"]
+        ml = r.get("maximum_likelihood", r["temperature"])
+        floor = {k: c[k].get("ece_floor", float("nan")) for k in ("imdb", "short")}
         lines.append(
-            f"| {NAMES[r['model']]} | {r['temperature']:.2f} | {p['imdb']['ece']:.3f} | **{c['imdb']['ece']:.3f}** "
+            f"| {NAMES[r['model']]} | {r.get('seed', 0)} | {r['temperature']:.2f} ({ml:.2f}) "
+            f"| {p['imdb']['ece']:.3f} | **{c['imdb']['ece']:.3f}** | {floor['imdb']:.3f} "
             f"| {c['imdb']['mean_confidence']:.3f} / {c['imdb']['accuracy']:.3f} ({c['imdb']['examples']:,} reviews) "
-            f"| {p['short']['ece']:.3f} | **{c['short']['ece']:.3f}** "
+            f"| {p['short']['ece']:.3f} | **{c['short']['ece']:.3f}** | {floor['short']:.3f} "
             f"| {c['short']['mean_confidence']:.3f} / {c['short']['accuracy']:.3f} |"
         )
     return "\n".join(lines)
@@ -148,6 +157,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=None, help="IMDb folder or archive (default: as sentiment finds it)")
     ap.add_argument("--models", default="linear,textcnn,transformer")
+    ap.add_argument("--seeds", default="0,1,2", help="seeds per model (each a run as trained and one calibrated)")
     ap.add_argument("--skip-class-weights", action="store_true")
     ap.add_argument("--readme", action="store_true")
     args = ap.parse_args()
@@ -155,7 +165,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="calibration-") as tmp:
         folder = Path(tmp)
         models = [m for m in args.models.split(",") if m]
-        fresh = calibration_rows(models, args.data, folder)
+        seeds = [int(x) for x in args.seeds.split(",") if x]
+        fresh = calibration_rows(models, seeds, args.data, folder)
         kept = [{"cpu": saved.get("cpu"), **r} for r in saved.get("calibration", []) if r["model"] not in models]
         order = list(RUNS)
         calibration = sorted(kept + fresh, key=lambda r: order.index(r["model"]))
@@ -169,7 +180,10 @@ def main() -> None:
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
     cal = (
         f"{calibration_table(calibration)}\n\nECE: 15 equal-width bins of the top probability. T: the temperature "
-        f"fitted on the validation split (above 1: the run was overconfident). {machine_line(calibration)} "
+        f"fitted on the validation split (above 1: the run was overconfident), and in brackets the "
+        "maximum-likelihood T, before the prior drew it towards 1. Floor: the ECE a perfectly calibrated model with "
+        "the calibrated run's probabilities would show on that many examples (`ece_floor`). "
+        f"{machine_line(calibration)} "
         "`python -m benchmarks.calibration --readme`."
     )
     cw = (

@@ -623,7 +623,8 @@ def evaluate_cmd(
 def _reliability_plot(report: dict, out: str, title: str) -> Path:
     from sentiment import calibration
 
-    figures = {"ECE": report["ece"], "mean confidence": report["mean_confidence"], "accuracy": report["accuracy"]}
+    figures = {"ECE": report["ece"], "ECE floor": report["ece_floor"], "mean confidence": report["mean_confidence"],
+               "accuracy": report["accuracy"]}  # fmt: skip
     path = calibration.plot(report["reliability"], out, title=title, figures=figures)
     return path
 

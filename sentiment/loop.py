@@ -730,7 +730,8 @@ def classification_report(
 ) -> dict:
     """Accuracy, balanced accuracy, per-class precision/recall/F1, macro F1 and the confusion matrix
     (rows: true class); with `probs`, calibration too: `ece` (15 equal-width bins of the top
-    probability), `mean_confidence` and the `reliability` table (see `sentiment.calibration`)."""
+    probability), `ece_floor` (the ECE a calibrated model would show on this many examples),
+    `mean_confidence` and the `reliability` table (see `sentiment.calibration`)."""
     k = len(classes)
     confusion = torch.zeros(k, k, dtype=torch.long)
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
@@ -760,5 +761,5 @@ def _calibration(probs: torch.Tensor, labels: torch.Tensor) -> dict:
 
     p, y = probs.double().numpy(), labels.numpy()
     figures = calibration.summary(p, y)
-    return {"ece": figures["ece"], "mean_confidence": figures["mean_confidence"],
+    return {"ece": figures["ece"], "ece_floor": figures["ece_floor"], "mean_confidence": figures["mean_confidence"],
             "reliability": calibration.reliability(p, y)}  # fmt: skip

@@ -297,6 +297,8 @@ def _finish(run: Run, task: Task, cfg, model, data: TaskData, runtime: Runtime, 
             {
                 "method": "temperature",
                 "temperature": temperature,
+                "prior": calibration.PRIOR,
+                "maximum_likelihood": calibration.fit_temperature(val_logits, labels["val"].numpy(), prior=None),
                 "fitted_on": "validation",
                 "examples": data.val_examples,
                 "val_ece_before": before,

@@ -34,6 +34,33 @@ def test_fit_temperature_finds_the_temperature_the_labels_were_drawn_with():
     assert calibration.nll(logits, labels, 2.5) < calibration.nll(logits, labels, 1.0)
 
 
+def test_the_prior_draws_a_small_departure_from_one_back_but_lets_a_large_one_stand():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 2, size=(20_000, 2))
+    # drawn from the logits themselves: calibrated, yet 300 examples' cross-entropy puts T elsewhere
+    calibrated = (rng.random(20_000) < calibration.softmax(logits)[:, 1]).astype(int)
+    few, labels, rest = logits[:300], calibrated[:300], (logits[300:], calibrated[300:])
+    wandering = calibration.fit_temperature(few, labels, prior=None)
+    held = calibration.fit_temperature(few, labels)
+    assert abs(np.log(wandering)) > 0.05 and abs(np.log(held)) < abs(np.log(wandering)) / 1.4
+    assert calibration.nll(*rest, held) < calibration.nll(*rest, wandering)
+    # drawn at T = 0.4 (an underconfident model, as a logistic regression is): 300 examples say so
+    underconfident = (rng.random(300) < calibration.softmax(few / 0.4)[:, 1]).astype(int)
+    free = calibration.fit_temperature(few, underconfident, prior=None)
+    assert 0.25 < free < 0.55
+    assert calibration.fit_temperature(few, underconfident) == pytest.approx(free, rel=0.06)
+
+
+def test_the_ece_floor_is_what_sampling_alone_gives():
+    rng = np.random.default_rng(2)
+    probs = calibration.softmax(rng.normal(0, 2, size=(300, 2)))
+    low = calibration.floor(probs)
+    assert 0.02 < low < 0.09  # a few hundred examples: a calibrated model still shows a few points
+    many = calibration.softmax(rng.normal(0, 2, size=(20_000, 2)))
+    assert calibration.floor(many, draws=20) < low / 4  # and it falls as 1 / sqrt(n)
+    assert calibration.floor(np.array([[0.0, 1.0]] * 50), draws=5) == 0.0
+
+
 @pytest.fixture(scope="module")
 def imdb_slices(tmp_path_factory):
     """A balanced 2,400-review training file and 1,000 test reviews, and a 1:9 imbalanced pair."""
