@@ -3,7 +3,8 @@
 project's short reviews (benchmarks/data/short_reviews.csv, 300 one-sentence reviews from four
 domains); and `--class-weights none` against `auto` on 1:9 imbalanced IMDb slices.
 
-    python -m benchmarks.calibration [--data PATH] [--models linear,textcnn,transformer] [--seeds 0,1,2] [--readme]
+    python -m benchmarks.calibration [--data PATH] [--models linear,textcnn,transformer] [--seeds 0,1,2]
+                                     [--table-only] [--readme]
 
 Runs (CPU):
 - linear: full IMDb (22,500 trained on, 2,500 validation), scored on the 25,000 test reviews;
@@ -153,43 +154,52 @@ def class_weight_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def sections(calibration: list[dict], weights: list[dict]) -> tuple[str, str]:
+    """The calibration and class-weight tables with their notes, as the docs hold them."""
+    cal = (
+        f"{calibration_table(calibration)}\n\nECE: 15 equal-width bins of the top probability. T: the temperature "
+        f"fitted on the validation split (above 1: the run was overconfident), and in brackets the "
+        "maximum-likelihood T, before the prior drew it towards 1. Floor: the ECE a perfectly calibrated model with "
+        "the calibrated run's probabilities would show on that many examples (`ece_floor`). "
+        f"{machine_line(calibration)} `python -m benchmarks.calibration --readme`."
+    )
+    cw = (
+        f"{class_weight_table(weights)}\n\nTrained on 1,500 IMDb reviews (150 negative), scored on 1,000 "
+        f"(100 negative). {machine_line(weights)}"
+    )
+    return cal, cw
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=None, help="IMDb folder or archive (default: as sentiment finds it)")
     ap.add_argument("--models", default="linear,textcnn,transformer")
     ap.add_argument("--seeds", default="0,1,2", help="seeds per model (each a run as trained and one calibrated)")
     ap.add_argument("--skip-class-weights", action="store_true")
+    ap.add_argument("--table-only", action="store_true", help="run nothing: the tables from the results file")
     ap.add_argument("--readme", action="store_true")
     args = ap.parse_args()
     saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    with tempfile.TemporaryDirectory(prefix="calibration-") as tmp:
-        folder = Path(tmp)
-        models = [m for m in args.models.split(",") if m]
-        seeds = [int(x) for x in args.seeds.split(",") if x]
-        fresh = calibration_rows(models, seeds, args.data, folder)
-        kept = [{"cpu": saved.get("cpu"), **r} for r in saved.get("calibration", []) if r["model"] not in models]
-        order = list(RUNS)
-        calibration = sorted(kept + fresh, key=lambda r: order.index(r["model"]))
-        RESULTS.write_text(json.dumps({**saved, "cpu": cpu_model(), "calibration": calibration}, indent=1) + "\n")
-        weights = (
-            [{"cpu": saved.get("cpu"), **r} for r in saved.get("class_weights", [])]
-            if args.skip_class_weights
-            else class_weight_rows(args.data, folder)
-        )
-    result = {"cpu": cpu_model(), "calibration": calibration, "class_weights": weights}
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-    cal = (
-        f"{calibration_table(calibration)}\n\nECE: 15 equal-width bins of the top probability. T: the temperature "
-        f"fitted on the validation split (above 1: the run was overconfident), and in brackets the "
-        "maximum-likelihood T, before the prior drew it towards 1. Floor: the ECE a perfectly calibrated model with "
-        "the calibrated run's probabilities would show on that many examples (`ece_floor`). "
-        f"{machine_line(calibration)} "
-        "`python -m benchmarks.calibration --readme`."
-    )
-    cw = (
-        f"{class_weight_table(weights)}\n\nTrained on 1,500 IMDb reviews (150 negative), scored on 1,000 "
-        f"(100 negative). {machine_line(weights)}"
-    )
+    if args.table_only:
+        calibration, weights = saved.get("calibration", []), saved.get("class_weights", [])
+    else:
+        with tempfile.TemporaryDirectory(prefix="calibration-") as tmp:
+            folder = Path(tmp)
+            models = [m for m in args.models.split(",") if m]
+            seeds = [int(x) for x in args.seeds.split(",") if x]
+            fresh = calibration_rows(models, seeds, args.data, folder)
+            kept = [{"cpu": saved.get("cpu"), **r} for r in saved.get("calibration", []) if r["model"] not in models]
+            order = list(RUNS)
+            calibration = sorted(kept + fresh, key=lambda r: order.index(r["model"]))
+            RESULTS.write_text(json.dumps({**saved, "cpu": cpu_model(), "calibration": calibration}, indent=1) + "\n")
+            weights = (
+                [{"cpu": saved.get("cpu"), **r} for r in saved.get("class_weights", [])]
+                if args.skip_class_weights
+                else class_weight_rows(args.data, folder)
+            )
+        result = {"cpu": cpu_model(), "calibration": calibration, "class_weights": weights}
+        RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    cal, cw = sections(calibration, weights)
     print(cal + "\n\n" + cw)
     if args.readme:
         replace_section("bench-calibration", cal)
