@@ -191,11 +191,25 @@ def test_a_text_network_exports_to_onnx_and_answers_as_torch(trained, capsys, tm
     assert code == 0, err
     meta = json.loads((shipped / "onnx.json").read_text())
     assert meta["classes"] == sentiment.load(run).classes and meta["max_abs_diff"]["onnx"] <= 1e-3
+    if family.name == "transformer":  # onnxruntime's attention, layer-norm and GELU kernels, one attention a layer
+        assert meta["fused"]["Attention"] == settings_layers(run) and meta["fused"]["SkipLayerNormalization"] >= 1
+        import onnx
+
+        ops = [node.op_type for node in onnx.load(str(shipped / "model.onnx")).graph.node]
+        assert ops.count("Attention") == meta["fused"]["Attention"] and ops.count("Softmax") == 1  # the output's
+    else:
+        assert meta["fused"] is None
     assert all((shipped / name).exists() for name in meta["tokenization"]) and (shipped / "model.onnx").is_file()
     code, _, err = run_cli(capsys, "export", run, "--out", shipped)
     assert code == 2 and "exists" in err
     code, _, err = run_cli(capsys, "export", run, "--out", shipped, "--force")
     assert code == 0, err
+
+
+def settings_layers(run) -> int:
+    """The number of layers of a transformer run's encoder."""
+    config = json.loads((Path(run) / "encoder" / "config.json").read_text())
+    return config["num_hidden_layers"]
 
 
 def test_a_transformer_run_is_a_hugging_face_classifier(trained, capsys, tmp_path):
