@@ -10,11 +10,12 @@ T minimises the validation cross-entropy under a heavy-tailed prior centred on 1
 Cauchy-distributed with scale `PRIOR`): on a few hundred examples the cross-entropy alone lets T
 wander 0.1-0.2 from the one a larger held-out set gives, and the prior draws such small departures
 back towards 1, while a large one (a logistic regression's T of 0.4, say) stands, as it does on
-thousands of examples (docs/validation.md has the figures). The logits of every family here are the output of a linear
-head, so dividing them by T is dividing the head's weight and bias by T: the run folder's weights
-are calibrated once, and everything that reads them (predict, serve, explain, evaluate and the
-quick numpy forms) gives calibrated probabilities with no change. `calibration.json` records T (and
-the maximum-likelihood T) and the validation figures before and after.
+thousands of examples (docs/validation.md has the figures). The logits of every family here are
+the output of a linear head, so dividing them by T is dividing the head's weight and bias by T: the
+run folder's weights are calibrated once, and everything that reads them (predict, serve, explain,
+evaluate and the quick numpy forms) gives calibrated probabilities with no change.
+`calibration.json` records T (and the maximum-likelihood T) and the validation figures before and
+after.
 
 Imports numpy only; scipy (with scikit-learn) when a temperature is fitted.
 """
