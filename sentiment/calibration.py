@@ -36,14 +36,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _bin_of(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Each confidence's bin: bin i holds (i/bins, (i+1)/bins]; a confidence of exactly 0 goes to the first."""
+    return np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+
+
 def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> list[dict]:
     """Per bin of the top probability (equal width over [0, 1]): its range, examples, mean
     confidence and accuracy (empty bins included, with `examples` 0)."""
     probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
     confidence = probs.max(axis=1)
     right = probs.argmax(axis=1) == labels
-    # bin i holds (i/bins, (i+1)/bins]; a confidence of exactly 0 goes to the first
-    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    which = _bin_of(confidence, bins)
     out = []
     for i in range(bins):
         inside = which == i
@@ -117,7 +121,7 @@ def floor(probs: np.ndarray, draws: int = 100, seed: int = 0) -> float:
     if len(probs) == 0:
         return float("nan")
     confidence = probs.max(axis=1)
-    which = np.clip(np.ceil(confidence * BINS).astype(int) - 1, 0, BINS - 1)
+    which = _bin_of(confidence, BINS)
     expected = np.bincount(which, weights=confidence, minlength=BINS)  # right answers per bin, on average
     # a calibrated model's top class is right with probability `confidence`; only that matters to ECE
     right = np.random.default_rng(seed).random((draws, len(probs))) < confidence
