@@ -282,12 +282,17 @@ def _write(graph, inputs: tuple, path: Path, exporter: str) -> None:
             program.save(str(path))
 
 
+def _encoder_config(model):
+    """The Hugging Face config of a transformer run's encoder; None for the other families."""
+    return getattr(getattr(model, "encoder", None), "config", None)
+
+
 @contextlib.contextmanager
 def _eager_attention(model):
     """A transformer's encoder written out with its plain attention (matrix products and a softmax)
     rather than PyTorch's fused kernel: the form onnxruntime's optimizer recognises and fuses, and
     quantizes faster. The answers are the same; the encoder's setting is restored after."""
-    config = getattr(getattr(model, "encoder", None), "config", None)
+    config = _encoder_config(model)
     before = getattr(config, "_attn_implementation", None)
     if config is None or before in (None, "eager"):
         yield
@@ -304,7 +309,7 @@ def _fuse(clf, model, path: Path, least: int) -> tuple[dict, float] | None:
     layer normalization with its residual, GELU), if its optimizer finds the attention and the fused
     graph answers as the torch model does; returns what was fused and the fused graph's largest
     difference from the torch model, None where `path` is left as it was."""
-    config = getattr(getattr(model, "encoder", None), "config", None)
+    config = _encoder_config(model)
     if config is None or not hasattr(config, "num_attention_heads"):
         return None
     from onnxruntime.transformers.optimizer import optimize_model
