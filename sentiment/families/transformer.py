@@ -35,7 +35,6 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +146,11 @@ def few_shot(cfg, examples: int) -> bool:
             raise SentimentError(f"--recipe few-shot fits a classifier's head; {which} takes --recipe standard")
         return False
     return cfg.recipe == "few-shot" or (cfg.recipe == "auto" and examples <= FEW_SHOT_MAX)
+
+
+def fewest_examples(labels: Sequence[int], num_classes: int) -> int:
+    """The number of examples of the rarest of `num_classes` classes (0 where one has none)."""
+    return int(np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).min())
 
 
 def few_shot_settings(cfg, examples: int):
@@ -645,8 +649,8 @@ class TransformerTask(Task):
 
             (train_enc, cut_train), (val_enc, cut_val), (test_enc, cut_test) = map(encoded, (train, val, test))
             cut = cut_train + cut_val + cut_test
-            fewest = min(Counter(ex.label for ex in train).values(), default=0)
-            if self.few_shot and FEW_SHOT["words"] and fewest >= FEW_SHOT["words_from"]:
+            words = self.few_shot and FEW_SHOT["words"]
+            if words and fewest_examples([ex.label for ex in train], len(corpus.classes)) >= FEW_SHOT["words_from"]:
                 # the word model (see `_word_model`) reads the texts themselves
                 self.texts = {"train": [ex.text for ex in train], "val": [ex.text for ex in val],
                               "test": [ex.text for ex in test]}  # fmt: skip
@@ -724,8 +728,8 @@ class TransformerTask(Task):
         if not FEW_SHOT["words"]:
             return None
         labels = np.asarray(data.train.labels)
-        fewest = int(np.bincount(labels, minlength=len(data.classes)).min())
-        if fewest < FEW_SHOT["words_from"] or self.texts is None:
+        if self.texts is None:  # `prepare` kept no texts: a class has too few examples
+            fewest = fewest_examples(labels, len(data.classes))
             echo(f"few-shot recipe: no word model beside it (it needs {FEW_SHOT['words_from']} examples of each "
                  f"class; one has {fewest})")  # fmt: skip
             return None
