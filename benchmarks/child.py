@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 
 
-def run_measured(argv: list[str], *, env: dict | None = None, tree: bool = False) -> tuple[int, str, str, int]:
+def run_measured(
+    argv: list[str], *, env: dict | None = None, tree: bool = False, stop: Callable[[str], bool] | None = None
+) -> tuple[int, str, str, int]:
     """Runs `argv`; returns its exit code, stdout, stderr and peak resident memory in MB, the child's
     own: `os.wait4` gives the one process's resource usage, where RUSAGE_CHILDREN would give the
     largest of every child waited for so far. With `tree`, the peak is also sampled (every 0.2 s)
-    as the sum over the child and every process below it, and the larger figure is returned."""
+    as the sum over the child and every process below it, and the larger figure is returned. `stop`,
+    asked every 0.2 s with the child's stdout so far, interrupts it (SIGINT, as Ctrl-C) once it says so."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         child = subprocess.Popen(argv, stdout=out, stderr=err, text=True, env=env)
         peak, done = [0], threading.Event()
 
         def sample() -> None:
+            asked = stop is None
             while not done.wait(0.2):
-                peak[0] = max(peak[0], tree_rss_kb(child.pid))
+                if tree:
+                    peak[0] = max(peak[0], tree_rss_kb(child.pid))
+                if not asked and stop(os.pread(out.fileno(), 1 << 20, 0).decode(errors="replace")):
+                    child.send_signal(signal.SIGINT)
+                    asked = True
 
-        sampler = threading.Thread(target=sample, daemon=True) if tree else None
+        sampler = threading.Thread(target=sample, daemon=True) if tree or stop else None
         if sampler is not None:
             sampler.start()
         _, status, usage = os.wait4(child.pid, 0)

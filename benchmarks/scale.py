@@ -2,9 +2,9 @@
 1,000,000 synthetic reviews made from IMDb, its wall time and the peak memory of its process tree.
 
     python -m benchmarks.scale [--data IMDB] [--sizes 25000,100000,400000,1000000]
-        [--models linear,fasttext,textcnn] [--work DIR] [--readme] [--table-only]
+        [--models linear,fasttext,textcnn,birnn] [--work DIR] [--readme] [--table-only]
         [--answer-sizes 100000,1000000] [--answer-models linear,textcnn]
-        [--prepare-sizes 100000,1000000] [--prepare-models transformer]
+        [--stopped-sizes 100000,1000000] [--stopped-models transformer] [--train-seconds 300]
 
 The reviews: IMDb's 25,000 training reviews taken in turn, each copy with 10% of its words dropped
 at random (seeded), its label kept, written as one CSV per size into `--work` (kept there, so a
@@ -13,21 +13,23 @@ every size. Each run is `sentiment train --model M --data train-N.csv --test-dat
 user would type it (one epoch for the families the loop trains, `--epochs 1`), with an empty data
 folder (`SENTIMENT_DATA_DIR` in `--work`), so preparing the data is part of what is measured.
 Peak memory is the largest resident set of the run's process tree (sampled every 0.2 s, and the
-process's own peak from the kernel). BiRNN and the transformer are left out: one epoch over a
-million reviews would take them hours on a CPU.
+process's own peak from the kernel). The transformer is left out of these: one epoch over a million
+reviews would take it about a day on a CPU.
 
 Answering at scale: a run of each `--answer-models` family trained on the 25,000-review file, then
 `sentiment evaluate --data train-N.csv --json` and `sentiment predict --file reviews-N.txt` (the same
 texts, one per line; the answers written to /dev/null) for each `--answer-sizes` N: wall time and
 peak memory of each command.
 
-Preparing at scale: for the families whose epoch over a million reviews takes hours here (the
-transformer), the data preparation of `sentiment train` alone, in a child process of its own: the
-family's `data` step on `train-N.csv` as the training would run it (settings, tokenization, splits),
-and nothing after it. Wall time and peak memory of that process.
+Training at scale, stopped: for the families whose epoch over a million reviews takes that long
+(`--stopped-models`), the same `sentiment train`, interrupted as Ctrl-C interrupts it once it has
+trained `--train-seconds`: the seconds until it started training (preparing the data and loading the
+model; the run's `run:` line), the examples a second it trained, the peak memory of its process tree
+over both, and the hours its epoch would take at that speed.
 
 Results are kept per (model, reviews) in benchmarks/results/scale.json (`--again` reruns). Writes
-the tables between the `bench-scale` and `bench-scale-answers` markers in docs/results.md with
+the tables between the `bench-scale`, `bench-scale-answers` and `bench-scale-stopped` markers in
+docs/results.md with
 `--readme`, and the log-log picture benchmarks/results/scale.png.
 """
 
@@ -37,6 +39,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -53,7 +56,7 @@ RESULTS = HERE / "results" / "scale.json"
 PICTURE = HERE / "results" / "scale.png"
 TEST_SIZE, TEST_SEED, DROP = 5000, 2026, 0.1
 LOOP = {"fasttext", "textcnn", "birnn", "transformer"}  # trained by the loop: one epoch
-NAMES = {"linear": "linear", "fasttext": "fastText", "textcnn": "TextCNN"}
+NAMES = {"linear": "linear", "fasttext": "fastText", "textcnn": "TextCNN", "birnn": "BiRNN"}
 
 
 def write_sets(data: str | None, work: Path, sizes: list[int]) -> dict:
@@ -144,36 +147,57 @@ def run_one(model: str, n: int, files: dict, work: Path) -> dict:
     }
 
 
-def prepare_command(model: str, data: Path, files: dict) -> list[str]:
-    """A child that prepares `data` as `sentiment train --model model` would, and stops there."""
-    return [sys.executable, "-m", "benchmarks.scale", "--prepare-child", model, str(data), str(files["test"])]
+def stopped_one(model: str, n: int, files: dict, work: Path, seconds: float) -> dict:
+    """`sentiment train` of `model` on N reviews as `run_one` runs it, stopped as Ctrl-C stops it once
+    it has trained `seconds`: how long it took to start training (preparing the data, loading the
+    model), how fast it trained, the peak memory of its process tree over both, and how long the
+    whole epoch would have taken at that speed."""
+    data_dir, out = work / "data", work / "runs"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    began, marks = time.perf_counter(), {}
+
+    def stop(stdout: str) -> bool:
+        if "training" not in marks and ("\n" + stdout).find("\nrun: ") >= 0:
+            marks["training"] = time.perf_counter()
+        if "training" in marks and time.perf_counter() - marks["training"] >= seconds:
+            marks["stopped"] = time.perf_counter()
+            return True
+        return False
+
+    env = {**os.environ, "SENTIMENT_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}  # lines as they come
+    code, stdout, err, peak_mb = run_measured(train_command(model, files[n], files, out), env=env, tree=True, stop=stop)
+    step = re.search(r"^interrupted: checkpoint at step (\d+) of epoch 1", stdout, re.M)
+    if "stopped" not in marks or step is None:
+        raise SystemExit(f"{model} at {n:,} was not stopped while training: {(err.strip().splitlines() or [''])[-1]}")
+    run = next(p for p in out.iterdir() if p.is_dir() and not p.is_symlink())
+    summary = json.loads((run / "summary.json").read_text())
+    examples = int(step.group(1)) * json.loads((run / "config.json").read_text())["config"]["batch_size"]
+    rate = examples / (marks["stopped"] - marks["training"])
+    shutil.rmtree(data_dir, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    return {
+        "model": model,
+        "reviews": n,
+        "start_s": round(marks["training"] - began, 1),
+        "trained_s": round(marks["stopped"] - marks["training"], 1),
+        "examples_per_s": round(rate, 2),
+        "epoch_h": round(summary["train_examples"] / rate / 3600, 1),
+        "peak_rss_mb": peak_mb,
+        "data_line": next((line for line in stdout.splitlines() if line.startswith("data: ")), ""),
+        "cpu": cpu_model(),
+        "threads": os.cpu_count(),
+    }
 
 
-def prepare_child(model: str, data: str, test: str) -> None:
-    """The training's preparation of `data` (the family's `data` step) and nothing more; prints the
-    family's data line."""
-    from sentiment import config, registry
-    from sentiment.runtime import Runtime
-
-    cfg = config.family_config(model, None, {"model": model, "data": data, "test_data": test, "seed": 0}, kind="text")
-    task = registry.task_for(cfg)
-    task.data(Runtime.resolve("cpu", cpu_bf16=task.cpu_bf16), print)
-
-
-def prepare_one(model: str, n: int, files: dict, work: Path) -> dict:
-    env = {**os.environ, "SENTIMENT_DATA_DIR": str(work / "data")}  # where a streamed source's ids go
-    stdout, wall, peak_mb = timed(prepare_command(model, files[n], files), f"preparing {model} at {n:,}", env)
-    data_line = next((line for line in stdout.splitlines() if line.startswith("data: ")), "")
-    return {"model": model, "reviews": n, "wall_s": wall, "peak_rss_mb": peak_mb,
-            "data_line": data_line, "cpu": cpu_model(), "threads": os.cpu_count()}  # fmt: skip
-
-
-def prepare_table(results: list[dict], sizes: list[int], models: list[str]) -> str:
+def stopped_table(results: list[dict], sizes: list[int], models: list[str]) -> str:
     by = {(r["model"], r["reviews"]): r for r in results}
-    lines = ["| reviews | " + " | ".join(f"{NAMES.get(m, m)} preparation: wall s / peak MB" for m in models) + " |",
-             "|---" * (len(models) + 1) + "|"]  # fmt: skip
+    lines = ["| reviews | " + " | ".join(f"{NAMES.get(m, m)}: start s / train examples/s / peak MB / an epoch, h"
+                                        for m in models) + " |", "|---" * (len(models) + 1) + "|"]  # fmt: skip
     for n in sizes:
-        cells = [f"{r['wall_s']:,.0f} / {r['peak_rss_mb']:,}" if (r := by.get((m, n))) else "—" for m in models]
+        cells = [f"{r['start_s']:,.0f} / {r['examples_per_s']:.1f} / {r['peak_rss_mb']:,} / {r['epoch_h']:,.1f}"
+                 if (r := by.get((m, n))) else "—" for m in models]  # fmt: skip
         lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -290,40 +314,37 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=None, help="IMDb folder or archive (default: as sentiment finds it)")
     ap.add_argument("--sizes", default="25000,100000,400000,1000000")
-    ap.add_argument("--models", default="linear,fasttext,textcnn")
+    ap.add_argument("--models", default="linear,fasttext,textcnn,birnn")
     ap.add_argument("--work", default="/tmp/sentiment-scale", help="where the review files and runs go")
     ap.add_argument("--again", action="store_true", help="rerun what the results file already holds")
     ap.add_argument("--readme", action="store_true")
     ap.add_argument("--table-only", action="store_true", help="run nothing: the table and plot from the results")
     ap.add_argument("--answer-sizes", default="100000,1000000", help="reviews evaluate and predict answer")
     ap.add_argument("--answer-models", default="linear,textcnn")
-    ap.add_argument("--prepare-sizes", default="100000,1000000", help="reviews the preparation-only runs read")
-    ap.add_argument("--prepare-models", default="transformer", help="families measured preparing only")
-    ap.add_argument("--prepare-child", nargs=3, metavar=("MODEL", "DATA", "TEST"), help=argparse.SUPPRESS)
+    ap.add_argument("--stopped-sizes", default="100000,1000000", help="reviews the stopped trainings read")
+    ap.add_argument("--stopped-models", default="transformer", help="families trained a while, then stopped")
+    ap.add_argument("--train-seconds", type=float, default=300, help="how long a stopped training trains")
     args = ap.parse_args()
-    if args.prepare_child:
-        prepare_child(*args.prepare_child)
-        return
     sizes = [int(n) for n in args.sizes.split(",")]
     models = args.models.split(",")
     answer_sizes = [int(n) for n in args.answer_sizes.split(",") if n]
     answer_models = args.answer_models.split(",")
-    prepare_sizes = [int(n) for n in args.prepare_sizes.split(",") if n]
-    prepare_models = [m for m in args.prepare_models.split(",") if m]
+    stopped_sizes = [int(n) for n in args.stopped_sizes.split(",") if n]
+    stopped_models = [m for m in args.stopped_models.split(",") if m]
     saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
     done = {(r["model"], r["reviews"]): r for r in saved["runs"]}
     answered = {(r["model"], r["reviews"]): r for r in saved.get("answers", [])}
-    prepared = {(r["model"], r["reviews"]): r for r in saved.get("prepared", [])}
+    stopped = {(r["model"], r["reviews"]): r for r in saved.get("stopped", [])}
 
     def save() -> None:
         everything = {"runs": list(done.values()), "answers": list(answered.values()),
-                      "prepared": list(prepared.values())}  # fmt: skip
+                      "stopped": list(stopped.values())}  # fmt: skip
         RESULTS.write_text(json.dumps(everything, indent=1) + "\n")
 
     if not args.table_only:
         work = Path(args.work)
         work.mkdir(parents=True, exist_ok=True)
-        files = write_sets(args.data, work, sorted({*sizes, *answer_sizes, *prepare_sizes, 25_000}))
+        files = write_sets(args.data, work, sorted({*sizes, *answer_sizes, *stopped_sizes, 25_000}))
 
         def measure(kept: dict, pairs: list, doing: str, one) -> None:
             for m, n in pairs:
@@ -338,8 +359,8 @@ def main() -> None:
         todo = [(m, n) for n in answer_sizes for m in answer_models if (m, n) not in answered or args.again]
         runs = answer_runs(sorted({m for m, _ in todo}), files, work) if todo else {}
         measure(answered, todo, "answering", lambda m, n: answer_one(m, n, runs[m], files))
-        pairs = [(m, n) for n in prepare_sizes for m in prepare_models]
-        measure(prepared, pairs, "preparing", lambda m, n: prepare_one(m, n, files, work))
+        pairs = [(m, n) for n in stopped_sizes for m in stopped_models]
+        measure(stopped, pairs, "stopped", lambda m, n: stopped_one(m, n, files, work, args.train_seconds))
 
     def section(kept: dict, chosen: list[str], counts: list[int], draw, says: str) -> tuple[list[dict], str]:
         """The kept rows of `chosen` families at `counts` reviews, and their table (`draw`) with `says`
@@ -366,16 +387,18 @@ def main() -> None:
         "reviews-N.txt` (the same texts, one per line; the answers written to /dev/null). Wall time of the command "
         "and peak memory of its process tree.",
     )  # fmt: skip
-    preparing, prepare_body = section(
-        prepared, prepare_models, prepare_sizes, prepare_table,
-        "Each cell: the data preparation of `sentiment train --model M --data train-N.csv --test-data test.csv` "
-        "alone (the family's data step, in a process of its own, which stops there): wall time and peak memory of "
-        "that process.",
+    trained_s = sorted({f"{r['trained_s']:,.0f}" for r in stopped.values() if r["model"] in stopped_models})
+    trained, stopped_body = section(
+        stopped, stopped_models, stopped_sizes, stopped_table,
+        f"Each cell: `sentiment train --model M --data train-N.csv --test-data test.csv --epochs 1` stopped as "
+        f"Ctrl-C stops it after {' or '.join(trained_s)} s of training: the seconds until it started training "
+        f"(preparing the data, loading the model), the examples a second it trained, the peak memory of its process "
+        f"tree over both, and the hours the epoch would have taken at that speed.",
     )  # fmt: skip
     if args.readme:
         replace_section("bench-scale", body)
-        if preparing:
-            replace_section("bench-scale-prepare", prepare_body)
+        if trained:
+            replace_section("bench-scale-stopped", stopped_body)
         if answers:
             replace_section("bench-scale-answers", answer_body)
 
