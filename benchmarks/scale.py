@@ -393,7 +393,8 @@ def main() -> None:
         f"Each cell: `sentiment train --model M --data train-N.csv --test-data test.csv --epochs 1` stopped as "
         f"Ctrl-C stops it after {' or '.join(trained_s)} s of training: the seconds until it started training "
         f"(preparing the data, loading the model), the examples a second it trained, the peak memory of its process "
-        f"tree over both, and the hours the epoch would have taken at that speed.",
+        f"tree over both, and the hours the epoch's training would have taken at that speed (scoring its "
+        "validation split comes on top).",
     )  # fmt: skip
     if args.readme:
         replace_section("bench-scale", body)
