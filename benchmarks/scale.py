@@ -29,8 +29,7 @@ over both, and the hours its epoch would take at that speed.
 
 Results are kept per (model, reviews) in benchmarks/results/scale.json (`--again` reruns). Writes
 the tables between the `bench-scale`, `bench-scale-answers` and `bench-scale-stopped` markers in
-docs/results.md with
-`--readme`, and the log-log picture benchmarks/results/scale.png.
+docs/results.md with `--readme`, and the log-log picture benchmarks/results/scale.png.
 """
 
 from __future__ import annotations
@@ -121,11 +120,17 @@ def timed(argv: list[str], what: str, env: dict | None = None) -> tuple[str, flo
     return stdout, round(time.perf_counter() - started, 1), peak_mb
 
 
-def run_one(model: str, n: int, files: dict, work: Path) -> dict:
+def fresh_folders(work: Path) -> tuple[Path, Path]:
+    """An empty data folder and no run folder in `work`, for a training measured from scratch."""
     data_dir, out = work / "data", work / "runs"
     shutil.rmtree(data_dir, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
     data_dir.mkdir(parents=True)
+    return data_dir, out
+
+
+def run_one(model: str, n: int, files: dict, work: Path) -> dict:
+    data_dir, out = fresh_folders(work)
     args = train_command(model, files[n], files, out)
     stdout, wall, peak_mb = timed(args, f"{model} at {n:,}", {**os.environ, "SENTIMENT_DATA_DIR": str(data_dir)})
     summary = json.loads(((out / "latest").resolve() / "summary.json").read_text())
@@ -152,14 +157,11 @@ def stopped_one(model: str, n: int, files: dict, work: Path, seconds: float) -> 
     it has trained `seconds`: how long it took to start training (preparing the data, loading the
     model), how fast it trained, the peak memory of its process tree over both, and how long the
     whole epoch would have taken at that speed."""
-    data_dir, out = work / "data", work / "runs"
-    shutil.rmtree(data_dir, ignore_errors=True)
-    shutil.rmtree(out, ignore_errors=True)
-    data_dir.mkdir(parents=True)
+    data_dir, out = fresh_folders(work)
     began, marks = time.perf_counter(), {}
 
     def stop(stdout: str) -> bool:
-        if "training" not in marks and ("\n" + stdout).find("\nrun: ") >= 0:
+        if "training" not in marks and "\nrun: " in "\n" + stdout:
             marks["training"] = time.perf_counter()
         if "training" in marks and time.perf_counter() - marks["training"] >= seconds:
             marks["stopped"] = time.perf_counter()
@@ -167,7 +169,7 @@ def stopped_one(model: str, n: int, files: dict, work: Path, seconds: float) -> 
         return False
 
     env = {**os.environ, "SENTIMENT_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}  # lines as they come
-    code, stdout, err, peak_mb = run_measured(train_command(model, files[n], files, out), env=env, tree=True, stop=stop)
+    _, stdout, err, peak_mb = run_measured(train_command(model, files[n], files, out), env=env, tree=True, stop=stop)
     step = re.search(r"^interrupted: checkpoint at step (\d+) of epoch 1", stdout, re.M)
     if "stopped" not in marks or step is None:
         raise SystemExit(f"{model} at {n:,} was not stopped while training: {(err.strip().splitlines() or [''])[-1]}")
