@@ -186,9 +186,7 @@ def onnx(run_path, *, quantize: str | None = None, out=None, force: bool = False
             failures.append(f"{exporter}: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}")
     else:
         raise SentimentError(f"{run.path} could not be exported to ONNX ({'; '.join(failures)})")
-    fused = _fuse(clf, model, fp32, least)
-    if fused:
-        fused, diff = fused
+    fused, diff = _fuse(clf, model, fp32, least) or (None, diff)
     echo(
         f"wrote {fp32} ({fp32.stat().st_size / 1e6:.1f} MB, {exporter} exporter"
         + (", onnxruntime's fused attention" if fused else "")

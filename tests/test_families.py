@@ -192,7 +192,7 @@ def test_a_text_network_exports_to_onnx_and_answers_as_torch(trained, capsys, tm
     meta = json.loads((shipped / "onnx.json").read_text())
     assert meta["classes"] == sentiment.load(run).classes and meta["max_abs_diff"]["onnx"] <= 1e-3
     if family.name == "transformer":  # onnxruntime's attention, layer-norm and GELU kernels, one attention a layer
-        assert meta["fused"]["Attention"] == settings_layers(run) and meta["fused"]["SkipLayerNormalization"] >= 1
+        assert meta["fused"]["Attention"] == encoder_layers(run) and meta["fused"]["SkipLayerNormalization"] >= 1
         import onnx
 
         ops = [node.op_type for node in onnx.load(str(shipped / "model.onnx")).graph.node]
@@ -206,7 +206,7 @@ def test_a_text_network_exports_to_onnx_and_answers_as_torch(trained, capsys, tm
     assert code == 0, err
 
 
-def settings_layers(run) -> int:
+def encoder_layers(run) -> int:
     """The number of layers of a transformer run's encoder."""
     config = json.loads((Path(run) / "encoder" / "config.json").read_text())
     return config["num_hidden_layers"]
