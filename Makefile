@@ -53,7 +53,8 @@ bench-precision: setup
 bench-text-models: setup
 	$(BIN)/python -m benchmarks.text_models --readme
 
-# Time and peak memory against 25k-1M synthetic reviews, linear, fastText and TextCNN (about 1.5 h on 2 CPU cores)
+# Time and peak memory against 25k-1M synthetic reviews: linear, fastText, TextCNN and BiRNN one epoch each,
+# evaluate and predict, the transformer stopped after 5 minutes of training (about 5.5 h on 2 CPU cores)
 bench-scale: setup
 	$(BIN)/python -m benchmarks.scale --readme
 

@@ -11,13 +11,14 @@ from collections.abc import Callable
 
 
 def run_measured(
-    argv: list[str], *, env: dict | None = None, tree: bool = False, stop: Callable[[str], bool] | None = None
+    argv: list[str], *, env: dict | None = None, tree: bool = False, stop: Callable[[str, int], bool] | None = None
 ) -> tuple[int, str, str, int]:
     """Runs `argv`; returns its exit code, stdout, stderr and peak resident memory in MB, the child's
     own: `os.wait4` gives the one process's resource usage, where RUSAGE_CHILDREN would give the
     largest of every child waited for so far. With `tree`, the peak is also sampled (every 0.2 s)
     as the sum over the child and every process below it, and the larger figure is returned. `stop`,
-    asked every 0.2 s with the child's stdout so far, interrupts it (SIGINT, as Ctrl-C) once it says so."""
+    asked every 0.2 s with the child's stdout so far and the tree's peak so far (MB; 0 without `tree`),
+    interrupts it (SIGINT, as Ctrl-C) once it says so."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         child = subprocess.Popen(argv, stdout=out, stderr=err, text=True, env=env)
         peak, done = [0], threading.Event()
@@ -27,7 +28,7 @@ def run_measured(
             while not done.wait(0.2):
                 if tree:
                     peak[0] = max(peak[0], tree_rss_kb(child.pid))
-                if not asked and stop(os.pread(out.fileno(), 1 << 20, 0).decode(errors="replace")):
+                if not asked and stop(os.pread(out.fileno(), 1 << 20, 0).decode(errors="replace"), peak[0] // 1024):
                     child.send_signal(signal.SIGINT)
                     asked = True
 

@@ -24,8 +24,9 @@ peak memory of each command.
 Training at scale, stopped: for the families whose epoch over a million reviews takes that long
 (`--stopped-models`), the same `sentiment train`, interrupted as Ctrl-C interrupts it once it has
 trained `--train-seconds`: the seconds until it started training (preparing the data and loading the
-model; the run's `run:` line), the examples a second it trained, the peak memory of its process tree
-over both, and the hours its epoch would take at that speed.
+model; the run's `run:` line) and the peak memory of its process tree until then, the examples a
+second it trained, the peak memory of its process tree over both, and the hours its epoch would take
+at that speed.
 
 Results are kept per (model, reviews) in benchmarks/results/scale.json (`--again` reruns). Writes
 the tables between the `bench-scale`, `bench-scale-answers` and `bench-scale-stopped` markers in
@@ -160,9 +161,9 @@ def stopped_one(model: str, n: int, files: dict, work: Path, seconds: float) -> 
     data_dir, out = fresh_folders(work)
     began, marks = time.perf_counter(), {}
 
-    def stop(stdout: str) -> bool:
+    def stop(stdout: str, peak_mb: int) -> bool:
         if "training" not in marks and "\nrun: " in "\n" + stdout:
-            marks["training"] = time.perf_counter()
+            marks["training"], marks["start_peak_mb"] = time.perf_counter(), peak_mb
         if "training" in marks and time.perf_counter() - marks["training"] >= seconds:
             marks["stopped"] = time.perf_counter()
             return True
@@ -186,6 +187,7 @@ def stopped_one(model: str, n: int, files: dict, work: Path, seconds: float) -> 
         "trained_s": round(marks["stopped"] - marks["training"], 1),
         "examples_per_s": round(rate, 2),
         "epoch_h": round(summary["train_examples"] / rate / 3600, 1),
+        "start_peak_mb": marks["start_peak_mb"],
         "peak_rss_mb": peak_mb,
         "data_line": next((line for line in stdout.splitlines() if line.startswith("data: ")), ""),
         "cpu": cpu_model(),
@@ -195,11 +197,12 @@ def stopped_one(model: str, n: int, files: dict, work: Path, seconds: float) -> 
 
 def stopped_table(results: list[dict], sizes: list[int], models: list[str]) -> str:
     by = {(r["model"], r["reviews"]): r for r in results}
-    lines = ["| reviews | " + " | ".join(f"{NAMES.get(m, m)}: start s / train examples/s / peak MB / an epoch, h"
-                                        for m in models) + " |", "|---" * (len(models) + 1) + "|"]  # fmt: skip
+    heading = "start s / peak MB at start / train examples/s / peak MB / an epoch, h"
+    lines = ["| reviews | " + " | ".join(f"{NAMES.get(m, m)}: {heading}" for m in models) + " |",
+             "|---" * (len(models) + 1) + "|"]  # fmt: skip
     for n in sizes:
-        cells = [f"{r['start_s']:,.0f} / {r['examples_per_s']:.1f} / {r['peak_rss_mb']:,} / {r['epoch_h']:,.1f}"
-                 if (r := by.get((m, n))) else "—" for m in models]  # fmt: skip
+        cells = [f"{r['start_s']:,.0f} / {r['start_peak_mb']:,} / {r['examples_per_s']:.1f} / {r['peak_rss_mb']:,} / "
+                 f"{r['epoch_h']:,.1f}" if (r := by.get((m, n))) else "—" for m in models]  # fmt: skip
         lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -327,10 +330,10 @@ def main() -> None:
     ap.add_argument("--stopped-models", default="transformer", help="families trained a while, then stopped")
     ap.add_argument("--train-seconds", type=float, default=300, help="how long a stopped training trains")
     args = ap.parse_args()
-    sizes = [int(n) for n in args.sizes.split(",")]
-    models = args.models.split(",")
+    sizes = [int(n) for n in args.sizes.split(",") if n]
+    models = [m for m in args.models.split(",") if m]
     answer_sizes = [int(n) for n in args.answer_sizes.split(",") if n]
-    answer_models = args.answer_models.split(",")
+    answer_models = [m for m in args.answer_models.split(",") if m]
     stopped_sizes = [int(n) for n in args.stopped_sizes.split(",") if n]
     stopped_models = [m for m in args.stopped_models.split(",") if m]
     saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
@@ -380,8 +383,9 @@ def main() -> None:
         f"empty data folder: wall time of the whole command, peak memory of its process tree, and accuracy on "
         f"{TEST_SIZE:,} IMDb test reviews. (hashed): the linear family chose hashed features by itself.",
     )  # fmt: skip
-    plot(results, models, PICTURE)
-    body += f"\n\n![time and memory against reviews]({link(PICTURE, 'bench-scale')})"
+    if results:
+        plot(results, models, PICTURE)
+        body += f"\n\n![time and memory against reviews]({link(PICTURE, 'bench-scale')})"
     answers, answer_body = section(
         answered, answer_models, answer_sizes, answer_table,
         "Each cell: one command answering that many synthetic reviews with a run trained on 25,000 of them: "
@@ -394,12 +398,13 @@ def main() -> None:
         stopped, stopped_models, stopped_sizes, stopped_table,
         f"Each cell: `sentiment train --model M --data train-N.csv --test-data test.csv --epochs 1` stopped as "
         f"Ctrl-C stops it after {' or '.join(trained_s)} s of training: the seconds until it started training "
-        f"(preparing the data, loading the model), the examples a second it trained, the peak memory of its process "
-        f"tree over both, and the hours the epoch's training would have taken at that speed (scoring its "
-        "validation split comes on top).",
+        f"(preparing the data, loading the model) and the peak memory of its process tree until then, the examples a "
+        "second it trained, the peak memory of its process tree over both, and the hours the epoch's training would "
+        "have taken at that speed (scoring its validation split comes on top).",
     )  # fmt: skip
     if args.readme:
-        replace_section("bench-scale", body)
+        if results:
+            replace_section("bench-scale", body)
         if trained:
             replace_section("bench-scale-stopped", stopped_body)
         if answers:
