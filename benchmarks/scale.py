@@ -315,6 +315,11 @@ def plot(results: list[dict], models: list[str], out: Path) -> Path:
     return out
 
 
+def listed(text: str, kind=str) -> list:
+    """A comma-separated option's items (an empty option: none)."""
+    return [kind(item) for item in text.split(",") if item]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=None, help="IMDb folder or archive (default: as sentiment finds it)")
@@ -330,12 +335,9 @@ def main() -> None:
     ap.add_argument("--stopped-models", default="transformer", help="families trained a while, then stopped")
     ap.add_argument("--train-seconds", type=float, default=300, help="how long a stopped training trains")
     args = ap.parse_args()
-    sizes = [int(n) for n in args.sizes.split(",") if n]
-    models = [m for m in args.models.split(",") if m]
-    answer_sizes = [int(n) for n in args.answer_sizes.split(",") if n]
-    answer_models = [m for m in args.answer_models.split(",") if m]
-    stopped_sizes = [int(n) for n in args.stopped_sizes.split(",") if n]
-    stopped_models = [m for m in args.stopped_models.split(",") if m]
+    sizes, models = listed(args.sizes, int), listed(args.models)
+    answer_sizes, answer_models = listed(args.answer_sizes, int), listed(args.answer_models)
+    stopped_sizes, stopped_models = listed(args.stopped_sizes, int), listed(args.stopped_models)
     saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
     done = {(r["model"], r["reviews"]): r for r in saved["runs"]}
     answered = {(r["model"], r["reviews"]): r for r in saved.get("answers", [])}
