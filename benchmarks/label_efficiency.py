@@ -17,7 +17,7 @@ through benchmarks/setfit_peer.py, with its default training arguments. Its defa
 sentence pairs grows with the square of the training set (2k(k+1) for k per class); where the
 steps that makes would pass `--setfit-minutes` (30 by default, at the median seconds per step of its
 runs kept in the results file on this CPU, else of its first run here), it is capped with
-`max_steps` and the table says so.
+`max_steps` and the table says so. Every seed of a size takes the cap its first kept run had.
 
 `--target rating` trains on the same draws with each review's star rating (1-4 and 7-10, from
 IMDb's file names) as a numeric label column and `--target rating`, and scores test MAE and
@@ -128,6 +128,19 @@ def setfit_seconds_per_step(rows) -> float | None:
     times = [r["train_s"] / r["steps"] for r in rows if r["model"] == "setfit" and r.get("steps") and "train_s" in r
              and r.get("cpu") == cpu]  # fmt: skip
     return statistics.median(times) if times else None
+
+
+def setfit_cap(k: int, rows, per_step: float | None, minutes: float) -> int | None:
+    """SetFit's step cap at k per class: the steps of the kept runs at k (the lowest seed's), so every
+    seed of a size trains alike; else the steps that take about `minutes` at `per_step` seconds each
+    where its default would take longer (None: no cap)."""
+    kept = sorted((r for r in rows if r["model"] == "setfit" and r["k"] == k and r.get("target", "label") == "label"),
+                  key=lambda r: r["seed"])  # fmt: skip
+    if kept:
+        return kept[0]["steps"] if kept[0].get("capped") else None
+    if per_step is not None and setfit_steps(k) * per_step > minutes * 60:
+        return max(1, int(minutes * 60 / per_step))
+    return None
 
 
 def run_setfit(python: str, train: Path, test: Path, seed: int, max_steps: int | None, threads: int) -> dict:
@@ -271,9 +284,7 @@ def main() -> None:
                     if (m, k, seed, target) in done and not args.again:
                         continue
                     if m == "setfit":
-                        cap = None
-                        if per_step is not None and setfit_steps(k) * per_step > args.setfit_minutes * 60:
-                            cap = max(1, int(args.setfit_minutes * 60 / per_step))
+                        cap = setfit_cap(k, done.values(), per_step, args.setfit_minutes)
                         result = run_setfit(args.setfit_python, files[k, seed], files["test"], seed, cap, args.threads)
                         per_step = result["train_s"] / max(result["steps"], 1)
                     elif m == "median":
