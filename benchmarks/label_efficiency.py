@@ -186,9 +186,10 @@ def table(results: list[dict], sizes: list[int], models: list[str]) -> str:
             accs = [r["acc"] for r in rows]
             capped = [r for r in rows if r.get("capped")]
             cap = " (capped)" if capped else ""
-            for r in capped:
-                notes.add(f"SetFit at {k} per class, seed {r['seed']}: capped at {r['steps']:,} steps of its "
-                          f"default {setfit_steps(k):,} (pairs {r['pairs']:,}).")  # fmt: skip
+            for steps in sorted({r["steps"] for r in capped}):
+                seeds = ", ".join(str(r["seed"]) for r in capped if r["steps"] == steps)
+                notes.add(f"SetFit at {k} per class, seed{'s' * (',' in seeds)} {seeds}: capped at {steps:,} steps "
+                          f"of its default {setfit_steps(k):,} ({steps * 16:,} pairs).")  # fmt: skip
             cells.append(
                 f"**{_mean(accs):.3f}**{cap} ({', '.join(f'{a:.3f}' for a in accs)}; "
                 f"{_mean([r['seconds'] for r in rows]):.0f} s)"
