@@ -222,7 +222,7 @@ def train_cmd(
         config_file=config_file, resume=resume, kind="text", progress=_bars(quiet), echo=typer.echo, **given
     )
     if not distributed.is_main():
-        return
+        distributed.exit_worker()
     summary = json.loads((path / "summary.json").read_text())
     typer.echo(
         f"done: {_tested(summary)} after {_count(summary['epochs'], 'epoch')}{_kept(summary)}, "

@@ -10,6 +10,7 @@ gloo on CPU, NCCL on CUDA. Without those variables everything here is a no-op fo
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
@@ -104,6 +105,16 @@ def cleanup() -> None:
         import torch.distributed as dist
 
         dist.destroy_process_group()
+
+
+def exit_worker() -> None:
+    """End a worker process (rank above 0) whose run has finished, skipping interpreter teardown.
+    Rank 0 writes the run folder, so a worker has nothing left to save; the C++ teardown of its
+    gloo connections at interpreter exit can abort (SIGABRT) when it overlaps rank 0 closing its
+    own, which torchrun reports as a failed run."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def weight_digests(model: torch.nn.Module) -> list[str]:
