@@ -67,3 +67,12 @@ def test_families_fitted_in_one_go_refuse_nproc(tmp_path, capsys, monkeypatch):
     assert_user_error(code, err, "drop --nproc")
     code, _, err = run_cli(capsys, "train", "--nproc", "2", "--epochs", "0")
     assert_user_error(code, err, "epochs must be at least 1")
+
+
+def test_a_finished_worker_leaves_with_success_and_its_output():
+    """A worker rank ends without interpreter teardown, but what it wrote to a pipe still arrives and
+    the exit status is 0 (torchrun counts any other as a failed run)."""
+    code = "from sentiment import distributed\nprint('written', end='')\ndistributed.exit_worker()\nprint('never')"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a pipe's output is then buffered
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert (proc.returncode, proc.stdout) == (0, "written"), proc.stderr
