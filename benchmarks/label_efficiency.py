@@ -16,7 +16,7 @@ setfit` beside the CPU torch and the offline all-MiniLM-L6-v2 wheel; see benchma
 through benchmarks/setfit_peer.py, with its default training arguments. Its default number of
 sentence pairs grows with the square of the training set (2k(k+1) for k per class); where the
 steps that makes would pass `--setfit-minutes` (30 by default, at the median seconds per step of its
-runs kept in the results file on this CPU, else of its first run here), it is capped with
+runs on this CPU, kept in the results file or made by this invocation), it is capped with
 `max_steps` and the table says so. Every seed of a size takes the cap its first kept run had.
 
 `--target rating` trains on the same draws with each review's star rating (1-4 and 7-10, from
@@ -54,6 +54,7 @@ RATING_PICTURE = HERE / "results" / "label_efficiency_rating.png"
 PEER = HERE / "setfit_peer.py"
 TEST_SIZE = 1000
 TEST_SEED = 2026
+SETFIT_PAIRS_PER_STEP = 16  # SetFit's default body batch size
 NAMES = {"linear": "linear", "fasttext": "fastText", "textcnn": "TextCNN", "birnn": "BiRNN",
          "transformer": "transformer", "setfit": "SetFit", "median": "training median"}  # fmt: skip
 
@@ -118,8 +119,8 @@ def run_family(model: str, train: Path, test: Path, seed: int, out: Path, target
 
 
 def setfit_steps(k: int) -> int:
-    """SetFit's default number of steps for k examples per class of two: 2k(k+1) pairs, 16 a step."""
-    return -(-2 * k * (k + 1) // 16)
+    """SetFit's default number of steps for k examples per class of two: 2k(k+1) pairs."""
+    return -(-2 * k * (k + 1) // SETFIT_PAIRS_PER_STEP)
 
 
 def setfit_seconds_per_step(rows) -> float | None:
@@ -130,14 +131,15 @@ def setfit_seconds_per_step(rows) -> float | None:
     return statistics.median(times) if times else None
 
 
-def setfit_cap(k: int, rows, per_step: float | None, minutes: float) -> int | None:
+def setfit_cap(k: int, rows, minutes: float) -> int | None:
     """SetFit's step cap at k per class: the steps of the kept runs at k (the lowest seed's), so every
-    seed of a size trains alike; else the steps that take about `minutes` at `per_step` seconds each
-    where its default would take longer (None: no cap)."""
+    seed of a size trains alike; else the steps that take about `minutes` at the median speed of the
+    SetFit `rows` on this CPU, where its default would take longer (None: no cap)."""
     kept = sorted((r for r in rows if r["model"] == "setfit" and r["k"] == k and r.get("target", "label") == "label"),
                   key=lambda r: r["seed"])  # fmt: skip
     if kept:
         return kept[0]["steps"] if kept[0].get("capped") else None
+    per_step = setfit_seconds_per_step(rows)
     if per_step is not None and setfit_steps(k) * per_step > minutes * 60:
         return max(1, int(minutes * 60 / per_step))
     return None
@@ -189,7 +191,7 @@ def table(results: list[dict], sizes: list[int], models: list[str]) -> str:
             for steps in sorted({r["steps"] for r in capped}):
                 seeds = ", ".join(str(r["seed"]) for r in capped if r["steps"] == steps)
                 notes.add(f"SetFit at {k} per class, seed{'s' * (',' in seeds)} {seeds}: capped at {steps:,} steps "
-                          f"of its default {setfit_steps(k):,} ({steps * 16:,} pairs).")  # fmt: skip
+                          f"of its default {setfit_steps(k):,} ({steps * SETFIT_PAIRS_PER_STEP:,} pairs).")  # fmt: skip
             cells.append(
                 f"**{_mean(accs):.3f}**{cap} ({', '.join(f'{a:.3f}' for a in accs)}; "
                 f"{_mean([r['seconds'] for r in rows]):.0f} s)"
@@ -273,7 +275,6 @@ def main() -> None:
     saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
     done = {(r["model"], r["k"], r["seed"], r.get("target", "label")): {"cpu": saved.get("cpu"), **r}
             for r in saved["runs"]}  # fmt: skip
-    per_step = setfit_seconds_per_step(done.values())
     with tempfile.TemporaryDirectory(prefix="label-efficiency-") as tmp:
         if args.table_only:
             sizes = sorted({key[1] for key in done if key[1] in sizes and key[3] == target})
@@ -285,9 +286,8 @@ def main() -> None:
                     if (m, k, seed, target) in done and not args.again:
                         continue
                     if m == "setfit":
-                        cap = setfit_cap(k, done.values(), per_step, args.setfit_minutes)
+                        cap = setfit_cap(k, done.values(), args.setfit_minutes)
                         result = run_setfit(args.setfit_python, files[k, seed], files["test"], seed, cap, args.threads)
-                        per_step = result["train_s"] / max(result["steps"], 1)
                     elif m == "median":
                         result = median_row(files[k, seed], files["test"])
                     else:
