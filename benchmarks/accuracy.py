@@ -38,6 +38,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def kept_row(row: dict, saved: dict) -> dict:
+    """A row read back from a results file, with the file's `cpu` where the row names none; its
+    keys stay in their order, so rewriting the file leaves the row as it was."""
+    return {**row, "cpu": row.get("cpu", saved.get("cpu"))}
+
+
 def threads(n: int) -> str:
     return f"{n} thread" if n == 1 else f"{n} threads"
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.accuracy import cpu_model
+from benchmarks.accuracy import cpu_model, kept_row
 from benchmarks.fasttext import _write_csv
 from benchmarks.readme import replace_section
 
@@ -188,12 +188,12 @@ def main() -> None:
             models = [m for m in args.models.split(",") if m]
             seeds = [int(x) for x in args.seeds.split(",") if x]
             fresh = calibration_rows(models, seeds, args.data, folder)
-            kept = [{"cpu": saved.get("cpu"), **r} for r in saved.get("calibration", []) if r["model"] not in models]
+            kept = [kept_row(r, saved) for r in saved.get("calibration", []) if r["model"] not in models]
             order = list(RUNS)
             calibration = sorted(kept + fresh, key=lambda r: order.index(r["model"]))
             RESULTS.write_text(json.dumps({**saved, "cpu": cpu_model(), "calibration": calibration}, indent=1) + "\n")
             weights = (
-                [{"cpu": saved.get("cpu"), **r} for r in saved.get("class_weights", [])]
+                [kept_row(r, saved) for r in saved.get("class_weights", [])]
                 if args.skip_class_weights
                 else class_weight_rows(args.data, folder)
             )

@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.accuracy import cpu_model
+from benchmarks.accuracy import cpu_model, kept_row
 from benchmarks.fasttext import _write_csv
 from benchmarks.readme import link, replace_section
 
@@ -273,7 +273,7 @@ def main() -> None:
     else:
         models = families + (["setfit"] if args.setfit_python or args.table_only else [])
     saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
-    done = {(r["model"], r["k"], r["seed"], r.get("target", "label")): {"cpu": saved.get("cpu"), **r}
+    done = {(r["model"], r["k"], r["seed"], r.get("target", "label")): kept_row(r, saved)
             for r in saved["runs"]}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="label-efficiency-") as tmp:
         if args.table_only:
